@@ -1,0 +1,37 @@
+"""vLLM plugin entry point (group `vllm.general_plugins`): registers our model classes lazily.
+
+vLLM loads general plugins in every process it starts, so `register()` must be cheap and idempotent.
+Set QWENVL_VLLM_DISABLE=1 (or leave `qwenvl_vllm` out of VLLM_PLUGINS) to get in-tree vLLM back.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from qwenvl_vllm.settings import DISABLE_ENV, get_settings
+
+logger = logging.getLogger("qwenvl_vllm")
+
+# architecture name in config.json -> "module:Class", imported by vLLM only when a model needs it
+ARCHITECTURES: dict[str, str] = {
+    "Qwen2VLForConditionalGeneration": "qwenvl_vllm.models.qwen2_vl:Qwen2VLForConditionalGeneration",
+    "QWenLMHeadModel": "qwenvl_vllm.models.qwen_vl:QwenVLForConditionalGeneration",
+    "QwenVLForConditionalGeneration": "qwenvl_vllm.models.qwen_vl:QwenVLForConditionalGeneration",
+}
+
+_registered = False
+
+
+def register() -> None:
+    global _registered
+    if _registered:
+        return
+    if get_settings().disabled:
+        logger.info("qwenvl-vllm disabled by %s; in-tree vLLM models are used", DISABLE_ENV)
+        return
+    from vllm import ModelRegistry
+
+    for arch, target in ARCHITECTURES.items():
+        ModelRegistry.register_model(arch, target)
+    _registered = True
+    logger.info("qwenvl-vllm registered %s", ", ".join(ARCHITECTURES))

@@ -1,0 +1,50 @@
+"""`fetch_image`: qwen-vl-utils 0.0.14 semantics (same sizes, same pixels), with safe loading."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from PIL import Image
+
+from .media import load_image
+from .sizing import IMAGE_MAX_TOKEN_NUM, IMAGE_MIN_TOKEN_NUM, SPATIAL_MERGE_SIZE, smart_resize
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGBA composites onto white (as qwen-vl-utils does); every other mode goes through convert."""
+    if image.mode == "RGBA":
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image, mask=image.split()[3])
+        return background
+    return image.convert("RGB")
+
+
+def image_source(ele: Mapping[str, Any]) -> Any:
+    if "image" in ele:
+        return ele["image"]
+    if "image_url" in ele:
+        url = ele["image_url"]
+        # OpenAI-style {"image_url": {"url": ...}} is accepted as well as a bare string.
+        return url["url"] if isinstance(url, Mapping) else url
+    raise ValueError(f"image item needs an 'image' or 'image_url' field, got keys {sorted(ele)}")
+
+
+def target_size(ele: Mapping[str, Any], height: int, width: int, factor: int) -> tuple[int, int]:
+    if "resized_height" in ele and "resized_width" in ele:
+        return smart_resize(int(ele["resized_height"]), int(ele["resized_width"]), factor=factor)
+    return smart_resize(
+        height,
+        width,
+        factor=factor,
+        min_pixels=ele.get("min_pixels", IMAGE_MIN_TOKEN_NUM * factor**2),
+        max_pixels=ele.get("max_pixels", IMAGE_MAX_TOKEN_NUM * factor**2),
+    )
+
+
+def fetch_image(ele: Mapping[str, Any], image_patch_size: int = 14) -> Image.Image:
+    """Load the image of a message item and resize it to its smart_resize size (bicubic, RGB)."""
+    factor = int(image_patch_size * SPATIAL_MERGE_SIZE)
+    image = to_rgb(load_image(image_source(ele)))
+    height, width = target_size(ele, image.height, image.width, factor)
+    return image.resize((width, height), Image.Resampling.BICUBIC)

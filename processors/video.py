@@ -1,0 +1,133 @@
+"""`fetch_video`: qwen-vl-utils 0.0.14 semantics with decord (same frame indices, sizes and pixels)."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import torch
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as tvf
+
+from .image import fetch_image
+from .media import HTTP_SCHEMES, fetch_url, local_path
+from .sizing import (
+    FRAME_FACTOR,
+    SPATIAL_MERGE_SIZE,
+    VIDEO_MAX_TOKEN_NUM,
+    VIDEO_MIN_TOKEN_NUM,
+    ceil_by_factor,
+    smart_nframes,
+    smart_resize,
+)
+
+MAX_FRAME_WORKERS = 8
+
+
+def model_seq_len() -> int:
+    return int(float(os.environ.get("MODEL_SEQ_LEN", 128000)))
+
+
+def frame_range(ele: Mapping[str, Any], total_frames: int, video_fps: float) -> tuple[int, int, int]:
+    """(first, last, count) of the frames inside [video_start, video_end] seconds."""
+    if video_fps <= 0:
+        raise ValueError(f"video fps must be positive, got {video_fps}")
+    if total_frames <= 0:
+        raise ValueError("video has no frames")
+    start, end = ele.get("video_start"), ele.get("video_end")
+    if start is None and end is None:
+        return 0, total_frames - 1, total_frames
+    duration = total_frames / video_fps
+    first = math.ceil(max(0.0, min(start, duration)) * video_fps) if start is not None else 0
+    last = total_frames - 1
+    if end is not None:
+        last = min(math.floor(max(0.0, min(end, duration)) * video_fps), total_frames - 1)
+    if first >= last:
+        raise ValueError(f"invalid video time range: start frame {first} is not before end frame {last}")
+    return first, last, last - first + 1
+
+
+def _open_reader(source: str):
+    import decord
+
+    try:
+        if source.startswith(HTTP_SCHEMES):
+            with tempfile.NamedTemporaryFile(suffix=".video") as tmp:
+                tmp.write(fetch_url(source))
+                tmp.flush()
+                return decord.VideoReader(tmp.name)
+        return decord.VideoReader(str(local_path(source)))
+    except (decord.DECORDError, RuntimeError) as exc:
+        raise ValueError(f"cannot decode video {source!r}: {exc}") from exc
+
+
+def read_video_decord(ele: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, Any], float]:
+    """Sampled frames [T, C, H, W] uint8, metadata and the sampling fps."""
+    reader = _open_reader(ele["video"])
+    video_fps = reader.get_avg_fps()
+    first, last, total = frame_range(ele, len(reader), video_fps)
+    nframes = smart_nframes(ele, total_frames=total, video_fps=video_fps)
+    indices = torch.linspace(first, last, nframes).round().long().tolist()
+    frames = torch.from_numpy(reader.get_batch(indices).asnumpy()).permute(0, 3, 1, 2)  # THWC -> TCHW
+    metadata = dict(fps=video_fps, frames_indices=indices, total_num_frames=total, video_backend="decord")
+    return frames, metadata, nframes / max(total, 1e-6) * video_fps
+
+
+def read_frame_list(ele: Mapping[str, Any], factor: int) -> tuple[torch.Tensor, dict[str, Any], float]:
+    frames = ele["video"]
+    if len(frames) == 0:
+        raise ValueError("video frame list is empty")
+    info = {k: v for k, v in ele.items() if k not in ("type", "video")}
+    # qwen-vl-utils passes the merge factor as the patch size here, so frames are first resized at
+    # factor 2*28; kept on purpose for identical results.
+    with ThreadPoolExecutor(max_workers=min(MAX_FRAME_WORKERS, len(frames))) as pool:
+        images = list(pool.map(lambda f: fetch_image({"image": f, **info}, factor), frames))
+    nframes = ceil_by_factor(len(images), FRAME_FACTOR)
+    images += [images[-1]] * (nframes - len(images))
+    sample_fps = ele.get("sample_fps", 2.0)
+    video = torch.from_numpy(np.stack([np.asarray(img) for img in images])).permute(0, 3, 1, 2)
+    raw_fps = info.get("raw_fps", sample_fps)
+    metadata = dict(
+        fps=raw_fps,
+        frames_indices=list(range(len(video))),
+        total_num_frames=(nframes / sample_fps) * raw_fps,
+    )
+    return video, metadata, sample_fps
+
+
+def video_size(ele: Mapping[str, Any], nframes: int, height: int, width: int, factor: int) -> tuple[int, int]:
+    if "resized_height" in ele and "resized_width" in ele:
+        return smart_resize(int(ele["resized_height"]), int(ele["resized_width"]), factor=factor)
+    min_pixels = ele.get("min_pixels", VIDEO_MIN_TOKEN_NUM * factor * factor)
+    total_pixels = ele.get("total_pixels", model_seq_len() * factor * factor * 0.9)
+    limit = VIDEO_MAX_TOKEN_NUM * factor * factor
+    max_pixels = max(min(limit, total_pixels / nframes * FRAME_FACTOR), int(min_pixels * 1.05))
+    max_pixels = min(ele.get("max_pixels", max_pixels), max_pixels)
+    return smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
+
+
+def fetch_video(
+    ele: Mapping[str, Any],
+    image_patch_size: int = 14,
+    return_video_sample_fps: bool = False,
+    return_video_metadata: bool = False,
+):
+    """Frames [T, C, H, W] float (integer values), resized for the model, as qwen-vl-utils returns."""
+    factor = image_patch_size * SPATIAL_MERGE_SIZE
+    source = ele.get("video")
+    if isinstance(source, str):
+        video, metadata, sample_fps = read_video_decord(ele)
+    elif isinstance(source, (list, tuple)):
+        video, metadata, sample_fps = read_frame_list(ele, factor)
+    else:
+        raise ValueError(f"video must be a path/URL string or a list of frames, got {type(source).__name__}")
+    nframes, _, height, width = video.shape
+    resized = video_size(ele, nframes, height, width, factor)
+    video = tvf.resize(video, list(resized), interpolation=InterpolationMode.BICUBIC, antialias=True).float()
+    result = (video, metadata) if return_video_metadata else video
+    return (result, sample_fps) if return_video_sample_fps else result
