@@ -83,7 +83,8 @@ def open_image(data: bytes | os.PathLike, what: str = "image") -> Image.Image:
     width, height = image.size
     limit = get_settings().max_image_pixels
     if width * height > limit:
-        raise ValueError(f"{what} has {width}x{height} pixels, over the limit of {limit} (decompression bomb?)")
+        msg = f"{what} has {width}x{height} pixels, over the limit of {limit} (decompression bomb?)"
+        raise ValueError(msg)
     try:
         image.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:

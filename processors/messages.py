@@ -64,7 +64,9 @@ def chat_prompt(conversation: Conversation, model: Any, add_generation_prompt: b
     renderer = _load_tokenizer(str(model)) if isinstance(model, (str, Path)) else model
     if getattr(renderer, "chat_template", None) is None:
         raise ValueError("the model's tokenizer has no chat template")
-    return renderer.apply_chat_template(list(conversation), tokenize=False, add_generation_prompt=add_generation_prompt)
+    return renderer.apply_chat_template(
+        list(conversation), tokenize=False, add_generation_prompt=add_generation_prompt
+    )
 
 
 def video_array(video: torch.Tensor) -> np.ndarray:

@@ -17,7 +17,9 @@ Conversation = Sequence[Mapping[str, Any]]
 def as_conversations(conversations: Conversation | Sequence[Conversation]) -> list[Conversation]:
     """A batch of conversations from either one conversation or a list of them."""
     if not isinstance(conversations, Sequence) or isinstance(conversations, str) or len(conversations) == 0:
-        raise ValueError("messages must be a non-empty list of {'role', 'content'} dicts (or a list of those)")
+        raise ValueError(
+            "messages must be a non-empty list of {'role', 'content'} dicts, or a batch of such lists"
+        )
     if isinstance(conversations[0], Mapping):
         return [conversations]  # type: ignore[list-item]
     for conversation in conversations:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
 import torch
+
+# qwen-vl-utils picks its video reader at import time; parity is defined against its decord path.
+os.environ.setdefault("FORCE_QWENVL_VIDEO_READER", "decord")
 
 
 def _free_port() -> int:
@@ -26,7 +30,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def vllm_cpu():
     """A VllmConfig on CPU with distributed state (world size 1) initialised once per test session."""
-    from vllm.config import CompilationConfig, CompilationMode, DeviceConfig, VllmConfig, set_current_vllm_config
+    from vllm.config import (
+        CompilationConfig,
+        CompilationMode,
+        DeviceConfig,
+        VllmConfig,
+        set_current_vllm_config,
+    )
     from vllm.distributed import init_distributed_environment, initialize_model_parallel
     from vllm.distributed.parallel_state import model_parallel_is_initialized
 
@@ -45,3 +55,28 @@ def vllm_cpu():
             )
             initialize_model_parallel(1, 1)
         yield cfg
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """Serves files from tmp_path on 127.0.0.1; returns a function that publishes an image or bytes."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    counter = iter(range(10**6))
+
+    def publish(content, fmt: str = "PNG") -> str:
+        name = f"media{next(counter)}.{fmt.lower()}"
+        if isinstance(content, bytes):
+            (tmp_path / name).write_bytes(content)
+        else:
+            content.save(tmp_path / name, format=fmt)
+        return f"http://127.0.0.1:{server.server_address[1]}/{name}"
+
+    yield publish
+    server.shutdown()
