@@ -31,6 +31,9 @@ def register() -> None:
         return
     from vllm import ModelRegistry
 
+    from qwenvl_vllm.tokenizers import register_qwen_vl
+
+    register_qwen_vl()  # Qwen-VL v1 config + tokenizer without trust_remote_code
     for arch, target in ARCHITECTURES.items():
         ModelRegistry.register_model(arch, target)
     _registered = True
