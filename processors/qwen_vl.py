@@ -326,3 +326,15 @@ def expand_image_placeholders(token_ids: Sequence[int], span: int = IMG_TOKEN_SP
         out += [IMG_START_ID, *([IMG_PAD_ID] * span), IMG_END_ID]
         i = close + 1
     return out
+
+
+def qwen_vl_inputs(messages: Sequence[Any], model: Any = None) -> tuple[dict[str, Any], list[Any]]:
+    """`to_vllm_inputs` for Qwen-VL v1 checkpoints: (prompt dict, ItemTokens per image)."""
+    from .messages import ItemTokens
+
+    prompt, images = build_qwen_vl_prompt(messages)
+    inputs: dict[str, Any] = {"prompt": prompt}
+    if images:
+        inputs["multi_modal_data"] = {"image": [image.convert("RGB") for image in images]}
+    patches = IMAGE_SIZE // 14
+    return inputs, [ItemTokens("image", (1, patches, patches), IMG_TOKEN_SPAN) for _ in images]
