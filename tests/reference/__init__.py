@@ -1,0 +1,1 @@
+"""Plain-PyTorch reference implementations used as test yardsticks (no vLLM imports)."""
