@@ -10,7 +10,8 @@ import logging
 
 from qwenvl_vllm.settings import DISABLE_ENV, get_settings
 
-logger = logging.getLogger("qwenvl_vllm")
+# under "vllm." so vLLM's logging configuration shows our messages in `vllm serve` logs
+logger = logging.getLogger("vllm.qwenvl_vllm")
 
 # architecture name in config.json -> "module:Class", imported by vLLM only when a model needs it
 ARCHITECTURES: dict[str, str] = {

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .sizing import IMAGE_MAX_TOKEN_NUM, IMAGE_MIN_TOKEN_NUM, IMAGE_PATCH_SIZE, SPATIAL_MERGE_SIZE
+from .sizing import IMAGE_PATCH_SIZE, SPATIAL_MERGE_SIZE
 from .vision_info import Conversation, as_conversations, content_kind, process_vision_info
 
 TOKEN_FACTOR = IMAGE_PATCH_SIZE * SPATIAL_MERGE_SIZE  # one LLM token per 28x28 pixels
@@ -74,16 +74,6 @@ def video_array(video: torch.Tensor) -> np.ndarray:
     return video.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def pixel_kwargs(items: list[ItemTokens]) -> dict[str, int]:
-    """min/max_pixels that leave our already-resized images untouched by vLLM's processor."""
-    areas = [(item.grid_thw[1] * IMAGE_PATCH_SIZE) * (item.grid_thw[2] * IMAGE_PATCH_SIZE) for item in items]
-    default_min = IMAGE_MIN_TOKEN_NUM * TOKEN_FACTOR**2
-    default_max = IMAGE_MAX_TOKEN_NUM * TOKEN_FACTOR**2
-    if not areas or (min(areas) >= default_min and max(areas) <= default_max):
-        return {}
-    return {"min_pixels": min(min(areas), default_min), "max_pixels": max(max(areas), default_max)}
-
-
 def conversation_inputs(
     conversation: Conversation, model: Any, add_generation_prompt: bool = True
 ) -> tuple[dict[str, Any], list[ItemTokens]]:
@@ -102,9 +92,10 @@ def conversation_inputs(
         mm_data["video"] = [video_array(v) for v in videos]
     if mm_data:
         inputs["multi_modal_data"] = mm_data
-    kwargs = pixel_kwargs([item for item in items if item.kind == "image"])
-    if kwargs:
-        inputs["mm_processor_kwargs"] = kwargs
+    if mm_data:
+        # sizes are final already (qwen-vl-utils semantics); ours and transformers' processors both
+        # honour do_resize=False, so neither resizes them a second time with other rules
+        inputs["mm_processor_kwargs"] = {"do_resize": False}
     return inputs, items
 
 

@@ -1,4 +1,4 @@
-"""Resized image / video frames -> Qwen2-VL patch rows, exactly as transformers' Qwen2-VL processors lay them out.
+"""Resized image / video frames -> Qwen2-VL patch rows, laid out exactly as transformers' processors do.
 
 Row order: merge windows first (each run of merge_size**2 consecutive rows is one LLM token), then the
 patches inside a window; inside a row: channel-major, then temporal, then the patch_size x patch_size pixels.
@@ -26,7 +26,10 @@ def _as_frames(frames: Frames) -> torch.Tensor:
         if frames.mode != "RGB":
             raise ValueError(f"patchify expects an RGB image, got mode {frames.mode!r}; convert it first")
         frames = np.asarray(frames)
-    tensor = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
+    if isinstance(frames, np.ndarray):
+        # torch.from_numpy wants a writable array; PIL's buffers are read-only, so those get copied.
+        frames = torch.from_numpy(frames if frames.flags.writeable else frames.copy())
+    tensor = frames
     if not isinstance(tensor, torch.Tensor):
         raise ValueError(f"patchify expects a PIL image, numpy array or tensor, got {type(frames).__name__}")
     if tensor.ndim == 3:  # one image, channels last (HWC)
@@ -36,17 +39,26 @@ def _as_frames(frames: Frames) -> torch.Tensor:
     raise ValueError(f"expected an HWC image or a [T, C, H, W] video, got shape {tuple(tensor.shape)}")
 
 
-def _normalize(frames: torch.Tensor, mean: Sequence[float], std: Sequence[float], rescale: float | None):
-    # transformers fuses rescale into normalize: (x - mean/rescale) / (std/rescale) in float32; same
+def _clip_stats(
+    mean: Sequence[float], std: Sequence[float], rescale: float | None, channels: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    # transformers fuses rescale into normalize: (x - mean/rescale) / (std/rescale) in float32; the same
     # float32 operations here give bit-identical values.
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=frames.device)
-    std_t = torch.tensor(std, dtype=torch.float32, device=frames.device)
+    mean_t = torch.tensor(mean, dtype=torch.float32)
+    std_t = torch.tensor(std, dtype=torch.float32)
     if rescale is not None:
         mean_t, std_t = mean_t * (1.0 / rescale), std_t * (1.0 / rescale)
-    channels = frames.shape[1]
     if mean_t.numel() != channels or std_t.numel() != channels:
         raise ValueError(f"mean/std need {channels} values, got {mean_t.numel()} and {std_t.numel()}")
-    return (frames.to(torch.float32) - mean_t.view(1, -1, 1, 1)) / std_t.view(1, -1, 1, 1)
+    return mean_t, std_t
+
+
+def _gather_float(view: torch.Tensor) -> torch.Tensor:
+    """A new contiguous float32 copy of a (permuted) view: bytes are gathered first, which is much faster."""
+    if view.dtype == torch.uint8:
+        return view.contiguous().to(torch.float32)
+    out = torch.empty(view.shape, dtype=torch.float32, device=view.device)
+    return out.copy_(view)
 
 
 def patchify(
@@ -66,31 +78,26 @@ def patchify(
     """
     video = _as_frames(frames)
     num_frames, channels, height, width = video.shape
-    factor = patch_size * merge_size
+    p, t, m = patch_size, temporal_patch_size, merge_size
     if num_frames == 0 or height == 0 or width == 0:
         raise ValueError(f"empty image/video of shape {tuple(video.shape)}")
-    if height % factor or width % factor:
-        raise ValueError(f"image size {height}x{width} is not a multiple of {factor}; resize it first")
-    video = _normalize(video, mean, std, rescale)
-    if num_frames == 1:  # an image: the same frame fills every temporal slot (expand, no copy)
-        video = video.expand(temporal_patch_size, -1, -1, -1)
-    elif pad := -num_frames % temporal_patch_size:
+    if height % (p * m) or width % (p * m):
+        raise ValueError(f"image size {height}x{width} is not a multiple of {p * m}; resize it first")
+    mean_t, std_t = _clip_stats(mean, std, rescale, channels)
+    grid_h, grid_w = height // p, width // p
+    if num_frames == 1:
+        # An image: gather and normalise one frame, then repeat it in every temporal slot.
+        # [C, H, W] -> [C, h/m, m, P, w/m, m, P] -> [h/m, w/m, m, m, C, P, P]
+        view = video[0].reshape(channels, grid_h // m, m, p, grid_w // m, m, p).permute(1, 4, 2, 5, 0, 3, 6)
+        rows = _gather_float(view).reshape(-1, channels, 1, p * p)  # [N, C, 1, P*P]
+        rows.sub_(mean_t.view(-1, 1, 1)).div_(std_t.view(-1, 1, 1))
+        rows = rows.expand(-1, -1, t, -1).reshape(grid_h * grid_w, channels * t * p * p)
+        return rows, (1, grid_h, grid_w)
+    if pad := -num_frames % t:  # as transformers: repeat the last frame
         video = torch.cat([video, video[-1:].expand(pad, -1, -1, -1)])
-    grid_t = video.shape[0] // temporal_patch_size
-    grid_h, grid_w = height // patch_size, width // patch_size
-    # [t*T, C, H, W] -> [t, T, C, h/m, m, P, w/m, m, P]
-    patches = video.reshape(
-        grid_t,
-        temporal_patch_size,
-        channels,
-        grid_h // merge_size,
-        merge_size,
-        patch_size,
-        grid_w // merge_size,
-        merge_size,
-        patch_size,
-    )
-    # -> [t, h/m, w/m, m, m, C, T, P, P]: windows, then patches in a window, then channel-major pixels
-    patches = patches.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
-    rows = patches.reshape(grid_t * grid_h * grid_w, channels * temporal_patch_size * patch_size * patch_size)
-    return rows, (grid_t, grid_h, grid_w)
+    grid_t = video.shape[0] // t
+    # [t*T, C, H, W] -> [t, T, C, h/m, m, P, w/m, m, P] -> [t, h/m, w/m, m, m, C, T, P, P]
+    view = video.reshape(grid_t, t, channels, grid_h // m, m, p, grid_w // m, m, p)
+    rows = _gather_float(view.permute(0, 3, 6, 4, 7, 2, 1, 5, 8))
+    rows.sub_(mean_t.view(-1, 1, 1, 1)).div_(std_t.view(-1, 1, 1, 1))
+    return rows.reshape(grid_t * grid_h * grid_w, channels * t * p * p), (grid_t, grid_h, grid_w)

@@ -95,7 +95,7 @@ def test_batch_returns_one_dict_per_conversation(ckpt: str) -> None:
     assert "multi_modal_data" not in inputs[3] and "text only" in inputs[3]["prompt"]
 
 
-def test_small_images_carry_pixel_kwargs(ckpt: str) -> None:
+def test_resized_media_are_not_resized_again(ckpt: str) -> None:
     messages = [
         {
             "role": "user",
@@ -107,7 +107,7 @@ def test_small_images_carry_pixel_kwargs(ckpt: str) -> None:
     ]
     inputs, items = to_vllm_inputs(messages, ckpt, return_item_tokens=True)
     assert items[0].tokens == 1
-    assert inputs["mm_processor_kwargs"]["min_pixels"] <= 784
+    assert inputs["mm_processor_kwargs"] == {"do_resize": False}
 
 
 def test_bad_messages(ckpt: str) -> None:

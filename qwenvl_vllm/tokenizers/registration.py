@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import sys
 
-logger = logging.getLogger("qwenvl_vllm")
+logger = logging.getLogger("vllm.qwenvl_vllm")
 
 _registered = False
 
