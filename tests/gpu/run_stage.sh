@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# GPU checks and benchmarks, one stage per device call (each well under 10 minutes).
+# On the GPU machine, after staging .gpu/partNN (see ../shared/gpu/README.md):
+#   bash .gpu/install.sh && bash tests/gpu/run_stage.sh STAGE [STAGE ...]
+# Stages: ckpts | smoke | parity | quant | w1 | serve | v1 | workloads
+# Results (JSON, logs) go to $OUT (or /tmp/out); checkpoints persist in /tmp/ckpt while the machine lives.
+set -uo pipefail
+export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 VLLM_WORKER_MULTIPROC_METHOD=spawn PATH=/tmp/site/bin:$PATH
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
+OUT=${OUT:-/tmp/out}; CK=/tmp/ckpt; mkdir -p "$OUT" "$CK"
+py() { python3 "$@"; }
+mk() {  # name model quant [extra args]
+  local name=$1 model=$2 quant=$3; shift 3
+  [ -f "$CK/$name/config.json" ] || py -m qwenvl_vllm.cli make-checkpoint --model "$model" --quant "$quant" \
+    --out "$CK/$name" "$@" >"$OUT/mk_$name.log" 2>&1 || { echo "checkpoint $name failed"; tail -5 "$OUT/mk_$name.log"; }
+}
+status() { echo "== $1: exit $2"; }
+
+for stage in "$@"; do
+  start=$(date +%s)
+  case $stage in
+    ckpts)
+      mk 2b-bf16 qwen2-vl-2b bf16 & mk 2b-gptq qwen2-vl-2b gptq-int4 & mk 2b-awq qwen2-vl-2b awq & wait
+      mk 2b-gptq-deq qwen2-vl-2b gptq-int4 --dequantized & mk tiny-v1 tiny-qwen-vl bf16 & wait
+      du -sh "$CK"/* ;;
+    smoke)
+      py tests/gpu/smoke.py --ckpt "$CK/2b-bf16" --out "$OUT/smoke.json" 2>&1 | tail -25; status smoke $? ;;
+    parity)
+      py tests/gpu/qwen2_vl_parity.py --ckpt "$CK/2b-bf16" --out "$OUT/parity_bf16.json" --eager \
+        >"$OUT/parity_bf16.log" 2>&1; status parity_bf16 $?; tail -c 1500 "$OUT/parity_bf16.json" ;;
+    quant)
+      for q in gptq awq; do
+        py tests/gpu/qwen2_vl_parity.py --ckpt "$CK/2b-bf16" --greedy-ckpt "$CK/2b-$q" --out "$OUT/parity_$q.json" \
+          --eager --skip-transformers >"$OUT/parity_$q.log" 2>&1; status "parity_$q" $?
+      done ;;
+    w1)
+      py benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W1 --out-dir "$OUT" 2>&1 | tail -8 ;;
+    workloads)
+      py benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W2 W3 W4 --out-dir "$OUT" --tag _w234 2>&1 | tail -8 ;;
+    serve)
+      py tests/gpu/serve_check.py --ckpt "$CK/2b-gptq" --video --out "$OUT/serve.json" --log "$OUT/serve.log" \
+        2>&1 | tail -20; status serve $? ;;
+    v1)
+      py -m pytest -q tests/gpu -m gpu -k qwen_vl 2>&1 | tail -15; status v1 $? ;;
+    *) echo "unknown stage $stage"; exit 2 ;;
+  esac
+  echo "-- $stage took $(( $(date +%s) - start )) s"
+done
