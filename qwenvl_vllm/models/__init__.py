@@ -1,0 +1,1 @@
+"""Model implementations of the qwenvl_vllm plugin, built from vLLM's layers."""
