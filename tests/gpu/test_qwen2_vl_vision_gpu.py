@@ -120,7 +120,7 @@ def test_triton_rotary_matches_native_bf16(vllm_gpu):
     # Both compute in fp32 and round to bf16 once; allow 1 bf16 ulp for FMA contraction.
     diff = (a.float() - b.float()).abs() / a.float().abs().clamp_min(1e-2)
     _RESULTS["rotary_bf16_max_rel_diff"] = diff.max().item()
-    assert diff.max().item() <= 2**-7
+    assert diff.max().item() <= 2**-7 + 1e-6  # 1 ulp at 1.0 is exactly 2**-7
 
 
 @pytest.mark.parametrize("depth", [4])
