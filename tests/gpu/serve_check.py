@@ -47,7 +47,20 @@ def text_part(text: str) -> dict:
 
 
 def start_server(ckpt: str, media: Path, log: Path, extra: list[str]) -> subprocess.Popen:
-    cmd = ["vllm", "serve", ckpt, "--served-model-name", "m", "--port", str(PORT), "--max-model-len", "8192"]
+    # the `vllm` console script is the same entry point; -m works where only a --target install exists
+    cmd = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.cli.main",
+        "serve",
+        ckpt,
+        "--served-model-name",
+        "m",
+        "--port",
+        str(PORT),
+        "--max-model-len",
+        "8192",
+    ]
     cmd += ["--allowed-local-media-path", str(media), "--limit-mm-per-prompt", '{"image": 2, "video": 1}']
     cmd += ["--gpu-memory-utilization", "0.8", *extra]
     return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
