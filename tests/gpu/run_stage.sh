@@ -41,7 +41,9 @@ for stage in "$@"; do
       py tests/gpu/serve_check.py --ckpt "$CK/2b-gptq" --video --out "$OUT/serve.json" --log "$OUT/serve.log" \
         2>&1 | tail -20; status serve $? ;;
     v1)
-      py -m pytest -q tests/gpu -m gpu -k qwen_vl 2>&1 | tail -15; status v1 $? ;;
+      py -m pytest -q tests/gpu/test_qwen_vl_gpu.py -m gpu 2>&1 | tail -15; status v1 $?
+      py tests/gpu/serve_check.py --ckpt "$CK/tiny-v1" --grounding --max-model-len 2048 --out "$OUT/serve_v1.json" \
+        --log "$OUT/serve_v1.log" 2>&1 | tail -20; status serve_v1 $? ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac
   echo "-- $stage took $(( $(date +%s) - start )) s"

@@ -46,7 +46,7 @@ def text_part(text: str) -> dict:
     return {"type": "text", "text": text}
 
 
-def start_server(ckpt: str, media: Path, log: Path, extra: list[str]) -> subprocess.Popen:
+def start_server(ckpt: str, media: Path, log: Path, extra: list[str], max_len: int) -> subprocess.Popen:
     # the `vllm` console script is the same entry point; -m works where only a --target install exists
     cmd = [
         sys.executable,
@@ -93,6 +93,7 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--log", default="server.log")
     parser.add_argument("--video", action="store_true")
+    parser.add_argument("--max-model-len", type=int, default=8192)
     parser.add_argument("--grounding", action="store_true", help="also ask a grounding question")
     parser.add_argument("--extra", nargs="*", default=["--enforce-eager"])
     args = parser.parse_args()
@@ -103,7 +104,7 @@ def main() -> None:
     outside = Path(tempfile.mkdtemp(prefix="outside")) / "secret.jpg"
     make_image(64, 64).save(outside)
     base_url = media_server(media)
-    proc = start_server(args.ckpt, media, Path(args.log), args.extra)
+    proc = start_server(args.ckpt, media, Path(args.log), args.extra, args.max_model_len)
     checks: dict[str, dict] = {}
     try:
         wait_ready(proc)
