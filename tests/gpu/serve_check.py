@@ -46,7 +46,9 @@ def text_part(text: str) -> dict:
     return {"type": "text", "text": text}
 
 
-def start_server(ckpt: str, media: Path, log: Path, extra: list[str], max_len: int) -> subprocess.Popen:
+def start_server(
+    ckpt: str, media: Path, log: Path, extra: list[str], max_len: int, video: bool
+) -> subprocess.Popen:
     # the `vllm` console script is the same entry point; -m works where only a --target install exists
     cmd = [
         sys.executable,
@@ -59,9 +61,10 @@ def start_server(ckpt: str, media: Path, log: Path, extra: list[str], max_len: i
         "--port",
         str(PORT),
         "--max-model-len",
-        "8192",
+        str(max_len),
     ]
-    cmd += ["--allowed-local-media-path", str(media), "--limit-mm-per-prompt", '{"image": 2, "video": 1}']
+    limits = '{"image": 2, "video": 1}' if video else '{"image": 2}'
+    cmd += ["--allowed-local-media-path", str(media), "--limit-mm-per-prompt", limits]
     cmd += ["--gpu-memory-utilization", "0.8", *extra]
     return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
@@ -104,7 +107,7 @@ def main() -> None:
     outside = Path(tempfile.mkdtemp(prefix="outside")) / "secret.jpg"
     make_image(64, 64).save(outside)
     base_url = media_server(media)
-    proc = start_server(args.ckpt, media, Path(args.log), args.extra, args.max_model_len)
+    proc = start_server(args.ckpt, media, Path(args.log), args.extra, args.max_model_len, args.video)
     checks: dict[str, dict] = {}
     try:
         wait_ready(proc)
