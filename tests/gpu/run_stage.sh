@@ -44,6 +44,14 @@ for stage in "$@"; do
       py -m pytest -q tests/gpu/test_qwen_vl_gpu.py -m gpu 2>&1 | tail -15; status v1 $?
       py tests/gpu/serve_check.py --ckpt "$CK/tiny-v1" --grounding --max-model-len 2048 --out "$OUT/serve_v1.json" \
         --log "$OUT/serve_v1.log" 2>&1 | tail -20; status serve_v1 $? ;;
+    v1full)  # Qwen-VL-Chat shapes (9.6B): bf16 vs the plain-PyTorch reference, Int4 vs its dequantized twin
+      rm -rf "$CK/2b-bf16" "$CK/2b-gptq-deq" "$CK/2b-awq"  # 64 GB disk
+      mk qvl-bf16 qwen-vl-chat bf16 & mk qvl-int4 qwen-vl-chat gptq-int4 & wait
+      py tests/gpu/qwen_vl_parity.py --ckpt "$CK/qvl-bf16" --eager --out "$OUT/qwen_vl_parity_bf16.json" \
+        >"$OUT/qwen_vl_parity_bf16.log" 2>&1; status qwen_vl_bf16 $?
+      rm -rf "$CK/qvl-bf16"; mk qvl-int4-deq qwen-vl-chat gptq-int4 --dequantized
+      py tests/gpu/qwen_vl_parity.py --ckpt "$CK/qvl-int4" --ref-ckpt "$CK/qvl-int4-deq" --eager \
+        --out "$OUT/qwen_vl_parity_int4.json" >"$OUT/qwen_vl_parity_int4.log" 2>&1; status qwen_vl_int4 $? ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac
   echo "-- $stage took $(( $(date +%s) - start )) s"
