@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import time
@@ -24,10 +25,28 @@ def run_side(impl: str, workload: str, args: argparse.Namespace, tmp: Path) -> d
     if args.num_requests:
         cmd += ["--num-requests", str(args.num_requests)]
     proc = subprocess.run(cmd, text=True, capture_output=True)
-    (tmp / f"{workload}_{impl}.log").write_text(proc.stdout + proc.stderr)
+    log = proc.stdout + proc.stderr
+    (tmp / f"{workload}_{impl}.log").write_text(log)
     if proc.returncode != 0:
-        return {"error": f"exit {proc.returncode}", "log_tail": (proc.stdout + proc.stderr)[-3000:]}
-    return json.loads(out.read_text())
+        return {"error": f"exit {proc.returncode}", "log_tail": log[-3000:]}
+    return json.loads(out.read_text()) | memory_from_log(log)
+
+
+MEMORY_PATTERNS = {
+    "weights_gib": r"Model loading took ([\d.]+) GiB",
+    "kv_cache_gib": r"Available KV cache memory: ([\d.]+) GiB",
+    "kv_cache_tokens": r"GPU KV cache size: ([\d,]+) tokens",
+}
+
+
+def memory_from_log(log: str) -> dict:
+    """Weight and KV-cache memory vLLM reports at start-up (same max_model_len and memory budget)."""
+    found = {}
+    for key, pattern in MEMORY_PATTERNS.items():
+        match = re.search(pattern, log)
+        if match:
+            found[key] = float(match.group(1).replace(",", ""))
+    return found
 
 
 def environment() -> dict:

@@ -11,9 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
+
+LATENCY_REPEATS = 5
 
 
 def parse_args() -> argparse.Namespace:
@@ -52,11 +55,10 @@ def main() -> None:
     startup_s = time.perf_counter() - start
     model_cls = type(llm.llm_engine.model_config).__name__
     params = SamplingParams(temperature=0.0, max_tokens=args.max_tokens, ignore_eos=True)
-    llm.generate(requests[:4], params, use_tqdm=False)  # warm-up outside the timed region
-    one = requests[4:5]
-    t0 = time.perf_counter()
-    llm.generate(one, SamplingParams(temperature=0.0, max_tokens=1), use_tqdm=False)
-    ttft_ms = (time.perf_counter() - t0) * 1000
+    llm.generate(requests[:4], params, use_tqdm=False)  # warm-up outside the timed regions
+    # single-request latency on items not seen before (no prefix / processor cache hits)
+    ttft = [_timed(llm, [requests[4 + i]], 1) for i in range(LATENCY_REPEATS)]
+    e2e = [_timed(llm, [requests[4 + LATENCY_REPEATS + i]], args.max_tokens) for i in range(LATENCY_REPEATS)]
     t0 = time.perf_counter()
     outputs = llm.generate(requests, params, use_tqdm=True)
     elapsed = time.perf_counter() - t0
@@ -71,22 +73,23 @@ def main() -> None:
         "input_tok_per_s": prompt_tokens / elapsed,
         "output_tok_per_s": output_tokens / elapsed,
         "prompt_tokens_per_request": prompt_tokens / len(requests),
-        "ttft_single_ms": ttft_ms,
+        "ttft_single_ms": statistics.median(ttft),
+        "e2e_single_ms": statistics.median(e2e),
+        "latency_repeats": LATENCY_REPEATS,
         "startup_s": startup_s,
         "model_config": model_cls,
-        "peak_gpu_mem_gib": _peak_mem_gib(),
     }
     print(json.dumps(result))
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 
 
-def _peak_mem_gib() -> float | None:
-    try:
-        import torch
+def _timed(llm, prompts: list[dict], max_tokens: int) -> float:
+    from vllm import SamplingParams
 
-        return torch.cuda.max_memory_allocated() / 2**30
-    except Exception:  # noqa: BLE001 - memory is informative only
-        return None
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+    start = time.perf_counter()
+    llm.generate(prompts, params, use_tqdm=False)
+    return (time.perf_counter() - start) * 1000
 
 
 if __name__ == "__main__":

@@ -330,6 +330,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.45)
     parser.add_argument("--skip-in-tree", action="store_true")
     parser.add_argument("--skip-transformers", action="store_true", help="only the greedy in-tree comparison")
+    parser.add_argument(
+        "--control-in-tree",
+        action="store_true",
+        help="also score in-tree vLLM against transformers (noise floor)",
+    )
     parser.add_argument("--worker", choices=["parity", "greedy"], default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -352,6 +357,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         hf_ok = all(e["prompt_ids_equal_hf"] and all(e[k] <= args.tol for k in keys) for e in hf)
         report |= {"ours_served_by": ours["served_by"], "hf_parity": hf, "hf_pass": hf_ok}
+        if args.control_in_tree:  # what bf16 kernels alone give: the floor our errors are judged against
+            control = run_worker("parity", args.ckpt, args, in_tree=True, out=work / "parity_in_tree.json")
+            report["in_tree_hf_parity"] = hf_compare(args.ckpt, control["results"])
         ok = hf_ok and ours["served_by"] == "qwenvl_vllm.models.qwen2_vl"
     if not args.skip_in_tree:
         greedy_ckpt = args.greedy_ckpt or args.ckpt

@@ -2,7 +2,7 @@
 # GPU checks and benchmarks, one stage per device call (each well under 10 minutes).
 # On the GPU machine, after staging .gpu/partNN (see ../shared/gpu/README.md):
 #   bash .gpu/install.sh && bash tests/gpu/run_stage.sh STAGE [STAGE ...]
-# Stages: ckpts | smoke | parity | quant | w1 | serve | v1 | workloads
+# Stages: ckpts | smoke | parity | control | quant | w1 | workloads | servebench | seeds | serve | v1 | v1full
 # Results (JSON, logs) go to $OUT (or /tmp/out); checkpoints persist in /tmp/ckpt while the machine lives.
 set -uo pipefail
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 VLLM_WORKER_MULTIPROC_METHOD=spawn PATH=/tmp/site/bin:$PATH
@@ -20,14 +20,25 @@ for stage in "$@"; do
   start=$(date +%s)
   case $stage in
     ckpts)
-      mk 2b-bf16 qwen2-vl-2b bf16 & mk 2b-gptq qwen2-vl-2b gptq-int4 & mk 2b-awq qwen2-vl-2b awq & wait
-      mk 2b-gptq-deq qwen2-vl-2b gptq-int4 --dequantized & mk tiny-v1 tiny-qwen-vl bf16 & wait
+      mk 2b-bf16 qwen2-vl-2b bf16 & mk 2b-gptq qwen2-vl-2b gptq-int4 & wait
+      if [ -z "${QUICK:-}" ]; then
+        mk 2b-awq qwen2-vl-2b awq & mk 2b-gptq-deq qwen2-vl-2b gptq-int4 --dequantized & mk tiny-v1 tiny-qwen-vl bf16 & wait
+      fi
       du -sh "$CK"/* ;;
     smoke)
       py tests/gpu/smoke.py --ckpt "$CK/2b-bf16" --out "$OUT/smoke.json" 2>&1 | tail -25; status smoke $? ;;
     parity)
       py tests/gpu/qwen2_vl_parity.py --ckpt "$CK/2b-bf16" --out "$OUT/parity_bf16.json" --eager \
         >"$OUT/parity_bf16.log" 2>&1; status parity_bf16 $?; tail -c 1500 "$OUT/parity_bf16.json" ;;
+    control)  # transformers parity of ours and, as the bf16 noise floor, of in-tree vLLM
+      py tests/gpu/qwen2_vl_parity.py --ckpt "$CK/2b-bf16" --out "$OUT/parity_control.json" --eager --skip-in-tree \
+        --control-in-tree >"$OUT/parity_control.log" 2>&1; status parity_control $? ;;
+    servebench)
+      py benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency 1 16 64 --out-dir "$OUT" 2>&1 | tail -8 ;;
+    seeds)
+      for q in gptq bf16; do
+        py benchmarks/seed_tables.py --ckpt "$CK/2b-$q" --label "$q" --out "$OUT/seed_$q.json" 2>&1 | tail -3
+      done ;;
     quant)
       for q in gptq awq; do
         py tests/gpu/qwen2_vl_parity.py --ckpt "$CK/2b-bf16" --greedy-ckpt "$CK/2b-$q" --out "$OUT/parity_$q.json" \
@@ -36,7 +47,7 @@ for stage in "$@"; do
     w1)
       py benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W1 --out-dir "$OUT" 2>&1 | tail -8 ;;
     workloads)
-      py benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W2 W3 W4 --out-dir "$OUT" --tag _w234 2>&1 | tail -8 ;;
+      py benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads ${WORKLOADS:-W2 W3 W4} --out-dir "$OUT" 2>&1 | tail -8 ;;
     serve)
       py tests/gpu/serve_check.py --ckpt "$CK/2b-gptq" --video --out "$OUT/serve.json" --log "$OUT/serve.log" \
         2>&1 | tail -20; status serve $? ;;

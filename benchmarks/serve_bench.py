@@ -1,0 +1,175 @@
+"""Serving benchmark: `vllm serve` (ours, then in-tree) driven by an async OpenAI-compatible client.
+
+  python benchmarks/serve_bench.py --ckpt DIR --concurrency 1 16 64 --out-dir DIR
+Each request: one distinct 1024x768 JPEG as a base64 image_url, 64 streamed output tokens (ignore_eos,
+greedy). Reports req/s, TTFT p50/p99, inter-token latency p50/p99 and errors per concurrency, and writes
+<out-dir>/serve-c<N>.json with the same top-level keys as compare.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import requests
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from workloads import random_rgb  # noqa: E402
+
+PORT = 8021
+URL = f"http://127.0.0.1:{PORT}"
+
+
+def jpeg_url(seed: int) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(random_rgb(768, 1024, seed)).save(buf, format="JPEG", quality=90)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def start(ckpt: str, impl: str, log: Path) -> subprocess.Popen:
+    env = dict(os.environ, QWENVL_VLLM_DISABLE="1" if impl == "in_tree" else "0")
+    cmd = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", ckpt, "--served-model-name", "m"]
+    cmd += ["--port", str(PORT), "--max-model-len", "8192", "--gpu-memory-utilization", "0.85"]
+    cmd += ["--limit-mm-per-prompt", '{"image": 1}']
+    return subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def wait_ready(proc: subprocess.Popen, timeout_s: float = 600) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if requests.get(f"{URL}/health", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(2)
+    raise RuntimeError("server did not become ready")
+
+
+async def one_request(session: aiohttp.ClientSession, image_url: str, max_tokens: int) -> dict:
+    body = {
+        "model": "m",
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": image_url}},
+                    {"type": "text", "text": "Describe this image in detail."},
+                ],
+            }
+        ],
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    start = time.perf_counter()
+    stamps: list[float] = []
+    async with session.post(f"{URL}/v1/chat/completions", json=body) as response:
+        if response.status != 200:
+            return {"error": response.status}
+        async for raw in response.content:
+            line = raw.decode().strip()
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
+                stamps.append(time.perf_counter())
+    if not stamps:
+        return {"error": "no tokens"}
+    return {"ttft": stamps[0] - start, "itl": list(np.diff(stamps)), "e2e": stamps[-1] - start}
+
+
+async def run_level(concurrency: int, images: list[str], max_tokens: int) -> dict:
+    queue = list(images)
+    results: list[dict] = []
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        while queue:
+            results.append(await one_request(session, queue.pop(), max_tokens))
+
+    timeout = aiohttp.ClientTimeout(total=600)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    ok = [r for r in results if "error" not in r]
+    ttft = [r["ttft"] * 1000 for r in ok]
+    itl = [x * 1000 for r in ok for x in r["itl"]]
+    pct = lambda xs, q: float(np.percentile(xs, q)) if xs else None  # noqa: E731
+    return {
+        "concurrency": concurrency,
+        "requests": len(results),
+        "errors": len(results) - len(ok),
+        "req_per_s": len(ok) / elapsed,
+        "ttft_p50_ms": pct(ttft, 50),
+        "ttft_p99_ms": pct(ttft, 99),
+        "itl_p50_ms": pct(itl, 50),
+        "itl_p99_ms": pct(itl, 99),
+    }
+
+
+def requests_for(concurrency: int) -> int:
+    return max(32, 4 * concurrency)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--ckpt", required=True)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--out-dir", required=True)
+    args = parser.parse_args()
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    total = sum(requests_for(c) for c in args.concurrency) + 4
+    images = [jpeg_url(seed) for seed in range(total)]
+    sides: dict[str, list[dict]] = {}
+    for impl in ("ours", "in_tree"):
+        proc = start(args.ckpt, impl, out_dir / f"serve_bench_{impl}.log")
+        try:
+            wait_ready(proc)
+            asyncio.run(run_level(2, images[:4], 8))  # warm-up
+            offset, levels = 4, []
+            for c in args.concurrency:
+                n = requests_for(c)
+                levels.append(asyncio.run(run_level(c, images[offset : offset + n], args.max_tokens)))
+                offset += n
+                print(impl, levels[-1], flush=True)
+            sides[impl] = levels
+        finally:
+            proc.terminate()
+            proc.wait(timeout=120)
+    import torch
+    import vllm
+
+    for i, c in enumerate(args.concurrency):
+        ours, in_tree = sides["ours"][i], sides["in_tree"][i]
+        result = {
+            "gpu": torch.cuda.get_device_name(),
+            "date": time.strftime("%Y-%m-%d"),
+            "vllm_version": vllm.__version__,
+            "workload": f"serve-c{c}",
+            "ours": ours,
+            "in_tree": in_tree,
+            "ratio": ours["req_per_s"] / in_tree["req_per_s"] if in_tree["req_per_s"] else None,
+            "config": {"ckpt": args.ckpt, "max_tokens": args.max_tokens, "image": "1024x768 JPEG base64"},
+        }
+        (out_dir / f"serve-c{c}.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
