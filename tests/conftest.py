@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
 
 # qwen-vl-utils picks its video reader at import time; parity is defined against its decord path.
 os.environ.setdefault("FORCE_QWENVL_VIDEO_READER", "decord")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -30,30 +23,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def vllm_cpu():
     """A VllmConfig on CPU with distributed state (world size 1) initialised once per test session."""
-    from vllm.config import (
-        CompilationConfig,
-        CompilationMode,
-        DeviceConfig,
-        VllmConfig,
-        set_current_vllm_config,
-    )
-    from vllm.distributed import init_distributed_environment, initialize_model_parallel
-    from vllm.distributed.parallel_state import model_parallel_is_initialized
+    from vllm_env import vllm_env
 
-    cfg = VllmConfig(
-        device_config=DeviceConfig(device="cpu"),
-        compilation_config=CompilationConfig(mode=CompilationMode.NONE, custom_ops=["none"]),
-    )
-    with set_current_vllm_config(cfg):
-        if not model_parallel_is_initialized():
-            init_distributed_environment(
-                world_size=1,
-                rank=0,
-                local_rank=0,
-                distributed_init_method=f"tcp://127.0.0.1:{_free_port()}",
-                backend="gloo",
-            )
-            initialize_model_parallel(1, 1)
+    with vllm_env("cpu") as cfg:
         yield cfg
 
 

@@ -193,30 +193,11 @@ def _tp_worker(rank: int, world: int, port: int, results) -> None:
     # One tensor-parallel rank on CPU (gloo): builds vLLM's distributed state itself, since the
     # session fixture is world size 1 and lives in the parent process.
     from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VisionTransformerPretrainedModel
-    from vllm.config import (
-        CompilationConfig,
-        CompilationMode,
-        DeviceConfig,
-        VllmConfig,
-        set_current_vllm_config,
-    )
-    from vllm.distributed import init_distributed_environment, initialize_model_parallel
+    from vllm_env import vllm_env
 
     from qwenvl_vllm.models.qwen2_vl_vision import Qwen2VisionTower
 
-    cfg = VllmConfig(
-        device_config=DeviceConfig(device="cpu"),
-        compilation_config=CompilationConfig(mode=CompilationMode.NONE, custom_ops=["none"]),
-    )
-    with set_current_vllm_config(cfg):
-        init_distributed_environment(
-            world_size=world,
-            rank=rank,
-            local_rank=rank,
-            distributed_init_method=f"tcp://127.0.0.1:{port}",
-            backend="gloo",
-        )
-        initialize_model_parallel(world, 1)
+    with vllm_env("cpu", world_size=world, rank=rank, port=port):
         torch.manual_seed(0)
         ref = Qwen2VisionTransformerPretrainedModel(_config()).eval()
         _randomize(ref)

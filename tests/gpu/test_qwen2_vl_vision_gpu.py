@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 
 import pytest
@@ -44,33 +43,9 @@ def _config(**overrides):
 def vllm_gpu():
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-    from vllm.config import (
-        CompilationConfig,
-        CompilationMode,
-        DeviceConfig,
-        VllmConfig,
-        set_current_vllm_config,
-    )
-    from vllm.distributed import init_distributed_environment, initialize_model_parallel
-    from vllm.distributed.parallel_state import model_parallel_is_initialized
+    from vllm_env import vllm_env
 
-    cfg = VllmConfig(
-        device_config=DeviceConfig(device="cuda"),
-        compilation_config=CompilationConfig(mode=CompilationMode.NONE),
-    )
-    with set_current_vllm_config(cfg):
-        if not model_parallel_is_initialized():
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
-            init_distributed_environment(
-                world_size=1,
-                rank=0,
-                local_rank=0,
-                distributed_init_method=f"tcp://127.0.0.1:{port}",
-                backend="nccl",
-            )
-            initialize_model_parallel(1, 1)
+    with vllm_env("cuda") as cfg:
         yield cfg
     out = os.environ.get("QWENVL_VISION_BENCH_OUT")
     if out:
