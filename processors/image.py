@@ -8,16 +8,21 @@ from typing import Any
 from PIL import Image
 
 from .media import load_image
-from .sizing import IMAGE_MAX_TOKEN_NUM, IMAGE_MIN_TOKEN_NUM, SPATIAL_MERGE_SIZE, smart_resize
+from .sizing import IMAGE_MAX_TOKEN_NUM, IMAGE_MIN_TOKEN_NUM, SPATIAL_MERGE_SIZE, nonempty_size, smart_resize
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """RGBA composites onto white (as qwen-vl-utils does); every other mode goes through convert."""
-    if image.mode == "RGBA":
-        background = Image.new("RGB", image.size, (255, 255, 255))
-        background.paste(image, mask=image.split()[3])
-        return background
-    return image.convert("RGB")
+    try:
+        if image.mode == "RGBA":
+            background = Image.new("RGB", image.size, (255, 255, 255))
+            background.paste(image, mask=image.split()[3])
+            return background
+        return image.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as exc:
+        # a PIL object given by the caller may still be lazy (truncated file) or of a mode with no RGB
+        # conversion (e.g. "La")
+        raise ValueError(f"cannot convert {image.mode} image to RGB: {exc}") from exc
 
 
 def image_source(ele: Mapping[str, Any]) -> Any:
@@ -32,7 +37,8 @@ def image_source(ele: Mapping[str, Any]) -> Any:
 
 def target_size(ele: Mapping[str, Any], height: int, width: int, factor: int) -> tuple[int, int]:
     if "resized_height" in ele and "resized_width" in ele:
-        return smart_resize(int(ele["resized_height"]), int(ele["resized_width"]), factor=factor)
+        # passed on as given (floats included): smart_resize rounds them as qwen-vl-utils does
+        return smart_resize(ele["resized_height"], ele["resized_width"], factor=factor)
     return smart_resize(
         height,
         width,
@@ -46,5 +52,5 @@ def fetch_image(ele: Mapping[str, Any], image_patch_size: int = 14) -> Image.Ima
     """Load the image of a message item and resize it to its smart_resize size (bicubic, RGB)."""
     factor = int(image_patch_size * SPATIAL_MERGE_SIZE)
     image = to_rgb(load_image(image_source(ele)))
-    height, width = target_size(ele, image.height, image.width, factor)
+    height, width = nonempty_size(target_size(ele, image.height, image.width, factor))
     return image.resize((width, height), Image.Resampling.BICUBIC)

@@ -57,8 +57,13 @@ def decode_base64_url(data_url: str) -> bytes:
     if "base64," not in data_url:
         raise ValueError("data URL must be base64-encoded (data:<mime>;base64,...)")
     payload = data_url.split("base64,", 1)[1]
+    max_bytes = get_settings().max_media_bytes
+    if len(payload) * 3 // 4 > max_bytes:  # checked before decoding, like a download's byte limit
+        raise ValueError(f"data URL is larger than the {max_bytes}-byte limit")
     try:
-        return base64.b64decode(payload, validate=True)
+        # not validate=True: like qwen-vl-utils, skip characters outside the alphabet, so MIME-style
+        # base64 with line breaks or spaces decodes
+        return base64.b64decode(payload)
     except (binascii.Error, ValueError) as exc:
         raise ValueError(f"invalid base64 data in data URL: {exc}") from exc
 

@@ -22,6 +22,8 @@ from .sizing import (
     VIDEO_MAX_TOKEN_NUM,
     VIDEO_MIN_TOKEN_NUM,
     ceil_by_factor,
+    nonempty_size,
+    real,
     smart_nframes,
     smart_resize,
 )
@@ -66,6 +68,8 @@ def frame_range(ele: Mapping[str, Any], total_frames: int, video_fps: float) -> 
     start, end = ele.get("video_start"), ele.get("video_end")
     if start is None and end is None:
         return 0, total_frames - 1, total_frames
+    start = real(start, "video_start") if start is not None else None
+    end = real(end, "video_end") if end is not None else None
     duration = total_frames / video_fps
     first = math.ceil(max(0.0, min(start, duration)) * video_fps) if start is not None else 0
     last = total_frames - 1
@@ -111,11 +115,16 @@ def read_frame_list(ele: Mapping[str, Any], factor: int) -> tuple[torch.Tensor, 
     # factor 2*28; kept on purpose for identical results.
     with ThreadPoolExecutor(max_workers=min(MAX_FRAME_WORKERS, len(frames))) as pool:
         images = list(pool.map(lambda f: fetch_image({"image": f, **info}, factor), frames))
+    sizes = sorted({img.size for img in images})
+    if len(sizes) > 1:
+        raise ValueError(f"video frames must all resize to one size, got (width, height) sizes {sizes}")
     nframes = ceil_by_factor(len(images), FRAME_FACTOR)
     images += [images[-1]] * (nframes - len(images))
-    sample_fps = ele.get("sample_fps", 2.0)
+    sample_fps = real(ele.get("sample_fps", 2.0), "sample_fps")
+    if sample_fps == 0:
+        raise ValueError("sample_fps must not be 0")
     video = torch.from_numpy(np.stack([np.asarray(img) for img in images])).permute(0, 3, 1, 2)
-    raw_fps = info.get("raw_fps", sample_fps)
+    raw_fps = real(info.get("raw_fps", sample_fps), "raw_fps")
     metadata = dict(
         fps=raw_fps,
         frames_indices=list(range(len(video))),
@@ -124,14 +133,25 @@ def read_frame_list(ele: Mapping[str, Any], factor: int) -> tuple[torch.Tensor, 
     return video, metadata, sample_fps
 
 
-def video_size(ele: Mapping[str, Any], nframes: int, height: int, width: int, factor: int) -> tuple[int, int]:
-    if "resized_height" in ele and "resized_width" in ele:
-        return smart_resize(int(ele["resized_height"]), int(ele["resized_width"]), factor=factor)
-    min_pixels = ele.get("min_pixels", VIDEO_MIN_TOKEN_NUM * factor * factor)
-    total_pixels = ele.get("total_pixels", model_seq_len() * factor * factor * 0.9)
+def frame_pixel_limit(ele: Mapping[str, Any], nframes: int, factor: int) -> tuple[float, float]:
+    """(min_pixels, max_pixels) of one frame: the per-frame cap and the share of total_pixels.
+
+    Evaluated even when resized_height/width are given, as qwen-vl-utils does (so bad values still fail).
+    """
+    min_pixels = real(ele.get("min_pixels", VIDEO_MIN_TOKEN_NUM * factor * factor), "min_pixels")
+    total_pixels = real(ele.get("total_pixels", model_seq_len() * factor * factor * 0.9), "total_pixels")
     limit = VIDEO_MAX_TOKEN_NUM * factor * factor
-    max_pixels = max(min(limit, total_pixels / nframes * FRAME_FACTOR), int(min_pixels * 1.05))
-    max_pixels = min(ele.get("max_pixels", max_pixels), max_pixels)
+    try:
+        max_pixels = max(min(limit, total_pixels / nframes * FRAME_FACTOR), int(min_pixels * 1.05))
+    except OverflowError as exc:  # min_pixels=inf
+        raise ValueError(f"invalid min_pixels {min_pixels}: {exc}") from exc
+    return min_pixels, min(real(ele.get("max_pixels", max_pixels), "max_pixels"), max_pixels)
+
+
+def video_size(ele: Mapping[str, Any], nframes: int, height: int, width: int, factor: int) -> tuple[int, int]:
+    min_pixels, max_pixels = frame_pixel_limit(ele, nframes, factor)
+    if "resized_height" in ele and "resized_width" in ele:
+        return smart_resize(ele["resized_height"], ele["resized_width"], factor=factor)
     return smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
 
 
@@ -151,7 +171,7 @@ def fetch_video(
     else:
         raise ValueError(f"video must be a path/URL string or a list of frames, got {type(source).__name__}")
     nframes, _, height, width = video.shape
-    resized = video_size(ele, nframes, height, width, factor)
+    resized = nonempty_size(video_size(ele, nframes, height, width, factor))
     video = resize_frames(video, resized).float()
     result = (video, metadata) if return_video_metadata else video
     return (result, sample_fps) if return_video_sample_fps else result

@@ -35,10 +35,13 @@ def content_kind(ele: Mapping[str, Any]) -> str:
     kind = ele.get("type")
     if kind is not None and kind not in CONTENT_TYPES:
         raise ValueError(f"unknown content type {kind!r}; expected one of {CONTENT_TYPES}")
-    if "image" in ele or "image_url" in ele or kind in ("image", "image_url"):
+    # the media field decides before `type` (qwen-vl-utils reads {"type": "image", "video": ...} as a video)
+    if "image" in ele or "image_url" in ele:
         return "image"
-    if "video" in ele or kind == "video":
+    if "video" in ele:
         return "video"
+    if kind in ("image", "image_url", "video"):
+        return "video" if kind == "video" else "image"
     if "text" in ele:
         return "text"
     raise ValueError(f"content item has no text, image or video: keys {sorted(ele)}")

@@ -55,6 +55,87 @@ def test_bad_base64() -> None:
         processors.fetch_image({"image": "data:image/png,rawdata"})
 
 
+def test_truncated_lazy_pil_image(tmp_path) -> None:
+    # a PIL object opened by the caller is decoded only on conversion: its OSError becomes ValueError
+    from PIL import Image
+
+    path = tmp_path / "cut.png"
+    path.write_bytes(_png(300, 300)[:500])
+    with pytest.raises(ValueError, match="cannot convert"):
+        processors.fetch_image({"image": Image.open(path)})
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"min_pixels": "1000"},
+        {"max_pixels": [5000]},
+        {"max_pixels": float("nan")},
+        {"min_pixels": float("inf"), "max_pixels": float("inf")},
+        {"resized_height": "100", "resized_width": 100},
+    ],
+    ids=str,
+)
+def test_bad_image_size_options(options: dict) -> None:
+    with pytest.raises(ValueError, match="number|max_pixels|min_pixels"):
+        processors.fetch_image({"image": make_image(64, 64), **options})
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"nframes": "4"},
+        {"nframes": float("inf")},
+        {"fps": None},
+        {"min_frames": "2"},
+        {"max_frames": float("inf")},
+        {"video_start": "1"},
+        {"video_end": [2]},
+        {"min_pixels": None},
+        {"min_pixels": float("inf")},
+        {"max_pixels": "40000"},
+        # qwen-vl-utils evaluates total_pixels even when resized_* is given
+        {"total_pixels": "x", "resized_height": 56, "resized_width": 56},
+    ],
+    ids=str,
+)
+def test_bad_video_options(tmp_path, options: dict) -> None:
+    path = write_video(tmp_path / "v.mp4", 10, 5.0, 64, 64)
+    with pytest.raises(ValueError, match="must be a number|cannot compute|invalid min_pixels"):
+        processors.fetch_video({"video": str(path), **options})
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"sample_fps": 0}, "sample_fps"),
+        ({"sample_fps": "2"}, "sample_fps"),
+        ({"raw_fps": None}, "raw_fps"),
+    ],
+)
+def test_bad_frame_list_fps(options: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        processors.fetch_video({"video": [make_image(64, 64)] * 2, **options})
+
+
+@pytest.mark.parametrize(
+    "options", [{"min_pixels": 1, "max_pixels": 100}, {"min_pixels": 0, "total_pixels": 10}]
+)
+def test_max_pixels_too_small_for_one_cell(tmp_path, options: dict) -> None:
+    # smart_resize floors a side to 0 (as in qwen-vl-utils); torchvision would raise a RuntimeError
+    path = write_video(tmp_path / "v.mp4", 10, 5.0, 32, 320)
+    with pytest.raises(ValueError, match="empty"):
+        processors.fetch_video({"video": str(path), "nframes": 4, **options})
+    with pytest.raises(ValueError, match="empty"):
+        processors.fetch_image({"image": make_image(30, 300), "min_pixels": 1, "max_pixels": 100})
+
+
+def test_frame_list_of_mixed_sizes() -> None:
+    frames = [make_image(200, 120), make_image(200, 400)]
+    with pytest.raises(ValueError, match="one size"):
+        processors.fetch_video({"video": frames})
+
+
 def test_aspect_ratio() -> None:
     with pytest.raises(ValueError, match="aspect ratio"):
         processors.fetch_image({"image": make_image(2010, 10)})
@@ -166,3 +247,12 @@ def test_local_media_path_restriction(tmp_path, monkeypatch) -> None:
     assert processors.fetch_image({"image": str(allowed / "ok.png")}).size == (56, 56)
     with pytest.raises(ValueError, match="outside the allowed folder"):
         processors.fetch_image({"image": str(allowed / ".." / "secret.png")})
+
+
+def test_data_url_byte_limit(monkeypatch) -> None:
+    import base64
+
+    url = "data:image/png;base64," + base64.b64encode(_png(200, 200)).decode()
+    monkeypatch.setenv("QWENVL_VLLM_MAX_MEDIA_BYTES", "1000")
+    with pytest.raises(ValueError, match="limit"):
+        processors.fetch_image({"image": url})

@@ -38,6 +38,13 @@ def test_smart_resize_random_cases() -> None:
         assert ours == ref, (h, w, factor, lo, hi)
 
 
+@pytest.mark.parametrize("lo", [0, -1, -(10**6)])
+def test_smart_resize_non_positive_min_pixels_means_no_lower_bound(lo: int) -> None:
+    # qwen-vl-utils returns a size for min_pixels <= 0; an earlier version of ours refused it
+    for h, w in ((10, 1000), (5, 7), (300, 200)):
+        assert processors.smart_resize(h, w, 28, lo, None) == qwen_vl_utils.smart_resize(h, w, 28, lo, None)
+
+
 def test_smart_resize_differs_from_transformers_where_documented() -> None:
     assert processors.smart_resize(10, 1000) == (28, 1008)
 
@@ -81,6 +88,35 @@ def test_base64_and_image_url(tmp_path) -> None:
     url = "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
     for ele in ({"image": url}, {"type": "image_url", "image_url": url}):
         _same_result(processors.fetch_image(ele), qwen_vl_utils.fetch_image(ele))
+
+
+def test_base64_with_line_breaks_and_spaces() -> None:
+    # MIME-style base64 (76-char lines) decodes in qwen-vl-utils, which skips non-alphabet characters
+    buf = io.BytesIO()
+    make_image(120, 90, seed=6).save(buf, format="PNG")
+    for payload in (
+        base64.encodebytes(buf.getvalue()).decode(),
+        " " + base64.b64encode(buf.getvalue()).decode(),
+    ):
+        ele = {"image": "data:image/png;base64," + payload}
+        _same_result(processors.fetch_image(ele), qwen_vl_utils.fetch_image(ele))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"resized_height": 70.2, "resized_width": 98.6},  # rounded as floats, not truncated to 70 / 98
+        {"min_pixels": 0},
+        {"min_pixels": -5, "max_pixels": 20_000},
+        {"max_pixels": float("inf")},
+        {"min_pixels": None, "max_pixels": None},  # None means the default, as in qwen-vl-utils
+        {"resized_height": 100, "resized_width": 60, "min_pixels": "unused with resized_*"},
+    ],
+    ids=str,
+)
+def test_unusual_size_options_match(options: dict) -> None:
+    ele = {"image": make_image(173, 91, seed=4), **options}
+    _same_result(processors.fetch_image(ele), qwen_vl_utils.fetch_image(ele))
 
 
 def test_http_url(http_server) -> None:

@@ -49,6 +49,11 @@ CASES = [
     {"resized_height": 100, "resized_width": 60},
     {"video_start": 0.5, "video_end": 2.0},
     {"video_start": 1.0, "fps": 3.0},
+    {"fps": 0},  # qwen-vl-utils samples min_frames for fps <= 0
+    {"fps": -1.0, "min_frames": 6},
+    {"min_pixels": 0},
+    {"resized_height": 70.2, "resized_width": 98.6},  # floats rounded, not truncated
+    {"nframes": 4, "resized_height": 56, "resized_width": 84, "max_pixels": float("inf")},
 ]
 
 
@@ -97,6 +102,25 @@ def test_frame_lists(tmp_path, n: int) -> None:
     for video in (frames, paths):
         ele = {"type": "video", "video": video, "sample_fps": 1.0, "max_pixels": 150_000}
         _assert_same(*_both(ele))
+
+
+def test_frame_list_float_resized_size(tmp_path) -> None:
+    frames = [make_image(200, 120, seed=i) for i in range(3)]
+    ele = {"video": frames, "resized_height": 70.2, "resized_width": 98.6, "raw_fps": 25}
+    _assert_same(*_both(ele))
+
+
+def test_media_field_decides_over_type(videos) -> None:
+    # qwen-vl-utils reads {"type": "image", "video": ...} as a video (and the reverse as an image)
+    content = [
+        {"type": "image", "video": videos["odd"], "nframes": 4},
+        {"type": "video", "image": make_image(64, 64)},
+    ]
+    messages = [{"role": "user", "content": content}]
+    images, vids = processors.process_vision_info(messages)
+    ref_images, ref_vids = qwen_vl_utils.process_vision_info(messages)
+    assert [i.size for i in images] == [i.size for i in ref_images]
+    assert len(vids) == len(ref_vids) == 1 and torch.equal(vids[0], ref_vids[0])
 
 
 def test_process_vision_info_video_kwargs(videos) -> None:
