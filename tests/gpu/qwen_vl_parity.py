@@ -138,7 +138,12 @@ def _max_abs(a: list[float], b: list[float]) -> float:
 
 
 def compare(
-    ref_dir: Path, reqs: list[dict], got: list[dict], dtype: str, device: str = "cuda"
+    ref_dir: Path,
+    reqs: list[dict],
+    got: list[dict],
+    dtype: str,
+    device: str = "cuda",
+    ref_dtype: str | None = None,
 ) -> list[dict[str, Any]]:
     """Reference logprobs for vLLM's token ids; `got` holds what run_vllm extracted from vLLM's outputs."""
     import torch
@@ -146,7 +151,8 @@ def compare(
 
     from qwenvl_vllm.processors.qwen_vl import qwen_vl_pixel_values
 
-    torch_dtype = getattr(torch, dtype)
+    # ref_dtype float32 separates our bf16 rounding from the reference's own
+    torch_dtype = getattr(torch, ref_dtype or dtype)
     ref = build_reference(ref_dir, dtype=torch_dtype, device=device)
     report = []
     with torch.inference_mode():
@@ -191,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         "--eager", action="store_true", help="enforce_eager (skip torch.compile / CUDA graphs)"
     )
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.45)
+    parser.add_argument("--ref-dtype", default=None, choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     if not (args.ckpt / "config.json").is_file():
@@ -200,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     has_visual = bool(json.loads((args.ckpt / "config.json").read_text()).get("visual"))
     reqs = _requests(has_visual)
     got = run_vllm(args.ckpt, reqs, dtype, args.eager, args.gpu_memory_utilization)
-    report = compare(args.ref_ckpt or args.ckpt, reqs, got, dtype)
+    report = compare(args.ref_ckpt or args.ckpt, reqs, got, dtype, ref_dtype=args.ref_dtype)
     keys = ("prompt_logprob_rel_err", "decode_logprob_rel_err", "final_top20_rel_err")
     ok = all(entry[k] <= args.tol for entry in report for k in keys)
     # logprobs sit near -log(vocab) for random weights, so also demand that the worst error is small next
@@ -216,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         "ckpt": str(args.ckpt),
         "ref_ckpt": str(args.ref_ckpt or args.ckpt),
         "dtype": dtype,
+        "ref_dtype": args.ref_dtype or dtype,
         "device": torch.cuda.get_device_name(0),
         "eager": args.eager,
         "tol": args.tol,

@@ -58,7 +58,8 @@ for stage in "$@"; do
     v1full)  # Qwen-VL-Chat shapes (9.6B): bf16 vs the plain-PyTorch reference, Int4 vs its dequantized twin
       rm -rf "$CK/2b-bf16" "$CK/2b-gptq-deq" "$CK/2b-awq"  # 64 GB disk
       mk qvl-bf16 qwen-vl-chat bf16 & mk qvl-int4 qwen-vl-chat gptq-int4 & wait
-      py tests/gpu/qwen_vl_parity.py --ckpt "$CK/qvl-bf16" --eager --out "$OUT/qwen_vl_parity_bf16.json" \
+      py tests/gpu/qwen_vl_parity.py --ckpt "$CK/qvl-bf16" --eager --ref-dtype float32 \
+        --out "$OUT/qwen_vl_parity_bf16.json" \
         >"$OUT/qwen_vl_parity_bf16.log" 2>&1; status qwen_vl_bf16 $?
       rm -rf "$CK/qvl-bf16"; mk qvl-int4-deq qwen-vl-chat gptq-int4 --dequantized
       py tests/gpu/qwen_vl_parity.py --ckpt "$CK/qvl-int4" --ref-ckpt "$CK/qvl-int4-deq" --eager \
