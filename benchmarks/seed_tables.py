@@ -2,6 +2,8 @@
 1 / 6144 / 14336 / 30720 tokens (Qwen2-VL-2B GPTQ-Int4 and BF16, as in the GPTQ-Int4 model card).
 
   python benchmarks/seed_tables.py --ckpt DIR --label gptq-int4 --out FILE
+A Qwen-VL checkpoint gives the Qwen-VL-Chat card's row instead: one image in context, generating up to the
+2048-token context (the card's 1792-token row; its 8192-token row needs dynamic NTK, which we don't have).
 Reports decode tok/s (2048 / generation time) and memory: the weights vLLM loaded plus the KV cache the
 sequence needs. vLLM preallocates its KV pool, so process-level peak memory would only show the pool size.
 """
@@ -19,9 +21,42 @@ from pathlib import Path
 
 INPUT_LENGTHS = (1, 6144, 14336, 30720)
 OUTPUT_TOKENS = 2048
+V1_CONTEXT = 2048  # Qwen-VL's seq_length; longer contexts need dynamic NTK / logn (not implemented)
+
+
+def kv_bytes_per_token(config) -> int:
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads  # v1: plain MHA
+    head_dim = config.hidden_size // config.num_attention_heads
+    return 2 * config.num_hidden_layers * kv_heads * head_dim * 2  # K and V, 16-bit
+
+
+def worker_v1(args: argparse.Namespace) -> None:
+    """Qwen-VL-Chat card: one image in context, generate up to the 2048-token context (seq_length)."""
+    from vllm import LLM, SamplingParams
+
+    from qwenvl_vllm.processors.qwen_vl import qwen_vl_inputs
+    from qwenvl_vllm.synthetic import make_image
+
+    llm = LLM(
+        args.ckpt, max_model_len=V1_CONTEXT, gpu_memory_utilization=0.6, limit_mm_per_prompt={"image": 1}
+    )
+    per_token = kv_bytes_per_token(llm.llm_engine.model_config.hf_text_config)
+    inputs, _ = qwen_vl_inputs([{"image": make_image(640, 480)}, {"text": "Describe the picture."}])
+    prompt_len = len(llm.generate([inputs], SamplingParams(max_tokens=1), use_tqdm=False)[0].prompt_token_ids)
+    params = SamplingParams(temperature=0.0, max_tokens=V1_CONTEXT - prompt_len, ignore_eos=True)
+    start = time.perf_counter()
+    out = llm.generate([inputs], params, use_tqdm=False)[0]
+    elapsed = time.perf_counter() - start
+    generated = len(out.outputs[0].token_ids)
+    row = {"input_tokens": prompt_len, "output_tokens": generated, "tok_per_s": generated / elapsed}
+    row["kv_cache_gib"] = per_token * (prompt_len + generated) / 2**30
+    print(row, flush=True)
+    Path(args.out).write_text(json.dumps([row]))
 
 
 def worker(args: argparse.Namespace) -> None:
+    if json.loads((Path(args.ckpt) / "config.json").read_text()).get("model_type") == "qwen":
+        return worker_v1(args)
     import numpy as np
     from vllm import LLM, SamplingParams
 
@@ -31,14 +66,7 @@ def worker(args: argparse.Namespace) -> None:
         gpu_memory_utilization=0.6,
         limit_mm_per_prompt={"image": 0, "video": 0},
     )
-    config = llm.llm_engine.model_config.hf_text_config
-    kv_bytes_per_token = (
-        2
-        * config.num_hidden_layers
-        * config.num_key_value_heads
-        * (config.hidden_size // config.num_attention_heads)
-        * 2
-    )
+    per_token = kv_bytes_per_token(llm.llm_engine.model_config.hf_text_config)
     rng = np.random.default_rng(0)
     params = SamplingParams(temperature=0.0, max_tokens=OUTPUT_TOKENS, ignore_eos=True)
     llm.generate([{"prompt_token_ids": [100] * 8}], SamplingParams(max_tokens=8), use_tqdm=False)
@@ -54,7 +82,7 @@ def worker(args: argparse.Namespace) -> None:
                 "input_tokens": length,
                 "output_tokens": generated,
                 "tok_per_s": generated / elapsed,
-                "kv_cache_gib": kv_bytes_per_token * (length + generated) / 2**30,
+                "kv_cache_gib": per_token * (length + generated) / 2**30,
             }
         )
         print(rows[-1], flush=True)

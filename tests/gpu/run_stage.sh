@@ -3,6 +3,7 @@
 # On the GPU machine, after staging .gpu/partNN (see ../shared/gpu/README.md):
 #   bash .gpu/install.sh && bash tests/gpu/run_stage.sh STAGE [STAGE ...]
 # Stages: ckpts | smoke | parity | control | quant | w1 | workloads | servebench | seeds | serve | v1 | v1full
+#         | v1serve
 # Results (JSON, logs) go to $OUT (or /tmp/out); checkpoints persist in /tmp/ckpt while the machine lives.
 set -uo pipefail
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 VLLM_WORKER_MULTIPROC_METHOD=spawn PATH=/tmp/site/bin:$PATH
@@ -64,6 +65,14 @@ for stage in "$@"; do
       rm -rf "$CK/qvl-bf16"; mk qvl-int4-deq qwen-vl-chat gptq-int4 --dequantized
       py tests/gpu/qwen_vl_parity.py --ckpt "$CK/qvl-int4" --ref-ckpt "$CK/qvl-int4-deq" --eager \
         --out "$OUT/qwen_vl_parity_int4.json" >"$OUT/qwen_vl_parity_int4.log" 2>&1; status qwen_vl_int4 $? ;;
+    v1serve)  # full-size Qwen-VL-Chat and -Int4 through unchanged `vllm serve`, then the card's speed row
+      mk qvl-int4 qwen-vl-chat gptq-int4 & mk qvl-bf16 qwen-vl-chat bf16 & wait
+      for c in int4 bf16; do
+        py tests/gpu/serve_check.py --ckpt "$CK/qvl-$c" --grounding --max-model-len 2048 \
+          --out "$OUT/serve_qwen_vl_$c.json" --log "$OUT/serve_qwen_vl_$c.log" 2>&1 | tail -3
+        py benchmarks/seed_tables.py --ckpt "$CK/qvl-$c" --label "qwen-vl-chat-$c" --out "$OUT/seed_qwen_vl_$c.json" \
+          2>&1 | tail -3
+      done ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac
   echo "-- $stage took $(( $(date +%s) - start )) s"
