@@ -1,6 +1,7 @@
 """Ours vs in-tree vLLM, side by side on one GPU: runs benchmarks/throughput.py for each side.
 
-  python benchmarks/compare.py --ckpt DIR --workloads W1 W4 --out-dir benchmarks/results
+  python benchmarks/compare.py --ckpt DIR --workloads W1 W2 W3 W4 --out-dir benchmarks/results
+Each side is one process and one engine for all workloads (same max_model_len, fixed KV budget).
 Writes <out-dir>/<workload>.json (keys: gpu, date, vllm_version, workload, ours, in_tree, ratio, config),
 a markdown table and a PNG bar chart.
 """
@@ -18,18 +19,24 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def run_side(impl: str, workload: str, args: argparse.Namespace, tmp: Path) -> dict:
-    out = tmp / f"{workload}_{impl}.json"
-    cmd = [sys.executable, str(HERE / "throughput.py"), "--ckpt", args.ckpt, "--workload", workload]
-    cmd += ["--impl", impl, "--out", str(out), "--max-tokens", str(args.max_tokens)]
+def run_side(impl: str, args: argparse.Namespace, tmp: Path) -> dict[str, dict]:
+    """One engine per side for all workloads; returns {workload: figures} (or an error for each)."""
+    cmd = [sys.executable, str(HERE / "throughput.py"), "--ckpt", args.ckpt, "--workloads", *args.workloads]
+    cmd += ["--impl", impl, "--out-dir", str(tmp), "--max-tokens", str(args.max_tokens)]
+    cmd += ["--max-model-len", str(args.max_model_len), "--kv-cache-gib", str(args.kv_cache_gib)]
     if args.num_requests:
         cmd += ["--num-requests", str(args.num_requests)]
     proc = subprocess.run(cmd, text=True, capture_output=True)
     log = proc.stdout + proc.stderr
-    (tmp / f"{workload}_{impl}.log").write_text(log)
-    if proc.returncode != 0:
-        return {"error": f"exit {proc.returncode}", "log_tail": log[-3000:]}
-    return json.loads(out.read_text()) | memory_from_log(log)
+    (tmp / f"offline_{impl}.log").write_text(log)
+    results = {}
+    for workload in args.workloads:
+        out = tmp / f"{workload}_{impl}.json"
+        if out.is_file():
+            results[workload] = json.loads(out.read_text()) | memory_from_log(log)
+        else:
+            results[workload] = {"error": f"exit {proc.returncode}", "log_tail": log[-3000:]}
+    return results
 
 
 MEMORY_PATTERNS = {
@@ -100,6 +107,8 @@ def main() -> None:
     parser.add_argument("--workloads", nargs="+", default=["W1"])
     parser.add_argument("--num-requests", type=int, default=None)
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--max-model-len", type=int, default=16384)
+    parser.add_argument("--kv-cache-gib", type=float, default=24.0, help="fixed KV budget, both sides")
     parser.add_argument("--out-dir", default=str(HERE / "results"))
     parser.add_argument("--tag", default="")
     args = parser.parse_args()
@@ -107,9 +116,9 @@ def main() -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     env = environment()
     results = []
+    sides = {impl: run_side(impl, args, out_dir) for impl in ("ours", "in_tree")}
     for workload in args.workloads:
-        ours = run_side("ours", workload, args, out_dir)
-        in_tree = run_side("in_tree", workload, args, out_dir)
+        ours, in_tree = sides["ours"][workload], sides["in_tree"][workload]
         ratio = (
             ours.get("req_per_s", 0.0) / in_tree["req_per_s"] if in_tree.get("req_per_s") else float("nan")
         )
@@ -122,7 +131,13 @@ def main() -> None:
             "ours": ours,
             "in_tree": in_tree,
             "ratio": ratio,
-            "config": {"ckpt": args.ckpt, "max_tokens": args.max_tokens, "num_requests": args.num_requests},
+            "config": {
+                "ckpt": args.ckpt,
+                "max_tokens": args.max_tokens,
+                "num_requests": args.num_requests,
+                "max_model_len": args.max_model_len,
+                "kv_cache_budget_gib": args.kv_cache_gib,
+            },
         }
         (out_dir / f"{workload}{args.tag}.json").write_text(json.dumps(result, indent=2) + "\n")
         print(

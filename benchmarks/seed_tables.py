@@ -1,11 +1,11 @@
-"""The seed model card's speed/memory table on our stack: batch 1, generate 2048 tokens after an input of
-1 / 6144 / 14336 / 30720 tokens (Qwen2-VL-2B GPTQ-Int4 and BF16, as in the GPTQ-Int4 model card).
+"""The seed model cards' speed/memory tables on our stack, batch 1.
 
   python benchmarks/seed_tables.py --ckpt DIR --label gptq-int4 --out FILE
-A Qwen-VL checkpoint gives the Qwen-VL-Chat card's row instead: one image in context, generating up to the
-2048-token context (the card's 1792-token row; its 8192-token row needs dynamic NTK, which we don't have).
-Reports decode tok/s (2048 / generation time) and memory: the weights vLLM loaded plus the KV cache the
-sequence needs. vLLM preallocates its KV pool, so process-level peak memory would only show the pool size.
+Qwen2-VL checkpoint: generate 2048 tokens after 1 / 6144 / 14336 / 30720 input tokens (the Qwen2-VL-2B
+GPTQ-Int4 card). Qwen-VL checkpoint: one image (258 tokens) in context, generate 1792 and 7934 tokens (the
+Qwen-VL-Chat-Int4 card's 2048 / 8192 rows). Reports tok/s (generated / generation time, prefill included
+as in the cards) and memory two ways: weights + the KV cache the sequence needs, and the device's peak
+(NVML) with vLLM's KV pool sized for one longest sequence, which is what a batch-1 deployment would hold.
 """
 
 from __future__ import annotations
@@ -21,72 +21,76 @@ from pathlib import Path
 
 INPUT_LENGTHS = (1, 6144, 14336, 30720)
 OUTPUT_TOKENS = 2048
-V1_CONTEXT = 2048  # Qwen-VL's seq_length; longer contexts need dynamic NTK / logn (not implemented)
+V1_OUTPUTS = (1792, 7934)  # the Qwen-VL-Chat card: 258-token image context, 2048 / 8192 in all
+V1_CONTEXT = 8192  # past seq_length 2048: logn attention (see qwenvl_vllm/models/qwen_vl.py)
+IMG_START, IMG_END = 151857, 151858
 
 
-def kv_bytes_per_token(config) -> int:
-    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads  # v1: plain MHA
-    head_dim = config.hidden_size // config.num_attention_heads
-    return 2 * config.num_hidden_layers * kv_heads * head_dim * 2  # K and V, 16-bit
+def kv_bytes_per_token(config: dict) -> int:
+    text = config.get("text_config") or config
+    heads = text["num_attention_heads"]
+    kv_heads = text.get("num_key_value_heads") or heads  # v1: plain MHA
+    head_dim = text.get("kv_channels") or text["hidden_size"] // heads
+    return 2 * text["num_hidden_layers"] * kv_heads * head_dim * 2  # K and V, 16-bit
 
 
-def worker_v1(args: argparse.Namespace) -> None:
-    """Qwen-VL-Chat card: one image in context, generate up to the 2048-token context (seq_length)."""
-    from vllm import LLM, SamplingParams
+def make_llm(ckpt: str, max_model_len: int, limits: dict):
+    """KV pool sized for one max_model_len sequence (+5%), so the process peak is the real footprint."""
+    from vllm import LLM
 
-    from qwenvl_vllm.processors.qwen_vl import qwen_vl_inputs
-    from qwenvl_vllm.synthetic import make_image
+    per_token = kv_bytes_per_token(json.loads((Path(ckpt) / "config.json").read_text()))
+    budget = int(per_token * max_model_len * 1.05) + 2**26
+    llm = LLM(ckpt, max_model_len=max_model_len, kv_cache_memory_bytes=budget, limit_mm_per_prompt=limits)
+    return llm, per_token
 
-    llm = LLM(
-        args.ckpt, max_model_len=V1_CONTEXT, gpu_memory_utilization=0.6, limit_mm_per_prompt={"image": 1}
-    )
-    per_token = kv_bytes_per_token(llm.llm_engine.model_config.hf_text_config)
-    inputs, _ = qwen_vl_inputs([{"image": make_image(640, 480)}, {"text": "Describe the picture."}])
-    prompt_len = len(llm.generate([inputs], SamplingParams(max_tokens=1), use_tqdm=False)[0].prompt_token_ids)
-    params = SamplingParams(temperature=0.0, max_tokens=V1_CONTEXT - prompt_len, ignore_eos=True)
+
+def timed_row(llm, prompt: dict, max_tokens: int, per_token: int, memory) -> dict:
+    from vllm import SamplingParams
+
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
     start = time.perf_counter()
-    out = llm.generate([inputs], params, use_tqdm=False)[0]
+    out = llm.generate([prompt], params, use_tqdm=False)[0]
     elapsed = time.perf_counter() - start
-    generated = len(out.outputs[0].token_ids)
+    prompt_len, generated = len(out.prompt_token_ids), len(out.outputs[0].token_ids)
     row = {"input_tokens": prompt_len, "output_tokens": generated, "tok_per_s": generated / elapsed}
     row["kv_cache_gib"] = per_token * (prompt_len + generated) / 2**30
+    row["peak_gpu_gib"] = memory.peak_gib()
     print(row, flush=True)
-    Path(args.out).write_text(json.dumps([row]))
+    return row
+
+
+def worker_v1(args: argparse.Namespace, memory) -> list[dict]:
+    """Qwen-VL-Chat card: one image (258 tokens) in context, generating 1792 and 7934 tokens."""
+    from qwenvl_vllm.synthetic import make_image
+
+    os.environ["VLLM_ALLOW_LONG_MAX_MODEL_LEN"] = "1"  # vLLM derives 2048 from seq_length
+    llm, per_token = make_llm(args.ckpt, V1_CONTEXT, {"image": 1})
+    image = {"prompt_token_ids": [IMG_START, IMG_END], "multi_modal_data": {"image": make_image(448, 448)}}
+    timed_row(llm, image, 8, per_token, memory)  # warm-up
+    return [timed_row(llm, image, n, per_token, memory) for n in V1_OUTPUTS]
 
 
 def worker(args: argparse.Namespace) -> None:
-    if json.loads((Path(args.ckpt) / "config.json").read_text()).get("model_type") == "qwen":
-        return worker_v1(args)
-    import numpy as np
-    from vllm import LLM, SamplingParams
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from gpu_memory import PeakMemory
 
-    llm = LLM(
-        args.ckpt,
-        max_model_len=32768,
-        gpu_memory_utilization=0.6,
-        limit_mm_per_prompt={"image": 0, "video": 0},
-    )
-    per_token = kv_bytes_per_token(llm.llm_engine.model_config.hf_text_config)
+    v1 = json.loads((Path(args.ckpt) / "config.json").read_text()).get("model_type") == "qwen"
+    with PeakMemory() as memory:
+        rows = worker_v1(args, memory) if v1 else worker_qwen2_vl(args, memory)
+    Path(args.out).write_text(json.dumps(rows))
+
+
+def worker_qwen2_vl(args: argparse.Namespace, memory) -> list[dict]:
+    import numpy as np
+
+    llm, per_token = make_llm(args.ckpt, 32768, {"image": 0, "video": 0})
     rng = np.random.default_rng(0)
-    params = SamplingParams(temperature=0.0, max_tokens=OUTPUT_TOKENS, ignore_eos=True)
-    llm.generate([{"prompt_token_ids": [100] * 8}], SamplingParams(max_tokens=8), use_tqdm=False)
+    timed_row(llm, {"prompt_token_ids": [100] * 8}, 8, per_token, memory)  # warm-up
     rows = []
     for length in INPUT_LENGTHS:
         prompt = {"prompt_token_ids": rng.integers(1000, 150000, length).tolist()}
-        start = time.perf_counter()
-        out = llm.generate([prompt], params, use_tqdm=False)[0]
-        elapsed = time.perf_counter() - start
-        generated = len(out.outputs[0].token_ids)
-        rows.append(
-            {
-                "input_tokens": length,
-                "output_tokens": generated,
-                "tok_per_s": generated / elapsed,
-                "kv_cache_gib": per_token * (length + generated) / 2**30,
-            }
-        )
-        print(rows[-1], flush=True)
-    Path(args.out).write_text(json.dumps(rows))
+        rows.append(timed_row(llm, prompt, OUTPUT_TOKENS, per_token, memory))
+    return rows
 
 
 def main() -> None:

@@ -25,9 +25,12 @@ import requests
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare import memory_from_log  # noqa: E402
+from gpu_memory import PeakMemory  # noqa: E402
 from workloads import random_rgb  # noqa: E402
 
 PORT = 8021
+KV_BUDGET = 24 * 2**30  # fixed for both sides, as in compare.py
 URL = f"http://127.0.0.1:{PORT}"
 
 
@@ -40,7 +43,7 @@ def jpeg_url(seed: int) -> str:
 def start(ckpt: str, impl: str, log: Path) -> subprocess.Popen:
     env = dict(os.environ, QWENVL_VLLM_DISABLE="1" if impl == "in_tree" else "0")
     cmd = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", ckpt, "--served-model-name", "m"]
-    cmd += ["--port", str(PORT), "--max-model-len", "8192", "--gpu-memory-utilization", "0.85"]
+    cmd += ["--port", str(PORT), "--max-model-len", "16384", "--kv-cache-memory-bytes", str(KV_BUDGET)]
     cmd += ["--limit-mm-per-prompt", '{"image": 1}']
     return subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
@@ -122,6 +125,25 @@ async def run_level(concurrency: int, images: list[str], max_tokens: int) -> dic
     }
 
 
+def run_server(args: argparse.Namespace, impl: str, images: list[str], log: Path, memory) -> list[dict]:
+    proc = start(args.ckpt, impl, log)
+    try:
+        wait_ready(proc)
+        asyncio.run(run_level(2, images[:4], 8))  # warm-up
+        offset, levels = 4, []
+        for c in args.concurrency:
+            n = requests_for(c)
+            memory.reset()
+            level = asyncio.run(run_level(c, images[offset : offset + n], args.max_tokens))
+            levels.append(level | {"peak_gpu_gib": memory.peak_gib()})
+            offset += n
+            print(impl, levels[-1], flush=True)
+        return levels
+    finally:
+        proc.terminate()
+        proc.wait(timeout=120)
+
+
 def requests_for(concurrency: int) -> int:
     return max(32, 4 * concurrency)
 
@@ -139,20 +161,11 @@ def main() -> None:
     images = [jpeg_url(seed) for seed in range(total)]
     sides: dict[str, list[dict]] = {}
     for impl in ("ours", "in_tree"):
-        proc = start(args.ckpt, impl, out_dir / f"serve_bench_{impl}.log")
-        try:
-            wait_ready(proc)
-            asyncio.run(run_level(2, images[:4], 8))  # warm-up
-            offset, levels = 4, []
-            for c in args.concurrency:
-                n = requests_for(c)
-                levels.append(asyncio.run(run_level(c, images[offset : offset + n], args.max_tokens)))
-                offset += n
-                print(impl, levels[-1], flush=True)
-            sides[impl] = levels
-        finally:
-            proc.terminate()
-            proc.wait(timeout=120)
+        log = out_dir / f"serve_bench_{impl}.log"
+        with PeakMemory() as memory:
+            sides[impl] = run_server(args, impl, images, log, memory)
+        startup = memory_from_log(log.read_text())
+        sides[impl] = [level | startup for level in sides[impl]]
     import torch
     import vllm
 
@@ -166,7 +179,13 @@ def main() -> None:
             "ours": ours,
             "in_tree": in_tree,
             "ratio": ours["req_per_s"] / in_tree["req_per_s"] if in_tree["req_per_s"] else None,
-            "config": {"ckpt": args.ckpt, "max_tokens": args.max_tokens, "image": "1024x768 JPEG base64"},
+            "config": {
+                "ckpt": args.ckpt,
+                "max_tokens": args.max_tokens,
+                "image": "1024x768 JPEG base64",
+                "max_model_len": 16384,
+                "kv_cache_budget_gib": KV_BUDGET / 2**30,
+            },
         }
         (out_dir / f"serve-c{c}.json").write_text(json.dumps(result, indent=2) + "\n")
 

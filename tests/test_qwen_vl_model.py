@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -75,11 +76,13 @@ def _register() -> None:
     register_qwen_vl()
 
 
-def _vllm_config(base, model_dir: Path):
+def _vllm_config(base, model_dir: Path, max_model_len: int | None = None):
     from vllm.config import ModelConfig, VllmConfig
 
     _register()
-    model_config = ModelConfig(model=str(model_dir), dtype="float32", limit_mm_per_prompt={"image": 2})
+    model_config = ModelConfig(
+        model=str(model_dir), dtype="float32", limit_mm_per_prompt={"image": 2}, max_model_len=max_model_len
+    )
     return VllmConfig(
         model_config=model_config,
         device_config=base.device_config,
@@ -101,12 +104,14 @@ class CausalSDPA(torch.nn.Module):
         return out.transpose(0, 1).reshape(t, -1)
 
 
-def _build_model(vllm_cpu, model_dir: Path, monkeypatch: pytest.MonkeyPatch):
+def _build_model(
+    vllm_cpu, model_dir: Path, monkeypatch: pytest.MonkeyPatch, max_model_len: int | None = None
+):
     from vllm.config import set_current_vllm_config
 
     import qwenvl_vllm.models.qwen_vl as qwen_vl
 
-    cfg = _vllm_config(vllm_cpu, model_dir)
+    cfg = _vllm_config(vllm_cpu, model_dir, max_model_len)
     monkeypatch.setattr(qwen_vl, "Attention", CausalSDPA)
     with set_current_vllm_config(cfg), torch.device("cpu"):
         model = qwen_vl.QwenVLForConditionalGeneration(vllm_config=cfg).eval()
@@ -317,15 +322,54 @@ def test_unknown_weight_name_is_rejected(vl_model) -> None:
         model.load_weights([("transformer.h.0.attn.q_proj.weight", torch.zeros(1))])
 
 
-def test_max_model_len_past_seq_length_is_refused() -> None:
-    from types import SimpleNamespace
+@pytest.fixture(scope="module")
+def short_context_ckpt(text_only_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The text-only checkpoint with seq_length 8, so a 12-token sequence runs past the trained context."""
+    out = tmp_path_factory.mktemp("qwen_short")
+    for f in text_only_ckpt.iterdir():
+        shutil.copy(f, out / f.name)
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps(config | {"seq_length": 8}))
+    return out
 
-    from qwenvl_vllm.models.qwen_vl import check_max_model_len
 
-    config = SimpleNamespace(seq_length=2048, use_dynamic_ntk=True, use_logn_attn=True)
-    check_max_model_len(config, 2048)
-    with pytest.raises(ValueError, match="max_model_len must be <= 2048"):
-        check_max_model_len(config, 4096)
+def test_logn_scale_is_the_release_list() -> None:
+    from reference.qwen_vl_ref import logn
+
+    from qwenvl_vllm.models.qwen_vl import logn_scale
+
+    positions = torch.tensor([0, 7, 2047, 2048, 2049, 4095, 8191])
+    torch.testing.assert_close(logn_scale(positions, 2048)[:, 0], logn(positions, 2048), rtol=1e-6, atol=0)
+    scale = logn_scale(positions, 2048)[:, 0]
+    assert scale[:3].eq(1).all() and scale[3:].gt(1).all()  # position 2047 is the 2048th token
+
+
+def test_generation_past_seq_length_matches_reference(
+    vllm_cpu, short_context_ckpt: Path, monkeypatch
+) -> None:
+    """A 6-token prompt generating 6 more with seq_length 8: logn acts on positions 8..11, NTK stays off."""
+    monkeypatch.setenv("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")  # vLLM derives max_model_len = seq_length
+    model, _, _ = _build_model(vllm_cpu, short_context_ckpt, monkeypatch, max_model_len=64)
+    ids = torch.tensor([9707, 11, 1879, 0, 151645, 198, 151644, 77091, 198, 9707, 11, 1879])
+    ref = _reference(short_context_ckpt)
+    with torch.inference_mode():
+        got = _ours_logits(model, ids, None)
+        torch.testing.assert_close(got, ref(ids, prompt_len=6), **TOL)
+        for layer in ref.transformer.h:  # the test can fail: without logn the later positions move
+            layer.attn.use_logn = False
+        no_logn = ref(ids, prompt_len=6)
+    torch.testing.assert_close(got[:8], no_logn[:8], **TOL)
+    assert (got[8:] - no_logn[8:]).abs().max() > 1e-3
+
+
+def test_context_within_seq_length_has_no_logn(vllm_cpu, short_context_ckpt: Path, monkeypatch) -> None:
+    from qwenvl_vllm.models.qwen_vl import logn_length
+
+    model, _, _ = _build_model(vllm_cpu, short_context_ckpt, monkeypatch, max_model_len=8)
+    assert all(block.attn.logn_seq_length is None for block in model.transformer.h)
+    config = json.loads((short_context_ckpt / "config.json").read_text())
+    assert logn_length(SimpleNamespace(**config), 64) == 8
+    assert logn_length(SimpleNamespace(**config | {"use_logn_attn": False}), 64) is None
 
 
 # ---- (4) processor -------------------------------------------------------------------------------------

@@ -6,10 +6,13 @@ the same class is a plain causal LM and vLLM runs it text-only.
 
 LLM = Qwen-7B: RMSNorm pre-norm blocks, fused c_attn (q|k|v, with bias), c_proj (no bias), rotary (neox
 style, base `rotary_emb_base`), MLP c_proj(w1(x) * silu(w2(x))), untied lm_head.
-Dynamic NTK and logn attention of the release only act past `seq_length` (2048): this class refuses a
-max_model_len beyond it instead of implementing them.
+Past `seq_length` (2048) the release scales queries by log_{seq_length}(position + 1) ("logn attention";
+applied here, exact) and, for prompts longer than seq_length only, raises the rotary base once per request
+from the prompt length ("dynamic NTK"; not applied here: RoPE keeps its base). Generation past seq_length
+after a shorter prompt, the model card's 8192-token rows, therefore matches the release.
 """
 
+import math
 from collections.abc import Iterable
 from itertools import islice
 from typing import Annotated, Any, Literal
@@ -17,8 +20,9 @@ from typing import Annotated, Any, Literal
 import torch
 from torch import nn
 from vllm.compilation.decorators import support_torch_compile
-from vllm.config import CacheConfig, VllmConfig
+from vllm.config import CacheConfig, VllmConfig, get_current_vllm_config
 from vllm.distributed import get_pp_group, get_tensor_model_parallel_world_size
+from vllm.logger import init_logger
 from vllm.model_executor.layers.activation import SiluAndMul
 from vllm.model_executor.layers.attention import Attention
 from vllm.model_executor.layers.layernorm import RMSNorm
@@ -68,6 +72,8 @@ HF_TO_VLLM_MAPPER = WeightsMapper(
     },
 )
 
+logger = init_logger(__name__)
+
 
 class QwenVLImagePixelInputs(TensorSchema):
     """
@@ -97,16 +103,29 @@ class QwenVLImageEmbeddingInputs(TensorSchema):
 QwenVLImageInputs = QwenVLImagePixelInputs | QwenVLImageEmbeddingInputs
 
 
-def check_max_model_len(config: Any, max_model_len: int) -> None:
-    """Refuse contexts where the release would switch on dynamic NTK / logn scaling (not implemented)."""
+def logn_length(config: Any, max_model_len: int) -> int | None:
+    """seq_length when logn query scaling can act (a context past it), else None."""
     seq_length = getattr(config, "seq_length", None)
-    scaled = getattr(config, "use_dynamic_ntk", True) or getattr(config, "use_logn_attn", True)
-    if seq_length and scaled and max_model_len > seq_length:
-        raise ValueError(
-            f"Qwen(-VL) applies dynamic-NTK rotary scaling and logn attention past seq_length={seq_length} "
-            f"tokens; this plugin does not implement them, so max_model_len must be <= {seq_length} "
-            f"(got {max_model_len}). Pass max_model_len={seq_length} (or less)."
+    if not seq_length or max_model_len <= seq_length or not getattr(config, "use_logn_attn", True):
+        return None
+    if getattr(config, "use_dynamic_ntk", True):
+        logger.warning(
+            "Qwen(-VL): max_model_len %d > seq_length %d. Logn attention is applied past %d tokens; the "
+            "release's dynamic NTK (a larger rotary base for prompts longer than %d) is not, so outputs "
+            "for such long prompts differ from the release. Shorter prompts with long generations match.",
+            max_model_len,
+            seq_length,
+            seq_length,
+            seq_length,
         )
+    return int(seq_length)
+
+
+def logn_scale(positions: torch.Tensor, seq_length: int) -> torch.Tensor:
+    """[T] -> [T, 1]: log(p + 1) / log(seq_length) where p + 1 > seq_length, else 1 (release's logn_list)."""
+    n = (positions + 1).to(torch.float32)
+    scale = torch.where(n > seq_length, torch.log(n) / math.log(seq_length), torch.ones_like(n))
+    return scale[:, None]
 
 
 def _first_attr(config: Any, names: tuple[str, ...], default: float) -> Any:
@@ -154,8 +173,10 @@ class QWenAttention(nn.Module):
         cache_config: CacheConfig | None = None,
         quant_config: QuantizationConfig | None = None,
         prefix: str = "",
+        logn_seq_length: int | None = None,
     ) -> None:
         super().__init__()
+        self.logn_seq_length = logn_seq_length
         total_heads = config.num_attention_heads
         self.head_dim = _head_dim(config)
         tp_size = get_tensor_model_parallel_world_size()
@@ -188,7 +209,10 @@ class QWenAttention(nn.Module):
         }
         self.rotary_emb = get_rope(
             self.head_dim,
-            max_position=int(getattr(config, "max_position_embeddings", None) or config.seq_length),
+            max_position=max(
+                int(getattr(config, "max_position_embeddings", None) or config.seq_length),
+                get_current_vllm_config().model_config.max_model_len,  # a context past it (long generation)
+            ),
             is_neox_style=True,  # the release rotates halves (rotate_half), not interleaved pairs
             rope_parameters=rope_parameters,
         )
@@ -206,6 +230,8 @@ class QWenAttention(nn.Module):
         qkv, _ = self.c_attn(hidden_states)  # [T, 3 * heads_local * head_dim]
         q, k, v = qkv.split([self.q_size] * 3, dim=-1)
         q, k = self.rotary_emb(positions, q, k)
+        if self.logn_seq_length:
+            q = q * logn_scale(positions, self.logn_seq_length).to(q.dtype)
         out, _ = self.c_proj(self.attn(q, k, v))
         return out
 
@@ -217,11 +243,12 @@ class QWenBlock(nn.Module):
         cache_config: CacheConfig | None = None,
         quant_config: QuantizationConfig | None = None,
         prefix: str = "",
+        logn_seq_length: int | None = None,
     ) -> None:
         super().__init__()
         eps = float(getattr(config, "layer_norm_epsilon", 1e-6))
         self.ln_1 = RMSNorm(config.hidden_size, eps=eps)
-        self.attn = QWenAttention(config, cache_config, quant_config, prefix=f"{prefix}.attn")
+        self.attn = QWenAttention(config, cache_config, quant_config, f"{prefix}.attn", logn_seq_length)
         self.ln_2 = RMSNorm(config.hidden_size, eps=eps)
         self.mlp = QWenMLP(
             config.hidden_size, config.intermediate_size // 2, quant_config, prefix=f"{prefix}.mlp"
@@ -255,6 +282,7 @@ class QWenModel(nn.Module):
         cache_config = vllm_config.cache_config
         quant_config = vllm_config.quant_config
         self.config = config
+        logn = logn_length(config, vllm_config.model_config.max_model_len)
         if get_pp_group().is_first_rank:
             self.wte = VocabParallelEmbedding(
                 config.vocab_size, config.hidden_size, quant_config=quant_config, prefix=f"{prefix}.wte"
@@ -263,7 +291,7 @@ class QWenModel(nn.Module):
             self.wte = PPMissingLayer()
         self.start_layer, self.end_layer, self.h = make_layers(
             config.num_hidden_layers,
-            lambda prefix: QWenBlock(config, cache_config, quant_config, prefix=prefix),
+            lambda prefix: QWenBlock(config, cache_config, quant_config, prefix, logn),
             prefix=f"{prefix}.h",
         )
         if get_pp_group().is_last_rank:
@@ -317,7 +345,6 @@ class QwenVLForConditionalGeneration(nn.Module, SupportsMultiModal, SupportsPP, 
     def __init__(self, *, vllm_config: VllmConfig, prefix: str = "") -> None:
         super().__init__()
         config = vllm_config.model_config.hf_config
-        check_max_model_len(config, vllm_config.model_config.max_model_len)
         self.config = config
         self.visual_config: dict[str, Any] | None = getattr(config, "visual", None) or None
 

@@ -8,8 +8,8 @@ writer's `dequantized=True` bf16 twin) in the dtype vLLM runs in, on the same GP
 
 Requests (one batch): two images + question, one image, text only. For each request we compare
 - prompt logprobs: vLLM's logprob of every prompt token (prefill) vs the reference's;
-- decode logprobs: 8 greedy tokens from vLLM (paged KV cache), the logprob vLLM gave each vs the reference
-  on prompt + generated tokens;
+- decode logprobs: 8 (--decode-steps) greedy tokens from vLLM (paged KV cache), the logprob vLLM gave
+  each vs the reference on prompt + generated tokens;
 - final top-20: vLLM's 20 best logprobs after the prompt vs the reference's for the same token ids.
 Metric: relative L2 error ||vllm - ref|| / ||ref|| per vector; pass when all are <= --tol (1e-2: bf16 GEMMs
 of different kernels and accumulation orders differ by ~1e-4 relative on the tiny model, while a wrong weight
@@ -84,21 +84,29 @@ def _dtype_name(ckpt: Path, requested: str) -> str:
     )
 
 
-def run_vllm(ckpt: Path, reqs: list[dict[str, Any]], dtype: str, eager: bool, gpu_mem: float) -> list[dict]:
+def run_vllm(
+    ckpt: Path,
+    reqs: list[dict[str, Any]],
+    dtype: str,
+    eager: bool,
+    gpu_mem: float,
+    max_model_len: int = 2048,
+    decode_steps: int = DECODE_STEPS,
+) -> list[dict]:
     from vllm import LLM, SamplingParams
 
     has_images = any(r["images"] for r in reqs)
     llm = LLM(
         model=str(ckpt),
         dtype=dtype,
-        max_model_len=2048,
+        max_model_len=max_model_len,
         limit_mm_per_prompt={"image": 2} if has_images else None,
         gpu_memory_utilization=gpu_mem,
         enforce_eager=eager,
         seed=0,
     )
     params = SamplingParams(
-        temperature=0.0, max_tokens=DECODE_STEPS, logprobs=TOP_K, prompt_logprobs=1, ignore_eos=True
+        temperature=0.0, max_tokens=decode_steps, logprobs=TOP_K, prompt_logprobs=1, ignore_eos=True
     )
     inputs = [
         {"prompt": r["prompt"], "multi_modal_data": {"image": r["images"]}} if r["images"] else r["prompt"]
@@ -160,8 +168,8 @@ def compare(
             ids = res["prompt_ids"]
             full = torch.tensor(ids + res["gen_ids"], device=device)
             pixels = qwen_vl_pixel_values(req["images"]).to(device) if req["images"] else None
-            lp = torch.log_softmax(ref(full, pixels), dim=-1)  # [T + G, vocab] fp32
             t = len(ids)
+            lp = torch.log_softmax(ref(full, pixels, prompt_len=t), dim=-1)  # [T + G, vocab] fp32
             ref_prompt = [lp[i - 1, ids[i]].item() for i in range(1, t)]
             ref_decode = [lp[t - 1 + i, tok].item() for i, tok in enumerate(res["gen_ids"])]
             topk_ids = list(res["topk"])
@@ -198,15 +206,30 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.45)
     parser.add_argument("--ref-dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--decode-steps", type=int, default=DECODE_STEPS)
+    parser.add_argument("--max-model-len", type=int, default=2048)
+    parser.add_argument(
+        "--text-only", action="store_true", help="only the text prompt (e.g. to decode past seq_length)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     if not (args.ckpt / "config.json").is_file():
         raise ValueError(f"{args.ckpt} has no config.json")
 
     dtype = _dtype_name(args.ckpt, args.dtype)
-    has_visual = bool(json.loads((args.ckpt / "config.json").read_text()).get("visual"))
-    reqs = _requests(has_visual)
-    got = run_vllm(args.ckpt, reqs, dtype, args.eager, args.gpu_memory_utilization)
+    config = json.loads((args.ckpt / "config.json").read_text())
+    reqs = _requests(bool(config.get("visual")) and not args.text_only)
+    if args.max_model_len > config.get("seq_length", 2048):
+        os.environ["VLLM_ALLOW_LONG_MAX_MODEL_LEN"] = "1"  # past seq_length: logn attention
+    got = run_vllm(
+        args.ckpt,
+        reqs,
+        dtype,
+        args.eager,
+        args.gpu_memory_utilization,
+        args.max_model_len,
+        args.decode_steps,
+    )
     report = compare(args.ref_ckpt or args.ckpt, reqs, got, dtype, ref_dtype=args.ref_dtype)
     keys = ("prompt_logprob_rel_err", "decode_logprob_rel_err", "final_top20_rel_err")
     ok = all(entry[k] <= args.tol for entry in report for k in keys)

@@ -2,20 +2,11 @@
 # GPU checks and benchmarks, one stage per device call (each well under 10 minutes).
 # On the GPU machine, after staging .gpu/partNN (see ../shared/gpu/README.md):
 #   bash .gpu/install.sh && bash tests/gpu/run_stage.sh STAGE [STAGE ...]
-# Stages: ckpts | smoke | parity | control | quant | w1 | workloads | servebench | seeds | serve | v1 | v1full
-#         | v1serve
+# Stages: ckpts | smoke | parity | control | quant | serve | v1 | v1long | v1serve | v1seeds | v1full
+# (v1serve before v1full: v1full deletes the bf16 Qwen-VL checkpoint for disk). Benchmarks: gpu_all.sh.
 # Results (JSON, logs) go to $OUT (or /tmp/out); checkpoints persist in /tmp/ckpt while the machine lives.
 set -uo pipefail
-export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 VLLM_WORKER_MULTIPROC_METHOD=spawn PATH=/tmp/site/bin:$PATH
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
-OUT=${OUT:-/tmp/out}; CK=/tmp/ckpt; mkdir -p "$OUT" "$CK"
-py() { python3 "$@"; }
-mk() {  # name model quant [extra args]
-  local name=$1 model=$2 quant=$3; shift 3
-  [ -f "$CK/$name/config.json" ] || py -m qwenvl_vllm.cli make-checkpoint --model "$model" --quant "$quant" \
-    --out "$CK/$name" "$@" >"$OUT/mk_$name.log" 2>&1 || { echo "checkpoint $name failed"; tail -5 "$OUT/mk_$name.log"; }
-}
-status() { echo "== $1: exit $2"; }
+source "$(dirname "$0")/common.sh"
 
 for stage in "$@"; do
   start=$(date +%s)
@@ -34,21 +25,11 @@ for stage in "$@"; do
     control)  # transformers parity of ours and, as the bf16 noise floor, of in-tree vLLM
       py tests/gpu/qwen2_vl_parity.py --ckpt "$CK/2b-bf16" --out "$OUT/parity_control.json" --eager --skip-in-tree \
         --control-in-tree >"$OUT/parity_control.log" 2>&1; status parity_control $? ;;
-    servebench)
-      py benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency 1 16 64 --out-dir "$OUT" 2>&1 | tail -8 ;;
-    seeds)
-      for q in gptq bf16; do
-        py benchmarks/seed_tables.py --ckpt "$CK/2b-$q" --label "$q" --out "$OUT/seed_$q.json" 2>&1 | tail -3
-      done ;;
     quant)
       for q in gptq awq; do
         py tests/gpu/qwen2_vl_parity.py --ckpt "$CK/2b-bf16" --greedy-ckpt "$CK/2b-$q" --out "$OUT/parity_$q.json" \
           --eager --skip-transformers >"$OUT/parity_$q.log" 2>&1; status "parity_$q" $?
       done ;;
-    w1)
-      py benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W1 --out-dir "$OUT" 2>&1 | tail -8 ;;
-    workloads)
-      py benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads ${WORKLOADS:-W2 W3 W4} --out-dir "$OUT" 2>&1 | tail -8 ;;
     serve)
       py tests/gpu/serve_check.py --ckpt "$CK/2b-gptq" --video --out "$OUT/serve.json" --log "$OUT/serve.log" \
         2>&1 | tail -20; status serve $? ;;
@@ -65,14 +46,18 @@ for stage in "$@"; do
       rm -rf "$CK/qvl-bf16"; mk qvl-int4-deq qwen-vl-chat gptq-int4 --dequantized
       py tests/gpu/qwen_vl_parity.py --ckpt "$CK/qvl-int4" --ref-ckpt "$CK/qvl-int4-deq" --eager \
         --out "$OUT/qwen_vl_parity_int4.json" >"$OUT/qwen_vl_parity_int4.log" 2>&1; status qwen_vl_int4 $? ;;
-    v1serve)  # full-size Qwen-VL-Chat and -Int4 through unchanged `vllm serve`, then the card's speed row
+    v1serve)  # full-size Qwen-VL-Chat and -Int4 through unchanged `vllm serve`, OpenAI chat + grounding
       mk qvl-int4 qwen-vl-chat gptq-int4 & mk qvl-bf16 qwen-vl-chat bf16 & wait
       for c in int4 bf16; do
         py tests/gpu/serve_check.py --ckpt "$CK/qvl-$c" --grounding --max-model-len 2048 \
           --out "$OUT/serve_qwen_vl_$c.json" --log "$OUT/serve_qwen_vl_$c.log" 2>&1 | tail -3
-        py benchmarks/seed_tables.py --ckpt "$CK/qvl-$c" --label "qwen-vl-chat-$c" --out "$OUT/seed_qwen_vl_$c.json" \
-          2>&1 | tail -3
       done ;;
+    v1seeds)  # the Qwen-VL-Chat card's BF16 row (the Int4 row is in benchmarks/gpu_all.sh)
+      mk qvl-bf16 qwen-vl-chat bf16
+      py benchmarks/seed_tables.py --ckpt "$CK/qvl-bf16" --label qwen-vl-chat-bf16 \
+        --out "$OUT/seed_qwen_vl_bf16.json" 2>&1 | tail -3 ;;
+    v1long)  # tiny Qwen-VL decoding past seq_length (logn attention) vs the reference
+      py -m pytest -q tests/gpu/test_qwen_vl_gpu.py -m gpu -k past_seq_length 2>&1 | tail -15; status v1long $? ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac
   echo "-- $stage took $(( $(date +%s) - start )) s"

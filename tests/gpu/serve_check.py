@@ -33,9 +33,34 @@ def jpeg_b64(width: int, height: int, seed: int) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def chat(content: list[dict], max_tokens: int = 16) -> requests.Response:
+def chat(content: list[dict], max_tokens: int = 16, **extra: object) -> requests.Response:
     body = {"model": "m", "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens}
+    body |= extra
     return requests.post(f"http://127.0.0.1:{PORT}/v1/chat/completions", json=body, timeout=120)
+
+
+# Random weights never emit a box on their own; vLLM's structured outputs make the reply take the v1
+# grounding form, so the check covers the path a real reply takes: the grounding tokens <ref>/<box> survive
+# detokenisation in the server and parse_boxes maps them to pixels of the original image.
+POINT = r"\([0-9]{1,3},[0-9]{1,3}\)"
+GROUNDING_REGEX = rf"<ref>[a-z]{{2,8}}( [a-z]{{2,8}})?</ref><box>{POINT},{POINT}</box>"
+
+
+def grounding_boxes() -> dict:
+    from qwenvl_vllm.grounding import parse_boxes
+
+    content = [image_part(jpeg_b64(800, 600, 7)), text_part("Where is the red box? Answer with a box.")]
+    response = chat(content, 80, structured_outputs={"regex": GROUNDING_REGEX})
+    reply = response.json()["choices"][0]["message"]["content"] if response.status_code == 200 else ""
+    boxes = parse_boxes(reply or "", image_size=(800, 600))
+    inside = all(0 <= b["box"][0] <= 800 and 0 <= b["box"][3] <= 600 for b in boxes)
+    return {
+        "status": response.status_code,
+        "reply": (reply or response.text)[:300],
+        "boxes": boxes,
+        "ok": response.status_code == 200 and len(boxes) == 1 and inside,
+        "server_ok_after": chat([text_part("hi")]).status_code == 200,
+    }
 
 
 def image_part(url: str) -> dict:
@@ -160,6 +185,9 @@ def main() -> None:
             print(
                 name, checks[name]["status"], checks[name]["ok"], checks[name]["server_ok_after"], flush=True
             )
+        if args.grounding:
+            checks["grounding_boxes"] = grounding_boxes()
+            print("grounding_boxes", checks["grounding_boxes"], flush=True)
     finally:
         proc.terminate()
         proc.wait(timeout=60)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +68,16 @@ def test_bf16_matches_reference(ckpts: dict[str, Path], tmp_path: Path) -> None:
 def test_gptq_int4_matches_dequantized_reference(ckpts: dict[str, Path], tmp_path: Path) -> None:
     args = ["--ckpt", str(ckpts["gptq"]), "--ref-ckpt", str(ckpts["gptq_ref"]), "--eager"]
     _check(_run(args, tmp_path / "gptq.json"))
+
+
+def test_decode_past_seq_length_matches_reference(ckpts: dict[str, Path], tmp_path: Path) -> None:
+    """seq_length 32, a ~25-token prompt, 64 decode steps: logn scaling on, through compile + CUDA graphs."""
+    ckpt = tmp_path / "short"
+    shutil.copytree(ckpts["bf16"], ckpt)
+    config = json.loads((ckpt / "config.json").read_text())
+    (ckpt / "config.json").write_text(json.dumps(config | {"seq_length": 32}))
+    args = ["--ckpt", str(ckpt), "--text-only", "--decode-steps", "64", "--max-model-len", "256"]
+    result = _run(args, tmp_path / "long.json")
+    _check(result)
+    (req,) = result["requests"]
+    assert req["prompt_tokens"] < 32 < req["prompt_tokens"] + 64

@@ -13,8 +13,10 @@ Architecture (REFERENCE.md, Qwen-VL release):
   resized (bicubic) to the patch grid, values get nothing. Heads = max(1, output_dim // 128).
 - LLM: wte -> blocks [x + attn(rms ln_1 x); x + mlp(rms ln_2 x)] -> rms ln_f -> lm_head. Attention: fused
   c_attn (q, k, v blocks, bias), rotary on halves (rotate_half), causal softmax, c_proj (no bias).
-  MLP: c_proj(w1(x) * silu(w2(x))). Image features overwrite the hidden states strictly between each
-  <img> (image_start_id) and the following </img> (image_start_id + 1).
+  MLP: c_proj(w1(x) * silu(w2(x))). Past seq_length: queries times log_{seq_length}(p + 1) (logn), and
+  for prompts longer than seq_length a rotary base raised by the dynamic-NTK factor of the prompt length.
+  Image features overwrite the hidden states strictly between each <img> (image_start_id) and the
+  following </img> (image_start_id + 1).
 """
 
 from __future__ import annotations
@@ -227,6 +229,19 @@ def apply_rotary(x: torch.Tensor, positions: torch.Tensor, base: float, rot_dim:
     return torch.cat([xr.to(x.dtype), xp], dim=-1)
 
 
+def ntk_alpha(prompt_len: int, seq_length: int) -> float:
+    """The release's dynamic NTK factor, fixed per request from its prompt length (1 up to seq_length)."""
+    context_value = math.log(prompt_len / seq_length, 2) + 1
+    return max(2 ** math.ceil(context_value) - 1, 1)
+
+
+def logn(positions: torch.Tensor, seq_length: int) -> torch.Tensor:
+    """The release's logn_list indexed by position: log_{seq_length}(p + 1) past seq_length, else 1."""
+    return torch.tensor(
+        [math.log(p + 1, seq_length) if p + 1 > seq_length else 1.0 for p in positions.tolist()]
+    )
+
+
 class RefAttention(nn.Module):
     def __init__(self, cfg: Mapping[str, Any]) -> None:
         super().__init__()
@@ -234,15 +249,22 @@ class RefAttention(nn.Module):
         self.head_dim = int(cfg.get("kv_channels") or cfg["hidden_size"] // self.heads)
         self.base = float(cfg.get("rotary_emb_base", 10000))
         self.rot_dim = int(self.head_dim * float(cfg.get("rotary_pct", 1.0)))
+        self.seq_length = int(cfg.get("seq_length", 2048))
+        self.use_ntk = bool(cfg.get("use_dynamic_ntk", False))
+        self.use_logn = bool(cfg.get("use_logn_attn", False))
         proj = self.heads * self.head_dim
         self.c_attn = nn.Linear(cfg["hidden_size"], 3 * proj, bias=True)
         self.c_proj = nn.Linear(proj, cfg["hidden_size"], bias=False)
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:  # x [T, hidden]
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, prompt_len: int) -> torch.Tensor:
         t = x.shape[0]
         q, k, v = (z.reshape(t, self.heads, self.head_dim) for z in self.c_attn(x).chunk(3, dim=-1))
-        q = apply_rotary(q, positions, self.base, self.rot_dim)
-        k = apply_rotary(k, positions, self.base, self.rot_dim)
+        alpha = ntk_alpha(prompt_len, self.seq_length) if self.use_ntk else 1.0
+        base = self.base * alpha ** (self.rot_dim / (self.rot_dim - 2))
+        q = apply_rotary(q, positions, base, self.rot_dim)
+        k = apply_rotary(k, positions, base, self.rot_dim)
+        if self.use_logn:
+            q = q * logn(positions, self.seq_length).to(q)[:, None, None]
         out = softmax_attention(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), causal=True)
         return self.c_proj(out.transpose(0, 1).reshape(t, -1))
 
@@ -267,8 +289,8 @@ class RefBlock(nn.Module):
         self.ln_2 = RefRMSNorm(cfg["hidden_size"], eps)
         self.mlp = RefMLP(cfg["hidden_size"], cfg["intermediate_size"] // 2)
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), positions)
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, prompt_len: int) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), positions, prompt_len)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -305,8 +327,9 @@ class QwenVLReference(nn.Module):
         return spans
 
     def hidden_states(
-        self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None
+        self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None, prompt_len: int | None = None
     ) -> torch.Tensor:  # input_ids [T] -> final normed hidden [T, hidden]
+        """prompt_len: where the prompt ends in input_ids (the rest was generated); sets dynamic NTK."""
         x = self.transformer.wte(input_ids)
         if pixel_values is not None and len(pixel_values):
             feats = self.transformer.visual(pixel_values).to(x.dtype)  # [N, Q, hidden]
@@ -320,12 +343,14 @@ class QwenVLReference(nn.Module):
                 x[a:b] = f
         positions = torch.arange(input_ids.shape[0], device=input_ids.device)
         for block in self.transformer.h:
-            x = block(x, positions)
+            x = block(x, positions, prompt_len or input_ids.shape[0])
         return self.transformer.ln_f(x)
 
-    def forward(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits [T, vocab] (fp32) for every prompt position."""
-        return self.lm_head(self.hidden_states(input_ids, pixel_values)).float()
+    def forward(
+        self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None, prompt_len: int | None = None
+    ) -> torch.Tensor:
+        """Logits [T, vocab] (fp32) for every position."""
+        return self.lm_head(self.hidden_states(input_ids, pixel_values, prompt_len)).float()
 
     def load_checkpoint_state(self, state: Mapping[str, torch.Tensor]) -> None:
         """Strict load of checkpoint-named tensors (the resampler's fixed sin-cos table may be absent)."""

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The whole ours-vs-in-tree comparison on the GPU machine in one visit, resumable across device calls.
+# After staging .gpu/partNN (../shared/gpu/README.md), repeat this same command until it prints ALL DONE:
+#   bash benchmarks/gpu_all.sh
+# Each call installs (idempotent), then runs the stages not yet done while they fit in BUDGET seconds
+# (default 540, under the 10-minute command limit). State and results live in /tmp/bench while the
+# machine is held; every call leaves results.tgz (all results so far) in $OUT.
+set -uo pipefail
+T0=$(date +%s); BUDGET=${BUDGET:-540}
+ROOT=/tmp/bench; RES=$ROOT/results; DONE=$ROOT/done; mkdir -p "$RES" "$DONE"
+RET=${OUT:-/tmp/out}; mkdir -p "$RET"
+OUT=$RES
+source "$(dirname "$0")/../tests/gpu/common.sh"
+bash .gpu/install.sh 2>&1 | tail -1
+
+pack() { tar czf "$RET/results.tgz" -C "$ROOT" results done; }
+
+stage_ckpts() {
+  mk 2b-gptq qwen2-vl-2b gptq-int4 & mk 2b-bf16 qwen2-vl-2b bf16 & mk qvl-int4 qwen-vl-chat gptq-int4 & wait
+  ls "$CK"/{2b-gptq,2b-bf16,qvl-int4}/config.json >/dev/null
+}
+stage_offline() {  # W1-W4, one engine per side, latency medians, weights / KV / peak memory
+  py benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W1 W2 W3 W4 --out-dir "$RES" 2>&1 | tail -8
+}
+stage_serve() {
+  py benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency 1 16 64 --out-dir "$RES" 2>&1 | tail -8
+}
+stage_seeds() {
+  local rc=0
+  for spec in 2b-gptq:qwen2-vl-2b-gptq-int4 2b-bf16:qwen2-vl-2b-bf16 qvl-int4:qwen-vl-chat-int4; do
+    py benchmarks/seed_tables.py --ckpt "$CK/${spec%%:*}" --label "${spec#*:}" \
+      --out "$RES/seed_${spec#*:}.json" 2>&1 | tail -2 || rc=1
+  done
+  return $rc
+}
+stage_summary() {
+  py benchmarks/summarize.py "$RES" >"$RES/SUMMARY.md" && cat "$RES/SUMMARY.md"
+}
+
+run() {  # name seconds-estimate: run stage_<name> once, if it fits in what is left of this call
+  local name=$1 est=$2 s rc
+  [ -f "$DONE/$name" ] && return 0
+  if [ $(( $(date +%s) - T0 + est )) -gt "$BUDGET" ]; then
+    echo "-- $name (~${est} s) does not fit in this call: run the same command again"; pack; exit 0
+  fi
+  s=$(date +%s); "stage_$name"; rc=$?
+  echo "$rc" >"$DONE/$name"; echo "-- $name: exit $rc in $(( $(date +%s) - s )) s"; pack
+}
+
+run ckpts 240
+run offline 420
+run serve 300
+run seeds 360
+run summary 10
+grep -L '^0$' "$DONE"/* | sed 's/^/FAILED: /'
+echo "ALL DONE"
