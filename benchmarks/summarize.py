@@ -110,6 +110,8 @@ def serving(runs: list[dict]) -> str:
 def seeds(folder: Path) -> str:
     rows = []
     for r in load(folder, "seed_*.json"):
+        if not isinstance(r, dict):  # seed_*.rows.json: the worker's raw rows
+            continue
         label = r["workload"].removeprefix("seed-table-")
         for item in r["rows"]:
             rows.append([label, str(item["input_tokens"]), str(item["output_tokens"]),
