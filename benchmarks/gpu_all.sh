@@ -5,9 +5,11 @@
 # Each call installs (idempotent), then runs the stages not yet done while they fit in BUDGET seconds
 # (default 540, under the 10-minute command limit). State and results live in /tmp/bench while the
 # machine is held; every call leaves results.tgz (all results so far) in $OUT.
+# SHAPES=7b runs the offline comparison (W1-W4) on Qwen2-VL-7B shapes instead (STAGES to choose others).
 set -uo pipefail
-T0=$(date +%s); BUDGET=${BUDGET:-540}
-ROOT=/tmp/bench; RES=$ROOT/results; DONE=$ROOT/done; mkdir -p "$RES" "$DONE"
+T0=$(date +%s); BUDGET=${BUDGET:-540}; SHAPES=${SHAPES:-2b}
+if [ "$SHAPES" = 2b ]; then STAGES=${STAGES:-ckpts offline serve seeds summary}; else STAGES=${STAGES:-ckpts offline summary}; fi
+ROOT=/tmp/bench-$SHAPES; RES=$ROOT/results; DONE=$ROOT/done; mkdir -p "$RES" "$DONE"
 RET=${OUT:-/tmp/out}; mkdir -p "$RET"
 OUT=$RES
 source "$(dirname "$0")/../tests/gpu/common.sh"
@@ -16,14 +18,15 @@ bash .gpu/install.sh 2>&1 | tail -1
 pack() { tar czf "$RET/results.tgz" -C "$ROOT" results done; }
 
 stage_ckpts() {
+  if [ "$SHAPES" != 2b ]; then mk "$SHAPES-gptq" "qwen2-vl-$SHAPES" gptq-int4; ls "$CK/$SHAPES-gptq/config.json"; return; fi
   mk 2b-gptq qwen2-vl-2b gptq-int4 & mk 2b-bf16 qwen2-vl-2b bf16 & mk qvl-int4 qwen-vl-chat gptq-int4 & wait
   ls "$CK"/{2b-gptq,2b-bf16,qvl-int4}/config.json >/dev/null
 }
 stage_offline() {  # W1-W4, one engine per side, latency medians, weights / KV / peak memory
-  py benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W1 W2 W3 W4 --out-dir "$RES" 2>&1 | tail -8
+  py benchmarks/compare.py --ckpt "$CK/$SHAPES-gptq" --workloads W1 W2 W3 W4 --out-dir "$RES" 2>&1 | tail -8
 }
 stage_serve() {
-  py benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency 1 16 64 --out-dir "$RES" 2>&1 | tail -8
+  py benchmarks/serve_bench.py --ckpt "$CK/$SHAPES-gptq" --concurrency 1 16 64 --out-dir "$RES" 2>&1 | tail -8
 }
 stage_seeds() {
   local rc=0
@@ -47,10 +50,7 @@ run() {  # name seconds-estimate: run stage_<name> once, if it fits in what is l
   echo "$rc" >"$DONE/$name"; echo "-- $name: exit $rc in $(( $(date +%s) - s )) s"; pack
 }
 
-run ckpts 240
-run offline 420
-run serve 300
-run seeds 360
-run summary 10
+declare -A ESTIMATE=([ckpts]=240 [offline]=420 [serve]=300 [seeds]=360 [summary]=10)
+for stage in $STAGES; do run "$stage" "${ESTIMATE[$stage]}"; done
 grep -L '^0$' "$DONE"/* | sed 's/^/FAILED: /'
 echo "ALL DONE"

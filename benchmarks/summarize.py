@@ -147,7 +147,8 @@ def main() -> None:
     runs, served = offline_runs(folder), serve_runs(folder)
     first = (runs or served or [{"gpu": "?", "vllm_version": "?", "date": "?"}])[0]
     print(f"# {first['gpu']}, vLLM {first['vllm_version']}, {first['date']}\n")
-    print("Checkpoint: Qwen2-VL-2B shapes, GPTQ-Int4 (our writer); same GPU, same run, both sides.\n")
+    ckpt = first.get("config", {}).get("ckpt", "?")
+    print(f"Checkpoint `{ckpt}` (our writer); ours and in-tree on the same GPU in the same visit.\n")
     print("## Offline LLM.generate throughput\n\n" + offline(runs))
     print("## Single-request latency (medians)\n\n" + latency(runs))
     print("## Memory (same max_model_len, fixed KV budget)\n\n" + memory(runs))
