@@ -5,10 +5,10 @@
 # Each call installs (idempotent), then runs the stages not yet done while they fit in BUDGET seconds
 # (default 540, under the 10-minute command limit). State and results live in /tmp/bench while the
 # machine is held; every call leaves results.tgz (all results so far) in $OUT.
-# SHAPES=7b runs the offline comparison (W1-W4) on Qwen2-VL-7B shapes instead (STAGES to choose others).
+# SHAPES=7b runs the offline comparison (W1-W4, in two halves) on Qwen2-VL-7B shapes (STAGES: others).
 set -uo pipefail
 T0=$(date +%s); BUDGET=${BUDGET:-540}; SHAPES=${SHAPES:-2b}
-if [ "$SHAPES" = 2b ]; then STAGES=${STAGES:-ckpts offline serve seeds summary}; else STAGES=${STAGES:-ckpts offline summary}; fi
+if [ "$SHAPES" = 2b ]; then STAGES=${STAGES:-ckpts offline serve seeds summary}; else STAGES=${STAGES:-ckpts offline12 offline34 summary}; fi
 ROOT=/tmp/bench-$SHAPES; RES=$ROOT/results; DONE=$ROOT/done; mkdir -p "$RES" "$DONE"
 RET=${OUT:-/tmp/out}; mkdir -p "$RET"
 OUT=$RES
@@ -25,6 +25,8 @@ stage_ckpts() {
 stage_offline() {  # W1-W4, one engine per side, latency medians, weights / KV / peak memory
   py benchmarks/compare.py --ckpt "$CK/$SHAPES-gptq" --workloads W1 W2 W3 W4 --out-dir "$RES" 2>&1 | tail -8
 }
+stage_offline12() { py benchmarks/compare.py --ckpt "$CK/$SHAPES-gptq" --workloads W1 W2 --out-dir "$RES" 2>&1 | tail -6; }
+stage_offline34() { py benchmarks/compare.py --ckpt "$CK/$SHAPES-gptq" --workloads W3 W4 --out-dir "$RES" 2>&1 | tail -6; }
 stage_serve() {
   py benchmarks/serve_bench.py --ckpt "$CK/$SHAPES-gptq" --concurrency 1 16 64 --out-dir "$RES" 2>&1 | tail -8
 }
@@ -50,7 +52,7 @@ run() {  # name seconds-estimate: run stage_<name> once, if it fits in what is l
   echo "$rc" >"$DONE/$name"; echo "-- $name: exit $rc in $(( $(date +%s) - s )) s"; pack
 }
 
-declare -A ESTIMATE=([ckpts]=240 [offline]=420 [serve]=300 [seeds]=360 [summary]=10)
+declare -A ESTIMATE=([ckpts]=240 [offline]=420 [offline12]=330 [offline34]=300 [serve]=300 [seeds]=360 [summary]=10)
 for stage in $STAGES; do run "$stage" "${ESTIMATE[$stage]}"; done
 grep -L '^0$' "$DONE"/* | sed 's/^/FAILED: /'
 echo "ALL DONE"
