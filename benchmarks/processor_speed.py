@@ -1,7 +1,8 @@
 """CPU preprocessing speed: ours vs qwen-vl-utils + transformers' fast Qwen2-VL processors.
 
 Run: python benchmarks/processor_speed.py [--repeats N] [--out benchmarks/results/processor_speed_cpu.json]
-Each case goes from the encoded file on disk to model-ready pixel_values (+ grid_thw).
+Each case goes from the encoded file on disk to model-ready pixel_values (+ grid_thw); the last one starts
+from a decoded PIL image and compares with the image processor in-tree vLLM runs (where our TTFT goes).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ os.environ.setdefault("FORCE_QWENVL_VIDEO_READER", "decord")  # before qwen_vl_u
 
 import qwen_vl_utils  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor  # noqa: E402
 from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor  # noqa: E402
 
@@ -56,6 +58,30 @@ def ours_video(ele: dict):
 def reference_video(ele: dict, hf: Qwen2VLVideoProcessor):
     video = qwen_vl_utils.fetch_video(ele)
     return hf(videos=[video], do_sample_frames=False, return_tensors="pt")
+
+
+def in_tree_path(hf: Qwen2VLImageProcessor, repeats: int) -> dict:
+    """Offline W1's per-image CPU work from a decoded 1024x768 PIL image: ours (PIL bicubic resize to the
+    qwen-vl-utils size, patchify, bf16 cast) vs in-tree vLLM's (transformers' torchvision processor)."""
+    image = make_image(1024, 768, seed=1)
+    size = (1036, 756)  # smart_resize(768, 1024)
+    resized = image.resize(size, Image.Resampling.BICUBIC)
+    rows = patchify(resized)[0]
+    breakdown = {
+        "pil_bicubic_resize_ms": median_ms(lambda: image.resize(size, Image.Resampling.BICUBIC), repeats),
+        "patchify_ms": median_ms(lambda: patchify(resized), repeats),
+        "bf16_cast_ms": median_ms(lambda: rows.to(torch.bfloat16), repeats),
+    }
+    in_tree = median_ms(
+        lambda: hf(images=image, return_tensors="pt")["pixel_values"].to(torch.bfloat16), repeats
+    )
+    return {
+        "case": "in_tree_path_pil_1024x768",
+        "ours_ms": sum(breakdown.values()),
+        "reference_ms": in_tree,
+        "reference": "transformers Qwen2VLImageProcessor (torchvision backend), as in-tree vLLM runs it",
+        "ours_breakdown": breakdown,
+    }
 
 
 def make_media(root: Path) -> dict[str, str]:
@@ -103,6 +129,7 @@ def main() -> None:
         rows.append(
             {"case": "video_30s_720p_fps2", "ours_ms": ours, "reference_ms": ref, "ours_breakdown": breakdown}
         )
+        rows.append(in_tree_path(hf_image, args.repeats))
     for row in rows:
         row["speedup"] = row["reference_ms"] / row["ours_ms"]
         print(
