@@ -1,0 +1,72 @@
+"""CPU tests of the benchmark bookkeeping: vLLM log parsing and the summary tables (no GPU, no engine)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import compare  # noqa: E402
+import summarize  # noqa: E402
+
+LOG = """INFO [gpu_model_runner.py:4012] Model loading took 2.38 GiB memory and 3.1 seconds
+INFO [gpu_worker.py:321] Available KV cache memory: 24.0 GiB
+INFO [kv_cache_utils.py:1290] GPU KV cache size: 898,768 tokens
+"""
+
+
+def test_memory_from_log_reads_vllm_startup_lines() -> None:
+    assert compare.memory_from_log(LOG) == {
+        "weights_gib": 2.38,
+        "kv_cache_gib": 24.0,
+        "kv_cache_tokens": 898768.0,
+    }
+    assert compare.memory_from_log("nothing here") == {}
+
+
+def _side(req_per_s: float, **extra: float) -> dict:
+    return {"req_per_s": req_per_s, "input_tok_per_s": 1000.0, "output_tok_per_s": 64.0, **extra}
+
+
+@pytest.fixture()
+def results(tmp_path: Path) -> Path:
+    head = {"gpu": "GPU-X", "date": "2026-11-21", "vllm_version": "0.26.0", "config": {"ckpt": "/c/2b-gptq"}}
+    ours = _side(30.0, ttft_single_ms=61.5, peak_gpu_gib=32.7, latency_repeats=5)
+    w1 = head | {"workload": "W1", "ours": ours, "in_tree": _side(25.0, ttft_single_ms=50.0), "ratio": 1.2}
+    (tmp_path / "W1.json").write_text(json.dumps(w1))
+    level = {
+        "concurrency": 16,
+        "errors": 0,
+        "ttft_p50_ms": 1,
+        "ttft_p99_ms": 2,
+        "itl_p50_ms": 3,
+        "itl_p99_ms": 4,
+    }
+    serve = head | {
+        "workload": "serve-c16",
+        "ours": level | {"req_per_s": 9.0},
+        "in_tree": level | {"req_per_s": 10.0},
+    }
+    (tmp_path / "serve-c16.json").write_text(json.dumps(serve | {"ratio": 0.9}))
+    row = {"input_tokens": 258, "output_tokens": 7934, "tok_per_s": 227.3, "weights_plus_kv_gib": 13.1}
+    seed = head | {"workload": "seed-table-qwen-vl-chat-int4", "rows": [row]}
+    (tmp_path / "seed_qwen-vl-chat-int4.json").write_text(json.dumps(seed))
+    (tmp_path / "seed_qwen-vl-chat-int4.rows.json").write_text(json.dumps([row]))  # the worker's raw rows
+    return tmp_path
+
+
+def test_summary_tables(
+    results: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["summarize.py", str(results)])
+    summarize.main()
+    text = capsys.readouterr().out
+    assert text.startswith("# GPU-X, vLLM 0.26.0, 2026-11-21")
+    assert "| W1 | 30.00 | 25.00 | 1.200 |" in text
+    assert "| W1 | 61.5 / 50.0 |" in text  # latency: ours / in-tree medians
+    assert "| 16 | 9.00 | 10.00 | 0.900 |" in text
+    assert "| qwen-vl-chat-int4 | 258 | 7934 | 227.3 | 13.10 | - |" in text
+    assert text.count("qwen-vl-chat-int4 |") == 1  # the raw rows file is not a second table entry
