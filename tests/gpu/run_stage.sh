@@ -2,7 +2,7 @@
 # GPU checks and benchmarks, one stage per device call (each well under 10 minutes).
 # On the GPU machine, after staging .gpu/partNN (see ../shared/gpu/README.md):
 #   bash .gpu/install.sh && bash tests/gpu/run_stage.sh STAGE [STAGE ...]
-# Stages: ckpts | smoke | parity | control | quant | serve | v1 | v1long | v1serve | v1seeds | v1full
+# Stages: ckpts | smoke | parity | control | quant | int8 | serve | v1 | v1long | v1serve | v1seeds | v1full
 # (v1serve before v1full: v1full deletes the bf16 Qwen-VL checkpoint for disk). Benchmarks: gpu_all.sh.
 # Results (JSON, logs) go to $OUT (or /tmp/out); checkpoints persist in /tmp/ckpt while the machine lives.
 set -uo pipefail
@@ -30,6 +30,10 @@ for stage in "$@"; do
         py tests/gpu/qwen2_vl_parity.py --ckpt "$CK/2b-bf16" --greedy-ckpt "$CK/2b-$q" --out "$OUT/parity_$q.json" \
           --eager --skip-transformers >"$OUT/parity_$q.log" 2>&1; status "parity_$q" $?
       done ;;
+    int8)  # GPTQ-Int8 through our class: greedy vs in-tree on the same checkpoint
+      mk 2b-bf16 qwen2-vl-2b bf16 & mk 2b-gptq8 qwen2-vl-2b gptq-int8 & wait
+      py tests/gpu/qwen2_vl_parity.py --ckpt "$CK/2b-bf16" --greedy-ckpt "$CK/2b-gptq8" --out "$OUT/parity_gptq8.json" \
+        --eager --skip-transformers >"$OUT/parity_gptq8.log" 2>&1; status parity_gptq8 $? ;;
     serve)
       py tests/gpu/serve_check.py --ckpt "$CK/2b-gptq" --video --out "$OUT/serve.json" --log "$OUT/serve.log" \
         2>&1 | tail -20; status serve $? ;;
