@@ -70,8 +70,13 @@ def patchify(
     mean: Sequence[float] = OPENAI_CLIP_MEAN,
     std: Sequence[float] = OPENAI_CLIP_STD,
     rescale: float | None = 1 / 255,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, tuple[int, int, int]]:
-    """(pixel_values [N, C*T*P*P] float32, grid (t, h, w)) of an already-resized image or video.
+    """(pixel_values [N, C*T*P*P], grid (t, h, w)) of an already-resized image or video.
+
+    Values are normalised in float32 (as transformers does) and then cast to `dtype`: asking for the
+    model's dtype here equals casting the float32 result afterwards, but an image's temporal copies are made
+    in the smaller type.
 
     `frames`: an RGB PIL image, a uint8 HWC array, or a video [T, C, H, W] (uint8 or float with 0..255
     values). H and W must be multiples of patch_size * merge_size. N = t * h * w.
@@ -90,7 +95,7 @@ def patchify(
         # [C, H, W] -> [C, h/m, m, P, w/m, m, P] -> [h/m, w/m, m, m, C, P, P]
         view = video[0].reshape(channels, grid_h // m, m, p, grid_w // m, m, p).permute(1, 4, 2, 5, 0, 3, 6)
         rows = _gather_float(view).reshape(-1, channels, 1, p * p)  # [N, C, 1, P*P]
-        rows.sub_(mean_t.view(-1, 1, 1)).div_(std_t.view(-1, 1, 1))
+        rows = rows.sub_(mean_t.view(-1, 1, 1)).div_(std_t.view(-1, 1, 1)).to(dtype)
         rows = rows.expand(-1, -1, t, -1).reshape(grid_h * grid_w, channels * t * p * p)
         return rows, (1, grid_h, grid_w)
     if pad := -num_frames % t:  # as transformers: repeat the last frame
@@ -99,5 +104,5 @@ def patchify(
     # [t*T, C, H, W] -> [t, T, C, h/m, m, P, w/m, m, P] -> [t, h/m, w/m, m, m, C, T, P, P]
     view = video.reshape(grid_t, t, channels, grid_h // m, m, p, grid_w // m, m, p)
     rows = _gather_float(view.permute(0, 3, 6, 4, 7, 2, 1, 5, 8))
-    rows.sub_(mean_t.view(-1, 1, 1, 1)).div_(std_t.view(-1, 1, 1, 1))
+    rows = rows.sub_(mean_t.view(-1, 1, 1, 1)).div_(std_t.view(-1, 1, 1, 1)).to(dtype)
     return rows.reshape(grid_t * grid_h * grid_w, channels * t * p * p), (grid_t, grid_h, grid_w)

@@ -83,3 +83,14 @@ def test_bad_inputs() -> None:
         patchify(np.zeros((28, 28), dtype=np.uint8))
     with pytest.raises(ValueError, match="mean/std"):
         patchify(_rgb(28, 28), mean=(0.5,), std=(0.5,))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_output_dtype_equals_casting_afterwards(dtype: torch.dtype) -> None:
+    image = _rgb(56, 84, seed=3)
+    video = torch.from_numpy(np.stack([_rgb(56, 56, seed=i) for i in range(3)])).permute(0, 3, 1, 2)
+    for source in (image, video):
+        want, grid = patchify(source)
+        got, got_grid = patchify(source, dtype=dtype)
+        assert got.dtype == dtype and got_grid == grid
+        assert torch.equal(got, want.to(dtype))  # bit-identical, not merely close

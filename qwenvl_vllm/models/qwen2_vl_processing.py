@@ -484,13 +484,13 @@ class Qwen2VLMultiModalProcessor(BaseMultiModalProcessor[Qwen2VLProcessingInfo])
             mean=defaults.mean,
             std=defaults.std,
             rescale=defaults.rescale,
+            dtype=self.info.ctx.model_config.dtype,  # as transformers' BatchFeature.to(dtype) in-tree
         )
 
     def _process_media(
         self, mm_data: Mapping[str, object], mm_kwargs: Mapping[str, object]
     ) -> dict[str, Any]:
         options = self.info.options(mm_kwargs)
-        dtype = self.info.ctx.model_config.dtype  # as transformers' BatchFeature.to(dtype) in-tree
         out: dict[str, Any] = {}
         for key, rows_of, values, grids in (
             ("images", self._image_rows, "pixel_values", "image_grid_thw"),
@@ -500,7 +500,8 @@ class Qwen2VLMultiModalProcessor(BaseMultiModalProcessor[Qwen2VLProcessingInfo])
             if not items:
                 continue
             results = [rows_of(item, options) for item in items]
-            out[values] = torch.cat([rows for rows, _ in results]).to(dtype)
+            rows = [rows for rows, _ in results]  # already in the model's dtype
+            out[values] = rows[0] if len(rows) == 1 else torch.cat(rows)
             out[grids] = torch.tensor([grid for _, grid in results], dtype=torch.long)
         return out
 
