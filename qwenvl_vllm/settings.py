@@ -6,6 +6,11 @@ import os
 from dataclasses import dataclass
 
 DISABLE_ENV = "QWENVL_VLLM_DISABLE"
+VIT_FP8_ENV = "QWENVL_VLLM_VIT_FP8"
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "0").lower() in ("1", "true", "yes")
 
 
 def _env_float(name: str, default: float) -> float:
@@ -29,13 +34,16 @@ class Settings:
     max_image_pixels: int
     # None: local paths allowed as in qwen-vl-utils (offline use); else only files under this folder.
     allowed_local_media_path: str | None
+    # Qwen2-VL vision tower in fp8 (e4m3 weights per channel, activations per token): faster, less exact.
+    vit_fp8: bool
 
 
 def get_settings() -> Settings:
     return Settings(
-        disabled=os.environ.get(DISABLE_ENV, "0").lower() in ("1", "true", "yes"),
+        disabled=_env_flag(DISABLE_ENV),
         fetch_timeout_s=_env_float("QWENVL_VLLM_FETCH_TIMEOUT", 10.0),
         max_media_bytes=_env_int("QWENVL_VLLM_MAX_MEDIA_BYTES", 512 * 1024 * 1024),
         max_image_pixels=_env_int("QWENVL_VLLM_MAX_IMAGE_PIXELS", 178_956_970),
         allowed_local_media_path=os.environ.get("QWENVL_VLLM_ALLOWED_LOCAL_MEDIA_PATH") or None,
+        vit_fp8=_env_flag(VIT_FP8_ENV),
     )

@@ -24,6 +24,8 @@ from vllm.model_executor.models.vision import get_fp8_padded_hidden_size, is_vit
 from vllm.utils.torch_utils import async_tensor_h2d
 from vllm.v1.attention.backends.registry import AttentionBackendEnum
 
+from ..kernels.layernorm import add_layernorm
+from ..settings import VIT_FP8_ENV, get_settings
 from .qwen2_vl_vision_layers import Qwen2VisionBlock, Qwen2VisionPatchMerger, VisionAttnMeta
 from .vision_rotary import axial_inv_freq, patch_positions, rotary_cos_sin
 
@@ -75,6 +77,7 @@ class Qwen2VisionTower(nn.Module):
         vision_config,
         *,
         norm_eps: float = 1e-6,
+        use_fp8: bool | None = None,
         quant_config: QuantizationConfig | None = None,
         prefix: str = "",
     ) -> None:
@@ -95,13 +98,12 @@ class Qwen2VisionTower(nn.Module):
         self.blocks = nn.ModuleList(
             [
                 Qwen2VisionBlock(
-                    cfg.embed_dim,
-                    cfg.num_heads,
-                    int(cfg.embed_dim * cfg.mlp_ratio),
-                    getattr(cfg, "hidden_act", "quick_gelu"),
-                    norm_eps,
-                    self.tp_size,
-                    self.use_data_parallel,
+                    dim=cfg.embed_dim,
+                    num_heads=cfg.num_heads,
+                    mlp_hidden_dim=int(cfg.embed_dim * cfg.mlp_ratio),
+                    hidden_act=getattr(cfg, "hidden_act", "quick_gelu"),
+                    norm_eps=norm_eps,
+                    use_data_parallel=self.use_data_parallel,
                     quant_config=quant_config,
                     prefix=f"{prefix}.blocks.{i}",
                 )
@@ -109,14 +111,20 @@ class Qwen2VisionTower(nn.Module):
             ]
         )
         self.merger = Qwen2VisionPatchMerger(
-            cfg.hidden_size,
-            cfg.embed_dim,
-            self.merge_size,
-            norm_eps,
-            self.use_data_parallel,
+            d_model=cfg.hidden_size,
+            context_dim=cfg.embed_dim,
+            spatial_merge_size=self.merge_size,
+            norm_eps=norm_eps,
+            use_data_parallel=self.use_data_parallel,
             quant_config=quant_config,
             prefix=f"{prefix}.merger",
         )
+        self.use_fp8 = get_settings().vit_fp8 if use_fp8 is None else use_fp8
+        if self.use_fp8 and (self.tp_size > 1 or quant_config is not None):
+            raise ValueError(
+                f"{VIT_FP8_ENV}=1 needs an unquantized vision tower on one rank (tensor parallel size 1 or "
+                "mm_encoder_tp_mode='data')"
+            )
         self.register_buffer("inv_freq", axial_inv_freq(self.head_dim, _rope_theta(cfg)), persistent=False)
         self.fp8_padded_hidden_size = get_fp8_padded_hidden_size(cfg.num_heads, self.head_dim)
 
@@ -187,9 +195,13 @@ class Qwen2VisionTower(nn.Module):
         grid = self._check_inputs(pixel_values, grid_thw)
         meta = self.prepare_metadata(grid, self.device)
         x = self.patch_embed(pixel_values.to(device=self.device, dtype=self.dtype))  # [N, E]
-        for block in self.blocks:
-            x = block(x, meta)
-        return self.merger(x)  # [N / m^2, hidden]
+        first = self.blocks[0].norm1
+        x, h = add_layernorm(x, None, first.weight, first.bias, first.eps, self.use_fp8)
+        for i, block in enumerate(self.blocks):
+            last = i + 1 == len(self.blocks)
+            next_norm = self.merger.ln_q if last else self.blocks[i + 1].norm1
+            x, h = block(x, h, meta, next_norm, fp8_next=self.use_fp8 and not last)
+        return self.merger(h)  # [N / m^2, hidden]
 
     # ---- weights ------------------------------------------------------------------------------
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
@@ -218,4 +230,7 @@ class Qwen2VisionTower(nn.Module):
             else:
                 getattr(param, "weight_loader", default_weight_loader)(param, weight)
             loaded.add(name)
+        if self.use_fp8 and loaded == set(expected):
+            for block in self.blocks:
+                block.quantize_fp8_()
         return loaded

@@ -2,7 +2,15 @@
 
 Activations are 2-D: [num_patches, features]. Tensor parallelism splits attention heads (qkv column
 parallel per head, proj row parallel), the MLP hidden dim and the merger's hidden dim; every block
-output is replicated across ranks. `disable_tp` (vLLM's data-parallel ViT mode) keeps all weights whole.
+output is replicated across ranks. `use_data_parallel` (vLLM's data-parallel ViT mode) keeps all
+weights whole.
+
+The residual stream is fused: each block takes the residual `x` and its first norm's output `h`, and
+returns the next pair, normalised with the following module's norm (next block's norm1, or the
+merger's ln_q) in the same pass as the residual add (`kernels.layernorm.add_layernorm`).
+
+With fp8 on, the block linears hold e4m3 weights (`quantize_fp8_`) and read `Fp8Rows` activations
+that the fused norm / QuickGELU kernels emit directly.
 """
 
 from __future__ import annotations
@@ -11,12 +19,18 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from vllm.model_executor.layers.activation import QuickGELU, get_act_fn
+from vllm.distributed import parallel_state
+from vllm.model_executor.layers.activation import get_act_fn
 from vllm.model_executor.layers.attention import MMEncoderAttention
 from vllm.model_executor.layers.linear import ColumnParallelLinear, QKVParallelLinear, RowParallelLinear
 from vllm.model_executor.layers.quantization import QuantizationConfig
 
+from ..kernels.fp8 import Fp8Rows, fp8_linear, quantize_rows, quantize_rows_native, quantize_weight
+from ..kernels.layernorm import add_layernorm
+from ..kernels.quick_gelu import quick_gelu
 from .vision_rotary import apply_vision_rotary_
+
+Activation = torch.Tensor | Fp8Rows
 
 
 @dataclass
@@ -30,33 +44,54 @@ class VisionAttnMeta:
     sin: torch.Tensor  # fp32 [N, head_dim/2]
 
 
+def _tp_size(use_data_parallel: bool) -> int:
+    return 1 if use_data_parallel else parallel_state.get_tensor_model_parallel_world_size()
+
+
+def linear(layer: nn.Module, x: Activation) -> torch.Tensor:
+    """A vLLM linear layer on a bf16/fp16 activation, or its fp8 twin (after `quantize_fp8_`) on fp8 rows."""
+    if isinstance(x, Fp8Rows):
+        return fp8_linear(x, layer.fp8_weight, layer.fp8_scale, layer.bias, layer.bias.dtype)
+    out, _ = layer(x)
+    return out
+
+
+def quantize_fp8_(layer: nn.Module) -> None:
+    """Give a loaded linear e4m3 weights with per-output-channel scales and drop its 16-bit weight."""
+    q, scale = quantize_weight(layer.weight.data)
+    layer.register_buffer("fp8_weight", q, persistent=False)
+    layer.register_buffer("fp8_scale", scale, persistent=False)
+    layer.weight.data = layer.weight.data.new_empty(0)
+
+
 class VisionActivation(nn.Module):
-    """The block MLP's activation. QuickGELU runs vLLM's fused CUDA kernel on GPU tensors whatever the
-    custom-op config says (the ViT runs eagerly, where the native form costs three passes over
-    [N, 4*embed]), and its native form elsewhere (CPU)."""
+    """The block MLP's activation; QuickGELU (Qwen2-VL's) goes through our kernel, which can also write
+    fp8 rows for fc2 directly."""
 
     def __init__(self, name: str) -> None:
         super().__init__()
         self.quick = name == "quick_gelu"
-        self.act = QuickGELU() if self.quick else get_act_fn(name)
+        self.act = None if self.quick else get_act_fn(name)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, fp8: bool = False) -> Activation:
         if self.quick:
-            return self.act.forward_cuda(x) if x.is_cuda else self.act.forward_native(x)
-        return self.act(x)
+            return quick_gelu(x, fp8)
+        y = self.act(x)
+        return (quantize_rows(y) if x.is_cuda else quantize_rows_native(y)) if fp8 else y
 
 
 class Qwen2VisionAttention(nn.Module):
     def __init__(
         self,
+        *,
         embed_dim: int,
         num_heads: int,
-        tp_size: int,
-        disable_tp: bool,
+        use_data_parallel: bool = False,
         quant_config: QuantizationConfig | None = None,
         prefix: str = "",
     ) -> None:
         super().__init__()
+        tp_size = _tp_size(use_data_parallel)
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
         if num_heads % tp_size:
@@ -72,7 +107,7 @@ class Qwen2VisionAttention(nn.Module):
             bias=True,
             quant_config=quant_config,
             prefix=f"{prefix}.qkv",
-            disable_tp=disable_tp,
+            disable_tp=use_data_parallel,
         )
         self.proj = RowParallelLinear(
             embed_dim,
@@ -80,7 +115,7 @@ class Qwen2VisionAttention(nn.Module):
             bias=True,
             quant_config=quant_config,
             prefix=f"{prefix}.proj",
-            disable_tp=disable_tp,
+            disable_tp=use_data_parallel,
         )
         self.attn = MMEncoderAttention(
             num_heads=self.local_heads,
@@ -89,9 +124,9 @@ class Qwen2VisionAttention(nn.Module):
             prefix=f"{prefix}.attn",
         )
 
-    def forward(self, x: torch.Tensor, meta: VisionAttnMeta) -> torch.Tensor:
-        seqlen = x.shape[0]
-        qkv, _ = self.qkv(x)  # [S, 3 * Hl * D]
+    def forward(self, x: Activation, meta: VisionAttnMeta) -> torch.Tensor:
+        qkv = linear(self.qkv, x)  # [S, 3 * Hl * D]
+        seqlen = qkv.shape[0]
         heads = qkv.view(seqlen, 3 * self.local_heads, self.head_dim)  # [S, 3Hl, D]
         apply_vision_rotary_(heads[:, : 2 * self.local_heads], meta.cos, meta.sin)  # q|k, in place
         # [S, 3Hl, D] -> 3 x [1, S, Hl, D] strided views (no copies)
@@ -104,17 +139,18 @@ class Qwen2VisionAttention(nn.Module):
             max_seqlen=meta.max_seqlen,
             sequence_lengths=meta.sequence_lengths,
         )  # [1, S, Hl, D]
-        out, _ = self.proj(out.reshape(seqlen, self.local_heads * self.head_dim))
-        return out
+        out = out.reshape(seqlen, self.local_heads * self.head_dim)
+        return linear(self.proj, quantize_rows(out) if isinstance(x, Fp8Rows) else out)
 
 
 class Qwen2VisionMLP(nn.Module):
     def __init__(
         self,
+        *,
         dim: int,
         hidden_dim: int,
         hidden_act: str,
-        disable_tp: bool,
+        use_data_parallel: bool = False,
         quant_config: QuantizationConfig | None = None,
         prefix: str = "",
     ) -> None:
@@ -125,7 +161,7 @@ class Qwen2VisionMLP(nn.Module):
             bias=True,
             quant_config=quant_config,
             prefix=f"{prefix}.fc1",
-            disable_tp=disable_tp,
+            disable_tp=use_data_parallel,
         )
         self.act = VisionActivation(hidden_act)
         self.fc2 = RowParallelLinear(
@@ -134,27 +170,27 @@ class Qwen2VisionMLP(nn.Module):
             bias=True,
             quant_config=quant_config,
             prefix=f"{prefix}.fc2",
-            disable_tp=disable_tp,
+            disable_tp=use_data_parallel,
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, _ = self.fc1(x)
-        x, _ = self.fc2(self.act(x))
-        return x
+    def forward(self, x: Activation) -> torch.Tensor:
+        hidden = linear(self.fc1, x)
+        return linear(self.fc2, self.act(hidden, fp8=isinstance(x, Fp8Rows)))
 
 
 class Qwen2VisionBlock(nn.Module):
-    """Pre-norm block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
+    """Pre-norm block: x + attn(norm1(x)), then x + mlp(norm2(x)); see the module docstring for the
+    fused residual stream."""
 
     def __init__(
         self,
+        *,
         dim: int,
         num_heads: int,
         mlp_hidden_dim: int,
         hidden_act: str,
         norm_eps: float,
-        tp_size: int,
-        disable_tp: bool,
+        use_data_parallel: bool = False,
         quant_config: QuantizationConfig | None = None,
         prefix: str = "",
     ) -> None:
@@ -162,34 +198,54 @@ class Qwen2VisionBlock(nn.Module):
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = Qwen2VisionAttention(
-            dim, num_heads, tp_size, disable_tp, quant_config=quant_config, prefix=f"{prefix}.attn"
+            embed_dim=dim,
+            num_heads=num_heads,
+            use_data_parallel=use_data_parallel,
+            quant_config=quant_config,
+            prefix=f"{prefix}.attn",
         )
         self.mlp = Qwen2VisionMLP(
-            dim, mlp_hidden_dim, hidden_act, disable_tp, quant_config=quant_config, prefix=f"{prefix}.mlp"
+            dim=dim,
+            hidden_dim=mlp_hidden_dim,
+            hidden_act=hidden_act,
+            use_data_parallel=use_data_parallel,
+            quant_config=quant_config,
+            prefix=f"{prefix}.mlp",
         )
 
-    def forward(self, x: torch.Tensor, meta: VisionAttnMeta) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), meta)
-        return x + self.mlp(self.norm2(x))
+    def quantize_fp8_(self) -> None:
+        for layer in (self.attn.qkv, self.attn.proj, self.mlp.fc1, self.mlp.fc2):
+            quantize_fp8_(layer)
+
+    def forward(
+        self, x: torch.Tensor, h: Activation, meta: VisionAttnMeta, next_norm: nn.LayerNorm, fp8_next: bool
+    ) -> tuple[torch.Tensor, Activation]:
+        """(x, norm1(x)) -> (x', next_norm(x')); `h` is fp8 rows when this block runs in fp8."""
+        fp8 = isinstance(h, Fp8Rows)
+        n2 = self.norm2
+        x, h = add_layernorm(x, self.attn(h, meta), n2.weight, n2.bias, n2.eps, fp8)
+        return add_layernorm(x, self.mlp(h), next_norm.weight, next_norm.bias, next_norm.eps, fp8_next)
 
 
 class Qwen2VisionPatchMerger(nn.Module):
-    """LayerNorm each patch, concatenate each merge window's patches (consecutive in the input),
-    then Linear -> GELU -> Linear to the LLM hidden size. Submodule names match the checkpoint
+    """Concatenate each merge window's normalised patches (consecutive in the input), then
+    Linear -> GELU -> Linear to the LLM hidden size. Its LayerNorm `ln_q` is applied by the last block
+    (fused with the residual add): forward takes ln_q(x). Submodule names match the checkpoint
     (ln_q, mlp.0, mlp.2)."""
 
     def __init__(
         self,
-        out_dim: int,
+        *,
+        d_model: int,
         context_dim: int,
-        merge_size: int,
+        spatial_merge_size: int,
         norm_eps: float,
-        disable_tp: bool,
+        use_data_parallel: bool = False,
         quant_config: QuantizationConfig | None = None,
         prefix: str = "",
     ) -> None:
         super().__init__()
-        self.hidden_size = context_dim * merge_size**2
+        self.hidden_size = context_dim * spatial_merge_size**2
         self.ln_q = nn.LayerNorm(context_dim, eps=norm_eps)
         self.mlp = nn.ModuleList(
             [
@@ -199,22 +255,22 @@ class Qwen2VisionPatchMerger(nn.Module):
                     bias=True,
                     quant_config=quant_config,
                     prefix=f"{prefix}.mlp.0",
-                    disable_tp=disable_tp,
+                    disable_tp=use_data_parallel,
                 ),
                 nn.GELU(),
                 RowParallelLinear(
                     self.hidden_size,
-                    out_dim,
+                    d_model,
                     bias=True,
                     quant_config=quant_config,
                     prefix=f"{prefix}.mlp.2",
-                    disable_tp=disable_tp,
+                    disable_tp=use_data_parallel,
                 ),
             ]
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.ln_q(x).view(-1, self.hidden_size)  # [N, E] -> [N / m^2, m^2 * E]
+    def forward(self, normed: torch.Tensor) -> torch.Tensor:
+        x = normed.view(-1, self.hidden_size)  # [N, E] -> [N / m^2, m^2 * E]
         fc1, act, fc2 = self.mlp
         x, _ = fc1(x)
         x, _ = fc2(act(x))

@@ -1,0 +1,99 @@
+"""Our fused vision-tower kernels on the GPU against the unfused torch / vLLM paths they replace.
+
+Run on the GPU machine: `python -m pytest tests/gpu/test_vision_kernels_gpu.py -q`.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.gpu
+
+BF16_ULP = 2**-7  # relative spacing of bf16 at 1.0
+FP8_ULP = 2**-3  # relative spacing of e4m3 (3 mantissa bits)
+
+
+@pytest.fixture(scope="module")
+def cuda_env():
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from vllm_env import vllm_env
+
+    with vllm_env("cuda") as cfg:
+        yield cfg
+
+
+def _rows(n: int, e: int, seed: int, scale: float = 1.0) -> torch.Tensor:
+    gen = torch.Generator("cuda").manual_seed(seed)
+    return (torch.randn(n, e, device="cuda", generator=gen) * scale).to(torch.bfloat16)
+
+
+def _assert_fp8_close(got, want) -> None:
+    torch.testing.assert_close(got.scale, want.scale, rtol=BF16_ULP, atol=0)
+    a, b = got.dequantize(), want.dequantize()
+    # Inputs may differ by one bf16 rounding, which can move a value to the neighbouring fp8 step.
+    assert ((a - b).abs() <= FP8_ULP * b.abs() + want.scale * 2**-6).all()
+    assert (got.q.float() != want.q.float()).float().mean().item() < 0.01
+
+
+@pytest.mark.parametrize("n,e", [(4044, 1280), (7, 96), (1, 5000)])
+@pytest.mark.parametrize("with_delta", [True, False])
+def test_add_layernorm_matches_unfused(cuda_env, n, e, with_delta):
+    from qwenvl_vllm.kernels.layernorm import add_layernorm, add_layernorm_native
+
+    x, d = _rows(n, e, 0, 3.0), _rows(n, e, 1) if with_delta else None
+    w, b = 1 + 0.1 * _rows(1, e, 2)[0], 0.1 * _rows(1, e, 3)[0]
+    x_got, h_got = add_layernorm(x, d, w, b, 1e-6)
+    x_want, h_want = add_layernorm_native(x, d, w, b, 1e-6)
+    assert torch.equal(x_got, x_want)  # the sum is rounded once, as the separate add rounds it
+    # Mean/variance reduce in another order than ATen's Welford: at most one bf16 step apart.
+    torch.testing.assert_close(h_got.float(), h_want.float(), rtol=BF16_ULP, atol=BF16_ULP)
+    _, q_got = add_layernorm(x, d, w, b, 1e-6, fp8=True)
+    _, q_want = add_layernorm_native(x, d, w, b, 1e-6, fp8=True)
+    _assert_fp8_close(q_got, q_want)
+
+
+def test_quick_gelu_fp8_matches_unfused(cuda_env):
+    from qwenvl_vllm.kernels.fp8 import quantize_rows_native
+    from qwenvl_vllm.kernels.quick_gelu import quick_gelu
+
+    x = _rows(4044, 5120, 4, 2.0)
+    bf16 = quick_gelu(x)  # vLLM's CUDA kernel: the unfused path's activation
+    _assert_fp8_close(quick_gelu(x, fp8=True), quantize_rows_native(bf16))
+
+
+def test_fp8_linear_matches_dequantized_matmul(cuda_env):
+    from qwenvl_vllm.kernels.fp8 import fp8_linear, fp8_linear_native, quantize_rows, quantize_weight
+
+    x = quantize_rows(_rows(4044, 1280, 5))
+    w_q, w_s = quantize_weight(_rows(5120, 1280, 6, 1280**-0.5))
+    bias = _rows(1, 5120, 7)[0]
+    got = fp8_linear(x, w_q, w_s, bias, torch.bfloat16).float()
+    want = fp8_linear_native(x, w_q, w_s, bias, torch.float32)
+    # Same products of fp8 operands, fp32 accumulation in another order, one bf16 rounding of the output.
+    torch.testing.assert_close(got, want, rtol=2 * BF16_ULP, atol=1e-2 * want.abs().max().item())
+
+
+def test_fp8_tower_close_to_bf16_tower(cuda_env):
+    from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLVisionConfig
+    from vllm.utils.torch_utils import set_default_torch_dtype
+
+    from qwenvl_vllm.models.qwen2_vl_vision import Qwen2VisionTower, hf_weight_shapes
+
+    cfg = Qwen2VLVisionConfig(depth=4, embed_dim=1280, hidden_size=1536, num_heads=16, mlp_ratio=4)
+    gen = torch.Generator().manual_seed(0)
+    weights = [(k, torch.randn(s, generator=gen) * (s[-1] ** -0.5 if len(s) > 1 else 0.1)) for k, s in
+               hf_weight_shapes(cfg).items()]  # fmt: skip
+    towers = {}
+    for fp8 in (False, True):
+        with set_default_torch_dtype(torch.bfloat16), torch.device("cuda"):
+            towers[fp8] = Qwen2VisionTower(cfg, use_fp8=fp8, prefix="visual")
+        towers[fp8].load_weights(iter(weights))
+    grids = [[1, 54, 74], [2, 8, 12]]
+    pixels = torch.randn(sum(t * h * w for t, h, w in grids), 1176, device="cuda", dtype=torch.bfloat16)
+    with torch.inference_mode():
+        ref, got = (towers[f](pixels, grids).float() for f in (False, True))
+    rel = ((got - ref).norm() / ref.norm()).item()
+    print(f"\nfp8 tower (depth 4) relative error vs bf16: {rel:.4f}")
+    assert rel < 0.1
