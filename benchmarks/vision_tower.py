@@ -13,6 +13,7 @@ import argparse
 import datetime
 import json
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -91,6 +92,31 @@ def time_ms(fn, iters: int) -> float:
     end.record()
     torch.cuda.synchronize()
     return start.elapsed_time(end) / iters
+
+
+def host_ms(fn) -> float:
+    """CPU time to enqueue one call while the GPU is kept busy: the launch cost per call. A value near
+    1000 ms means the call waited for the GPU (a device sync inside)."""
+    torch.cuda.synchronize()
+    torch.cuda._sleep(2_000_000_000)  # ~1 s of GPU spinning ahead of the call
+    t0 = time.perf_counter()
+    fn()
+    elapsed = (time.perf_counter() - t0) * 1e3
+    torch.cuda.synchronize()
+    return elapsed
+
+
+def graph_ms(fn, iters: int) -> float:
+    """ms per call replaying a CUDA graph of `fn` (what launch overhead costs, by its absence)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return time_ms(graph.replay, iters)
 
 
 def breakdown_ms(fn, items: int) -> dict[str, float]:
@@ -181,6 +207,12 @@ def run_case(paths, name, grids, items, iters, profile: bool) -> dict:
                 ms = time_ms(call, iters) / items
                 entry = {"ms_per_item": round(ms, 3), "tflops": round((lin + att) / ms / 1e9, 1)}
                 entry["pct_of_floor"] = round(100 * out["bf16_floor_ms_per_item"] / ms, 1)
+                entry["host_ms_per_call"] = round(host_ms(call), 2)
+                if path.startswith("ours"):
+                    try:
+                        entry["cuda_graph_ms_per_item"] = round(graph_ms(call, iters) / items, 3)
+                    except Exception as exc:
+                        entry["cuda_graph_error"] = f"{type(exc).__name__}: {exc}"[:300]
                 if profile:
                     entry["breakdown_ms_per_item"] = breakdown_ms(call, items)
                     entry["top_kernels_ms_per_call"] = top_kernels(call)
@@ -204,14 +236,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out-dir", required=True)
     ap.add_argument("--iters", type=int, default=10)
-    ap.add_argument("--attn-backends", nargs="*", default=["FLASHINFER"], help="extra backends for ours bf16")
+    ap.add_argument("--attn-backends", nargs="*", default=[], help="extra backends for ours bf16")
     args = ap.parse_args()
     from vllm_env import vllm_env
 
     with vllm_env("cuda"):
         paths = build_paths(args.attn_backends)
         results = {
-            name: run_case(paths, name, grids, items, args.iters, profile=name == "1024x768")
+            name: run_case(paths, name, grids, items, args.iters, profile=True)
             for name, (grids, items) in cases().items()
         }
     main_case = results["1024x768"]
