@@ -26,6 +26,7 @@ from vllm.v1.attention.backends.registry import AttentionBackendEnum
 
 from ..kernels.layernorm import add_layernorm
 from ..settings import VIT_FP8_ENV, get_settings
+from .qwen2_vl_vision_graphs import VisionGraphs
 from .qwen2_vl_vision_layers import Qwen2VisionBlock, Qwen2VisionPatchMerger, VisionAttnMeta
 from .vision_rotary import axial_inv_freq, patch_positions, rotary_cos_sin
 
@@ -78,6 +79,7 @@ class Qwen2VisionTower(nn.Module):
         *,
         norm_eps: float = 1e-6,
         use_fp8: bool | None = None,
+        graph_max_patches: int | None = None,
         quant_config: QuantizationConfig | None = None,
         prefix: str = "",
     ) -> None:
@@ -119,7 +121,8 @@ class Qwen2VisionTower(nn.Module):
             quant_config=quant_config,
             prefix=f"{prefix}.merger",
         )
-        self.use_fp8 = get_settings().vit_fp8 if use_fp8 is None else use_fp8
+        settings = get_settings()
+        self.use_fp8 = settings.vit_fp8 if use_fp8 is None else use_fp8
         if self.use_fp8 and (self.tp_size > 1 or quant_config is not None):
             raise ValueError(
                 f"{VIT_FP8_ENV}=1 needs an unquantized vision tower on one rank (tensor parallel size 1 or "
@@ -127,6 +130,10 @@ class Qwen2VisionTower(nn.Module):
             )
         self.register_buffer("inv_freq", axial_inv_freq(self.head_dim, _rope_theta(cfg)), persistent=False)
         self.fp8_padded_hidden_size = get_fp8_padded_hidden_size(cfg.num_heads, self.head_dim)
+        max_graph = settings.vit_graph_max_patches if graph_max_patches is None else graph_max_patches
+        # Graphs need one rank: no collectives inside a capture.
+        graphs_ok = max_graph > 0 and self.tp_size == 1
+        self.graphs = VisionGraphs(self, max_graph) if graphs_ok else None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -193,8 +200,14 @@ class Qwen2VisionTower(nn.Module):
     # ---- forward ------------------------------------------------------------------------------
     def forward(self, pixel_values: torch.Tensor, grid_thw: list[list[int]] | torch.Tensor) -> torch.Tensor:
         grid = self._check_inputs(pixel_values, grid_thw)
-        meta = self.prepare_metadata(grid, self.device)
-        x = self.patch_embed(pixel_values.to(device=self.device, dtype=self.dtype))  # [N, E]
+        pixel_values = pixel_values.to(device=self.device, dtype=self.dtype)
+        if self.graphs is not None and (out := self.graphs.run(pixel_values, grid)) is not None:
+            return out
+        return self.encode(pixel_values, self.prepare_metadata(grid, self.device))
+
+    def encode(self, pixel_values: torch.Tensor, meta: VisionAttnMeta) -> torch.Tensor:
+        """Patch rows [N, C*T*P*P] (model dtype, on device) -> [N / m^2, hidden]."""
+        x = self.patch_embed(pixel_values)  # [N, E]
         first = self.blocks[0].norm1
         x, h = add_layernorm(x, None, first.weight, first.bias, first.eps, self.use_fp8)
         for i, block in enumerate(self.blocks):
