@@ -13,6 +13,10 @@ prompt, so chunked prefill keeps the prompt's alpha), and decode positions conti
 max_model_len > any p), the rotary cache holds table k's cos/sin at rows [k * stride, (k + 1) * stride),
 and logn attention reads the true position p = offset mod stride. Pure tensor indexing: CUDA graphs and
 torch.compile see the same graph for any mix of alphas.
+
+vLLM's V1 model runner keeps a preempted request's prompt positions; the V2 runner re-adds it with its
+prompt plus generated tokens as the "prompt", so after preemption the alpha is that of the longer length
+(a difference only when it crosses a power-of-two multiple of seq_length).
 """
 
 from __future__ import annotations
