@@ -14,9 +14,9 @@ max_model_len > any p), the rotary cache holds table k's cos/sin at rows [k * st
 and logn attention reads the true position p = offset mod stride. Pure tensor indexing: CUDA graphs and
 torch.compile see the same graph for any mix of alphas.
 
-vLLM's V1 model runner keeps a preempted request's prompt positions; the V2 runner re-adds it with its
-prompt plus generated tokens as the "prompt", so after preemption the alpha is that of the longer length
-(a difference only when it crosses a power-of-two multiple of seq_length).
+A preempted request is recomputed: vLLM's V1 runner keeps its prompt positions; the V2 runner re-adds
+it with prompt + generated tokens as its prefill, so our V2 model state (`ntk_model_state_cls`) takes the
+alpha from the prompt part alone.
 """
 
 from __future__ import annotations
@@ -72,12 +72,16 @@ class NTKLayout:
     def alphas(self) -> list[int]:
         return [2 ** (k + 1) - 1 for k in range(self.num_tables)]
 
-    def input_positions(self, prompt_len: int) -> tuple[torch.Tensor, int]:
-        """(positions [3, prompt_len], delta): table k's positions start at k * stride."""
-        if not 0 < prompt_len <= self.stride:
-            raise ValueError(f"prompt of {prompt_len} tokens does not fit max_model_len {self.stride}")
+    def input_positions(self, prompt_len: int, num_tokens: int | None = None) -> tuple[torch.Tensor, int]:
+        """(positions [3, num_tokens], delta) in the prompt's table (table k starts at k * stride);
+        num_tokens (default prompt_len) also covers generated tokens recomputed after preemption."""
+        num_tokens = prompt_len if num_tokens is None else num_tokens
+        if not 0 < prompt_len <= num_tokens <= self.stride:
+            raise ValueError(
+                f"{num_tokens} tokens (prompt {prompt_len}) do not fit max_model_len {self.stride}"
+            )
         delta = ntk_table(prompt_len, self.seq_length) * self.stride
-        return (torch.arange(prompt_len) + delta).repeat(3, 1), delta
+        return (torch.arange(num_tokens) + delta).repeat(3, 1), delta
 
 
 def ntk_layout(config: Any, max_model_len: int) -> NTKLayout | None:
@@ -93,6 +97,39 @@ def input_positions(layout: NTKLayout | None, prompt_len: int) -> tuple[torch.Te
     if layout is None:
         return torch.arange(prompt_len).repeat(3, 1), 0
     return layout.input_positions(prompt_len)
+
+
+@dataclass(frozen=True)
+class _PromptAlphaPositions:
+    """get_mrope_input_positions for tokens whose first prompt_len are the prompt (the rest generated)."""
+
+    layout: NTKLayout
+    prompt_len: int
+
+    def get_mrope_input_positions(
+        self, input_tokens: list[int], mm_features: list
+    ) -> tuple[torch.Tensor, int]:
+        return self.layout.input_positions(self.prompt_len, len(input_tokens))
+
+
+@functools.cache
+def ntk_model_state_cls() -> type:
+    """vLLM V2 runner's per-request state (the model's get_model_state_cls), keeping the prompt's alpha
+    when a preempted request comes back with its generated tokens as part of its prefill."""
+    from vllm.v1.worker.gpu.model_states.default import DefaultModelState
+
+    class QwenNTKModelState(DefaultModelState):
+        def add_request(self, req_index: int, new_req_data: Any) -> None:
+            layout = getattr(self.model, "ntk", None)
+            if self.rope_state is None or layout is None:
+                super().add_request(req_index, new_req_data)
+                return
+            source = _PromptAlphaPositions(layout, len(new_req_data.prompt_token_ids))
+            self.rope_state.init_prefill_positions(
+                req_index, source, new_req_data.prefill_token_ids, mm_features=new_req_data.mm_features
+            )
+
+    return QwenNTKModelState
 
 
 def true_positions(positions: torch.Tensor, layout: NTKLayout | None) -> torch.Tensor:

@@ -60,6 +60,7 @@ from qwenvl_vllm.models.qwen_ntk import (
     get_ntk_rope,
     input_positions,
     ntk_layout,
+    ntk_model_state_cls,
     qwen_head_dim,
     qwen_rotary_dim,
     true_positions,
@@ -430,6 +431,11 @@ class QwenVLForConditionalGeneration(
         """Positions of a whole prompt, offset into its dynamic-NTK table (qwen_ntk); images are plain
         tokens for positions in Qwen-VL."""
         return input_positions(self.ntk, len(input_tokens))
+
+    @staticmethod
+    def get_model_state_cls() -> type:
+        """vLLM's V2 runner: keeps a preempted request's alpha (qwen_ntk.ntk_model_state_cls)."""
+        return ntk_model_state_cls()
 
     def forward(
         self,

@@ -1,17 +1,20 @@
 """GPU: Qwen-VL prompts past seq_length (dynamic NTK per request) served by `vllm.LLM` vs the reference.
 
     python scripts/gpu/qwen_vl_long_context.py --ckpt DIR [--ref-ckpt DIR] [--ref-dtype float32]
-        --label bf16 --out FILE
+        [--dtype auto] --label bf16 --out FILE
     python scripts/gpu/qwen_vl_long_context.py --combine A.json B.json --out RESULT.json
 
 Prompts of about 1.5k, 2.5k, 5k and 9k tokens (several images + text; alphas 1, 3, 7, 15 for
 seq_length 2048), each alone and then all together with two short prompts in one batch (the mixed batch),
 with chunked prefill (--max-num-batched-tokens 2048 by default) and torch.compile + CUDA graphs unless
---eager. For each request: the relative L2 error of vLLM's prompt logprobs, decode logprobs (greedy,
---decode-steps) and final top-20 vs the plain-PyTorch reference on the same token ids with the release's
-alpha from the prompt length (tests/gpu/qwen_vl_parity.py `compare`); max_rel_err is the largest of the
-three. Pass when every max_rel_err <= --tol (1e-2). --combine merges per-variant files (bf16 vs float32
-reference, Int4 vs its dequantized twin) into {"cases": [...], "mixed_batch_max_rel_err": ..., ...}.
+--eager. For each request, vs the plain-PyTorch reference (tests/reference) on vLLM's token ids with the
+release's alpha from the prompt length: relative L2 error of vLLM's prompt logprobs, decode logprobs
+(greedy, --decode-steps) and final top-20 logprobs (tests/gpu/qwen_vl_parity.py's metric); max_rel_err is
+the largest of the three. For alpha > 1 also alpha_effect_max_abs: how far the reference's logprobs of the
+same tokens move under alpha 1, next to max_abs_err (ours vs the reference), so a wrong alpha cannot hide.
+Pass when every max_rel_err <= --tol (1e-2) and the engine ran without prefix caching. --combine merges
+per-variant files (bf16 vs float32 reference, Int4 vs its dequantized twin) into
+{"cases": [...], "mixed_batch_max_rel_err": ..., ...}.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ for path in (REPO, REPO / "tests"):  # this checkout's package, and the `referen
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from gpu.qwen_vl_parity import SYSTEM, TOP_K, compare  # noqa: E402
+from gpu.qwen_vl_parity import SYSTEM, TOP_K, _max_abs, _rel_err  # noqa: E402
 
 from qwenvl_vllm.models.qwen_ntk import ntk_alpha  # noqa: E402
 
@@ -41,7 +44,6 @@ CASES = ((1500, 2), (2500, 4), (5000, 8), (9000, 12))
 SHORT = ((300, 1), (600, 0))  # the mixed batch's short prompts (alpha 1)
 FILLER = "The lighthouse keeper wrote down the weather, the ships that passed and the colour of the sea. "
 IMAGE_TOKENS = 256  # <imgpad> per image, added to the two tag tokens the tokenizer sees
-RESULT_KEYS = ("prompt_logprob_rel_err", "decode_logprob_rel_err", "final_top20_rel_err")
 
 
 def _images(n: int, seed: int) -> list[Any]:
@@ -55,9 +57,8 @@ def _images(n: int, seed: int) -> list[Any]:
         h, w = 320 + 16 * i, 480 - 8 * i
         y, x = np.mgrid[0:h, 0:w]
         base = np.stack([(x * (i + 1)) % 256, y * 255 // h, (x + y + 40 * i) % 256], axis=-1)
-        out.append(
-            Image.fromarray((base + rng.integers(0, 64, size=(h, w, 3))).clip(0, 255).astype(np.uint8))
-        )
+        pixels = (base + rng.integers(0, 64, size=(h, w, 3))).clip(0, 255).astype(np.uint8)
+        out.append(Image.fromarray(pixels))
     return out
 
 
@@ -106,8 +107,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from vllm import LLM
 
     config = json.loads((args.ckpt / "config.json").read_text())
+    dtype = args.dtype if args.dtype != "auto" else _ckpt_dtype(config)
     llm = LLM(
         model=str(args.ckpt),
+        dtype=dtype,
         max_model_len=args.max_model_len,
         max_num_batched_tokens=args.max_num_batched_tokens,  # below the long prompts: chunked prefill
         limit_mm_per_prompt={"image": max(n for _, n in CASES)},
@@ -125,35 +128,92 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     del llm
     gc.collect()
 
-    dtype = {"float16": "float16", "float32": "float32"}.get(str(config.get("torch_dtype")), "bfloat16")
-    ref_dir = args.ref_ckpt or args.ckpt
-    seq_length = int(config["seq_length"])
-    alone_report = _with_alpha(compare(ref_dir, cases, alone, dtype, ref_dtype=args.ref_dtype), seq_length)
-    mixed_report = _with_alpha(
-        compare(ref_dir, mixed_reqs, mixed, dtype, ref_dtype=args.ref_dtype), seq_length
-    )
+    ref_dtype = args.ref_dtype or dtype
+    pairs = list(zip(cases + mixed_reqs, alone + mixed, strict=True))
+    report = evaluate(args.ref_ckpt or args.ckpt, pairs, ref_dtype, int(config["seq_length"]))
+    mixed_report = report[len(cases) :]
     return {
         "variant": args.label,
         "ckpt": str(args.ckpt),
-        "ref_ckpt": str(ref_dir),
+        "ref_ckpt": str(args.ref_ckpt or args.ckpt),
         "dtype": dtype,
-        "ref_dtype": args.ref_dtype or dtype,
+        "ref_dtype": ref_dtype,
         "eager": args.eager,
         "max_model_len": args.max_model_len,
         "max_num_batched_tokens": args.max_num_batched_tokens,
         "prefix_caching": prefix_caching,
         "tol": args.tol,
-        "cases": alone_report,
+        "cases": report[: len(cases)],
         "mixed_batch": mixed_report,
         "mixed_batch_max_rel_err": max(e["max_rel_err"] for e in mixed_report),
     }
 
 
-def _with_alpha(report: list[dict[str, Any]], seq_length: int) -> list[dict[str, Any]]:
-    for entry in report:
-        entry["alpha"] = ntk_alpha(entry["prompt_tokens"], seq_length)
-        entry["max_rel_err"] = max(entry[k] for k in RESULT_KEYS)
+def _ckpt_dtype(config: dict[str, Any]) -> str:
+    return {"float16": "float16", "float32": "float32"}.get(str(config.get("torch_dtype")), "bfloat16")
+
+
+def evaluate(
+    ref_dir: Path,
+    pairs: list[tuple[dict[str, Any], dict[str, Any]]],
+    ref_dtype: str,
+    seq_length: int,
+    device: str = "cuda",
+) -> list[dict[str, Any]]:
+    """The reference (built once, on the GPU vLLM has left) on each request's prompt + generated ids."""
+    import torch
+    from reference.qwen_vl_ref import build_reference
+
+    ref = build_reference(ref_dir, dtype=getattr(torch, ref_dtype), device=device)
+    with torch.inference_mode():
+        report = [_entry(ref, req, res, seq_length, device) for req, res in pairs]
+    del ref
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
     return report
+
+
+def _entry(
+    ref: Any, req: dict[str, Any], res: dict[str, Any], seq_length: int, device: str
+) -> dict[str, Any]:
+    import torch
+
+    from qwenvl_vllm.processors.qwen_vl import qwen_vl_pixel_values
+
+    ids, gen_ids = res["prompt_ids"], res["gen_ids"]
+    full = torch.tensor(ids + gen_ids, device=device)
+    pixels = qwen_vl_pixel_values(req["images"]).to(device) if req["images"] else None
+
+    def logprobs(prompt_len: int) -> dict[str, list[float]]:
+        lp = torch.log_softmax(ref(full, pixels, prompt_len=prompt_len), dim=-1)  # [T + G, vocab] fp32
+        return _observed(lp, ids, gen_ids, list(res["topk"]))
+
+    t = len(ids)
+    want = logprobs(t)
+    got = {"prompt": res["prompt_lp"], "decode": res["decode_lp"], "topk": list(res["topk"].values())}
+    entry: dict[str, Any] = {
+        "name": req["name"],
+        "prompt_tokens": t,
+        "images": len(req["images"]),
+        "alpha": ntk_alpha(t, seq_length),
+        **{f"{k}_rel_err": _rel_err(got[k], want[k]) for k in want},
+        "max_abs_err": max(_max_abs(got[k], want[k]) for k in want),
+    }
+    entry["max_rel_err"] = max(entry[f"{k}_rel_err"] for k in want)
+    if entry["alpha"] > 1:  # the same tokens under alpha 1 (a 1-token prompt's alpha)
+        plain = logprobs(1)
+        entry["alpha_effect_max_abs"] = max(_max_abs(plain[k], want[k]) for k in want)
+    return entry
+
+
+def _observed(lp: Any, ids: list[int], gen_ids: list[int], topk_ids: list[int]) -> dict[str, list[float]]:
+    """The logprobs vLLM reported, read from the reference's [T + G, vocab] logprobs."""
+    t = len(ids)
+    return {
+        "prompt": [lp[i - 1, ids[i]].item() for i in range(1, t)],
+        "decode": [lp[t - 1 + i, tok].item() for i, tok in enumerate(gen_ids)],
+        "topk": [lp[t - 1, i].item() for i in topk_ids],
+    }
 
 
 def combine(files: list[Path], tol: float) -> dict[str, Any]:
@@ -177,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ref-ckpt", type=Path, default=None, help="reference weights (default: --ckpt)")
     parser.add_argument("--ref-dtype", default=None, choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--label", default="bf16", help="variant name in the result")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
     parser.add_argument("--max-model-len", type=int, default=10240)
     parser.add_argument("--max-num-batched-tokens", type=int, default=2048)
     parser.add_argument("--decode-steps", type=int, default=8)

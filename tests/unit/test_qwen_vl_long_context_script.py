@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,37 @@ def test_combine_merges_variants(script, tmp_path: Path) -> None:
     ]
     assert result["mixed_batch_max_rel_err"] == 0.007 and result["pass"]
     assert not script.combine([run("bf16", [0.004, 0.02], 0.007)], 1e-2)["pass"]
+
+
+def test_evaluate_reads_the_logprobs_vllm_reports(script, processor, tmp_path: Path) -> None:
+    """The script's reference side on CPU, fed with logprobs laid out as vLLM reports them (computed from
+    a reference with the wrong alpha, 1): errors are the alpha effect itself, and zero for alpha 1."""
+    import torch
+    from reference.qwen_vl_ref import build_reference
+
+    ckpt = Path(processor.info.ctx.model_config.model)
+    short = tmp_path / "short"
+    shutil.copytree(ckpt, short)
+    config = json.loads((short / "config.json").read_text())
+    (short / "config.json").write_text(json.dumps(config | {"seq_length": 32}))
+    ref = build_reference(short, dtype=torch.float32)
+    g = torch.Generator().manual_seed(3)
+    pairs = []
+    for n in (20, 40):
+        ids, gen = torch.randint(100, 150000, (n,), generator=g).tolist(), [9707, 11, 1879]
+        with torch.inference_mode():
+            lp = torch.log_softmax(ref(torch.tensor(ids + gen), prompt_len=1), dim=-1)  # alpha 1 for all
+        top = lp[n - 1].topk(script.TOP_K)
+        res = {
+            "prompt_ids": ids,
+            "prompt_lp": [lp[i - 1, ids[i]].item() for i in range(1, n)],
+            "gen_ids": gen,
+            "decode_lp": [lp[n - 1 + i, tok].item() for i, tok in enumerate(gen)],
+            "topk": dict(zip(top.indices.tolist(), top.values.tolist(), strict=True)),
+        }
+        pairs.append(({"name": f"{n}", "images": []}, res))
+    short_entry, long_entry = script.evaluate(short, pairs, "float32", 32, device="cpu")
+    assert (short_entry["alpha"], long_entry["alpha"]) == (1, 3)
+    assert short_entry["max_rel_err"] < 1e-6 and "alpha_effect_max_abs" not in short_entry
+    assert long_entry["max_abs_err"] == pytest.approx(long_entry["alpha_effect_max_abs"], rel=1e-5)
+    assert long_entry["max_abs_err"] > 1e-3
