@@ -284,3 +284,31 @@ def test_shared_prefix_keys_differ_across_alphas(model, served: list[Request]) -
     keys_20, keys_40 = (cache[req.rid][0][:SHARED_PREFIX] for req in served[:2])
     torch.testing.assert_close(keys_20[0], keys_40[0], **TOL)
     assert (keys_20[1:] - keys_40[1:]).abs().max() > 1e-2
+
+
+def test_recomputed_request_keeps_its_prompt_alpha(model) -> None:
+    """vLLM's V2 runner re-adds a preempted request with prompt + generated tokens as its prefill; our model
+    state asks for positions with the prompt's alpha (here 1: a 30-token prompt that generated 10 more,
+    where 40 tokens alone would get alpha 3), equal to the prompt's positions followed by the decode
+    continuation the request had before preemption."""
+    from types import SimpleNamespace
+
+    from vllm.model_executor.layers.rotary_embedding.mrope import MRotaryEmbedding
+
+    class RopeStateStandIn:  # vLLM's RopeState.init_prefill_positions needs CUDA (UVA buffers)
+        def init_prefill_positions(self, req_idx, source, prefill_token_ids, mm_features):
+            self.positions, self.delta = source.get_mrope_input_positions(prefill_token_ids, mm_features)
+
+    state = object.__new__(model.get_model_state_cls())
+    state.model, state.rope_state = model, RopeStateStandIn()
+    prompt, generated = list(range(100, 130)), list(range(200, 210))
+    request = SimpleNamespace(prompt_token_ids=prompt, prefill_token_ids=prompt + generated, mm_features=[])
+    state.add_request(0, request)
+
+    prompt_positions, delta = model.get_mrope_input_positions(prompt, [])
+    decode = np.zeros((3, len(generated)), dtype=np.int64)
+    MRotaryEmbedding.get_next_input_positions_tensor(decode, 0, delta, len(prompt), len(generated))
+    want = torch.cat([prompt_positions, torch.from_numpy(decode)], dim=1)
+    assert state.rope_state.delta == delta == 0
+    torch.testing.assert_close(state.rope_state.positions, want, rtol=0, atol=0)
+    assert model.get_mrope_input_positions(prompt + generated, [])[1] == MAX_MODEL_LEN  # alpha 3 if recounted
