@@ -124,9 +124,10 @@ def ntk_model_state_cls() -> type:
             if self.rope_state is None or layout is None:
                 super().add_request(req_index, new_req_data)
                 return
-            source = _PromptAlphaPositions(layout, len(new_req_data.prompt_token_ids))
+            prefill = new_req_data.prefill_token_ids
+            source = _PromptAlphaPositions(layout, min(len(new_req_data.prompt_token_ids), len(prefill)))
             self.rope_state.init_prefill_positions(
-                req_index, source, new_req_data.prefill_token_ids, mm_features=new_req_data.mm_features
+                req_index, source, prefill, mm_features=new_req_data.mm_features
             )
 
     return QwenNTKModelState
