@@ -23,8 +23,10 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "gpu" / "qwen_vl_long_context.py"
 
 
-def _run(args: list[str], out: Path) -> dict:
+def _run(args: list[str], out: Path, runner: str) -> dict:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if runner == "v1":
+        env["VLLM_USE_V2_MODEL_RUNNER"] = "0"  # vLLM's V1 model runner (its own M-RoPE position code)
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), *args, "--out", str(out)],
         cwd=REPO,
@@ -39,9 +41,15 @@ def _run(args: list[str], out: Path) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("quant", "dtype"), [("bf16", "bfloat16"), ("bf16", "float32"), ("gptq-int4", "auto")]
+    ("quant", "dtype", "runner"),
+    [
+        ("bf16", "bfloat16", "default"),
+        ("bf16", "float32", "default"),
+        ("bf16", "float32", "v1"),
+        ("gptq-int4", "auto", "default"),
+    ],
 )
-def test_long_prompts_match_reference(tmp_path: Path, quant: str, dtype: str) -> None:
+def test_long_prompts_match_reference(tmp_path: Path, quant: str, dtype: str, runner: str) -> None:
     """bf16 / Int4: the 1e-2 bar. float32 (Triton/Flex attention): vLLM's error is far below what a wrong
     alpha would change, so the alphas themselves are checked, not only the rounding budget."""
     from qwenvl_vllm.checkpoint.writer import write_checkpoint
@@ -53,7 +61,7 @@ def test_long_prompts_match_reference(tmp_path: Path, quant: str, dtype: str) ->
     else:
         twin = write_checkpoint("tiny-qwen-vl", quant, tmp_path / "deq", seed=5, dequantized=True)
         args += ["--ref-ckpt", str(twin)]
-    result = _run(args, tmp_path / "result.json")
+    result = _run(args, tmp_path / "result.json", runner)
     assert result["pass"], json.dumps(result, indent=2)
     assert [c["alpha"] for c in result["cases"]] == [1, 3, 7, 15]
     assert sorted(e["alpha"] for e in result["mixed_batch"]) == [1, 1, 1, 3, 7, 15]
