@@ -4,6 +4,7 @@
 #   bash .gpu/install.sh && bash tests/gpu/run_stage.sh STAGE [STAGE ...]
 # Stages: ckpts | smoke | parity | control | quant | int8 | serve | v1 | v1long | v1serve | v1seeds | v1full
 #   | v1ntk (tiny, engine-level) | v1ntk_bf16 | v1ntk_int4 (Qwen-VL-Chat shapes; the second also writes the result)
+#   | v1ntk_seeds (seed rows on the NTK path)
 # (v1serve before v1full: v1full deletes the bf16 Qwen-VL checkpoint for disk). Benchmarks: gpu_all.sh.
 # Results (JSON, logs) go to $OUT (or /tmp/out); checkpoints persist in /tmp/ckpt while the machine lives.
 set -uo pipefail
@@ -77,6 +78,11 @@ for stage in "$@"; do
         --out "$OUT/long_context_int4.json" >"$OUT/long_context_int4.log" 2>&1; status long_context_int4 $?
       py scripts/gpu/qwen_vl_long_context.py --combine "$OUT/long_context_bf16.json" "$OUT/long_context_int4.json" \
         --out "$OUT/qwen_vl_chat_long_context.json" | tail -5; status long_context $? ;;
+    v1ntk_seeds)  # throughput cost: the Qwen-VL-Chat-Int4 seed rows (max_model_len 8192: NTK path on,
+      # prefix caching off) vs before this change (README: 249 / 227 tok/s); the bf16 rows: stage v1seeds
+      mk qvl-int4 qwen-vl-chat gptq-int4
+      py benchmarks/seed_tables.py --ckpt "$CK/qvl-int4" --label qwen-vl-chat-int4 \
+        --out "$OUT/seed_qwen_vl_int4_ntk.json" 2>&1 | tail -3 ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac
   echo "-- $stage took $(( $(date +%s) - start )) s"
