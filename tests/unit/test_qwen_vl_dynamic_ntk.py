@@ -231,8 +231,14 @@ def test_alpha_rule_matches_reference() -> None:
     [(MAX_MODEL_LEN, True, True), (SEQ_LENGTH, True, False), (MAX_MODEL_LEN, False, False)],
 )
 def test_config_hook(
-    vllm_cpu, ckpt: Path, tmp_path: Path, monkeypatch, max_model_len, use_dynamic_ntk, ntk_on
-):
+    vllm_cpu,
+    ckpt: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    max_model_len: int,
+    use_dynamic_ntk: bool,
+    ntk_on: bool,
+) -> None:
     """With a context past seq_length: vLLM's per-request position path on, prefix caching off (the same
     tokens hold different keys under different alphas, and block hashes see only tokens)."""
     monkeypatch.setenv("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")
@@ -296,7 +302,9 @@ def test_recomputed_request_keeps_its_prompt_alpha(model) -> None:
     from vllm.model_executor.layers.rotary_embedding.mrope import MRotaryEmbedding
 
     class RopeStateStandIn:  # vLLM's RopeState.init_prefill_positions needs CUDA (UVA buffers)
-        def init_prefill_positions(self, req_idx, source, prefill_token_ids, mm_features):
+        def init_prefill_positions(
+            self, req_idx: int, source, prefill_token_ids: list[int], mm_features
+        ) -> None:
             self.positions, self.delta = source.get_mrope_input_positions(prefill_token_ids, mm_features)
 
     state = object.__new__(model.get_model_state_cls())
