@@ -37,5 +37,17 @@ def register() -> None:
     register_qwen_vl()  # Qwen-VL v1 config + tokenizer without trust_remote_code
     for arch, target in ARCHITECTURES.items():
         ModelRegistry.register_model(arch, target)
+    _register_config_hooks()
     _registered = True
     logger.info("qwenvl-vllm registered %s", ", ".join(ARCHITECTURES))
+
+
+def _register_config_hooks() -> None:
+    """vLLM's per-architecture config hooks, run when an engine config is built (before any worker)."""
+    from vllm.model_executor.models.config import MODELS_CONFIG_MAP
+
+    from qwenvl_vllm.models.qwen_ntk import QwenDynamicNTKConfig
+
+    for arch, target in ARCHITECTURES.items():
+        if target.endswith(":QwenVLForConditionalGeneration"):
+            MODELS_CONFIG_MAP[arch] = QwenDynamicNTKConfig

@@ -6,10 +6,9 @@ the same class is a plain causal LM and vLLM runs it text-only.
 
 LLM = Qwen-7B: RMSNorm pre-norm blocks, fused c_attn (q|k|v, with bias), c_proj (no bias), rotary (neox
 style, base `rotary_emb_base`), MLP c_proj(w1(x) * silu(w2(x))), untied lm_head.
-Past `seq_length` (2048) the release scales queries by log_{seq_length}(position + 1) ("logn attention";
-applied here, exact) and, for prompts longer than seq_length only, raises the rotary base once per request
-from the prompt length ("dynamic NTK"; not applied here: RoPE keeps its base). Generation past seq_length
-after a shorter prompt, the model card's 8192-token rows, therefore matches the release.
+Past `seq_length` (2048) the release scales queries by log_{seq_length}(position + 1) ("logn attention")
+and, for prompts longer than seq_length, raises the rotary base once per request from the prompt length
+("dynamic NTK"). Both are applied here, per request inside vLLM's batches (qwen_ntk.py says how).
 """
 
 import math
@@ -22,7 +21,6 @@ from torch import nn
 from vllm.compilation.decorators import support_torch_compile
 from vllm.config import CacheConfig, VllmConfig, get_current_vllm_config
 from vllm.distributed import get_pp_group, get_tensor_model_parallel_world_size
-from vllm.logger import init_logger
 from vllm.model_executor.layers.activation import SiluAndMul
 from vllm.model_executor.layers.attention import Attention
 from vllm.model_executor.layers.layernorm import RMSNorm
@@ -38,6 +36,7 @@ from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead, 
 from vllm.model_executor.models.interfaces import (
     MultiModalEmbeddings,
     SupportsLoRA,
+    SupportsMRoPE,
     SupportsMultiModal,
     SupportsPP,
     SupportsQuant,
@@ -52,9 +51,20 @@ from vllm.model_executor.models.utils import (
     maybe_prefix,
 )
 from vllm.multimodal import MULTIMODAL_REGISTRY
+from vllm.multimodal.inputs import MultiModalFeatureSpec
 from vllm.sequence import IntermediateTensors
 from vllm.utils.tensor_schema import TensorSchema, TensorShape
 
+from qwenvl_vllm.models.qwen_ntk import (
+    NTKLayout,
+    get_ntk_rope,
+    input_positions,
+    ntk_layout,
+    ntk_model_state_cls,
+    qwen_head_dim,
+    qwen_rotary_dim,
+    true_positions,
+)
 from qwenvl_vllm.models.qwen_vl_processing import (
     QwenVLDummyInputsBuilder,
     QwenVLMultiModalProcessor,
@@ -71,8 +81,6 @@ HF_TO_VLLM_MAPPER = WeightsMapper(
         ".mlp.w1.": (".mlp.gate_up_proj.", 1),
     },
 )
-
-logger = init_logger(__name__)
 
 
 class QwenVLImagePixelInputs(TensorSchema):
@@ -108,16 +116,6 @@ def logn_length(config: Any, max_model_len: int) -> int | None:
     seq_length = getattr(config, "seq_length", None)
     if not seq_length or max_model_len <= seq_length or not getattr(config, "use_logn_attn", True):
         return None
-    if getattr(config, "use_dynamic_ntk", True):
-        logger.warning(
-            "Qwen(-VL): max_model_len %d > seq_length %d. Logn attention is applied past %d tokens; the "
-            "release's dynamic NTK (a larger rotary base for prompts longer than %d) is not, so outputs "
-            "for such long prompts differ from the release. Shorter prompts with long generations match.",
-            max_model_len,
-            seq_length,
-            seq_length,
-            seq_length,
-        )
     return int(seq_length)
 
 
@@ -128,13 +126,31 @@ def logn_scale(positions: torch.Tensor, seq_length: int) -> torch.Tensor:
     return scale[:, None]
 
 
-def _first_attr(config: Any, names: tuple[str, ...], default: float) -> Any:
-    """Qwen's config names (rotary_emb_base, rotary_pct); vLLM copies them to rope_theta etc. on load."""
-    return next((v for n in names if (v := getattr(config, n, None)) is not None), default)
+def _rope_theta(config: Any) -> float:
+    """Qwen's config name is rotary_emb_base; vLLM copies it to rope_theta on load."""
+    names = ("rope_theta", "rotary_emb_base")
+    return float(next((v for n in names if (v := getattr(config, n, None)) is not None), 10000.0))
 
 
-def _head_dim(config: Any) -> int:
-    return int(getattr(config, "kv_channels", None) or config.hidden_size // config.num_attention_heads)
+def _rotary(config: Any, ntk: NTKLayout | None) -> nn.Module:
+    """Plain rotary, or one cos/sin table per dynamic-NTK alpha when long prompts are possible."""
+    head_dim, rot_dim = qwen_head_dim(config), qwen_rotary_dim(config)
+    if ntk is not None:
+        return get_ntk_rope(head_dim, rot_dim, _rope_theta(config), ntk, torch.get_default_dtype())
+    rope_parameters = {
+        "rope_type": "default",
+        "rope_theta": _rope_theta(config),
+        "partial_rotary_factor": rot_dim / head_dim,
+    }
+    return get_rope(
+        head_dim,
+        max_position=max(
+            int(getattr(config, "max_position_embeddings", None) or config.seq_length),
+            get_current_vllm_config().model_config.max_model_len,  # a context past it (long generation)
+        ),
+        is_neox_style=True,  # the release rotates halves (rotate_half), not interleaved pairs
+        rope_parameters=rope_parameters,
+    )
 
 
 class QWenMLP(nn.Module):
@@ -174,11 +190,13 @@ class QWenAttention(nn.Module):
         quant_config: QuantizationConfig | None = None,
         prefix: str = "",
         logn_seq_length: int | None = None,
+        ntk: NTKLayout | None = None,
     ) -> None:
         super().__init__()
         self.logn_seq_length = logn_seq_length
+        self.ntk = ntk
         total_heads = config.num_attention_heads
-        self.head_dim = _head_dim(config)
+        self.head_dim = qwen_head_dim(config)
         tp_size = get_tensor_model_parallel_world_size()
         if total_heads % tp_size:
             raise ValueError(
@@ -202,20 +220,7 @@ class QWenAttention(nn.Module):
             quant_config=quant_config,
             prefix=f"{prefix}.c_proj",
         )
-        rope_parameters = {
-            "rope_type": "default",
-            "rope_theta": float(_first_attr(config, ("rope_theta", "rotary_emb_base"), 10000.0)),
-            "partial_rotary_factor": float(_first_attr(config, ("partial_rotary_factor", "rotary_pct"), 1.0)),
-        }
-        self.rotary_emb = get_rope(
-            self.head_dim,
-            max_position=max(
-                int(getattr(config, "max_position_embeddings", None) or config.seq_length),
-                get_current_vllm_config().model_config.max_model_len,  # a context past it (long generation)
-            ),
-            is_neox_style=True,  # the release rotates halves (rotate_half), not interleaved pairs
-            rope_parameters=rope_parameters,
-        )
+        self.rotary_emb = _rotary(config, ntk)
         self.attn = Attention(
             self.num_heads,
             self.head_dim,
@@ -229,9 +234,9 @@ class QWenAttention(nn.Module):
     def forward(self, positions: torch.Tensor, hidden_states: torch.Tensor) -> torch.Tensor:
         qkv, _ = self.c_attn(hidden_states)  # [T, 3 * heads_local * head_dim]
         q, k, v = qkv.split([self.q_size] * 3, dim=-1)
-        q, k = self.rotary_emb(positions, q, k)
+        q, k = self.rotary_emb(positions, q, k)  # positions carry the request's NTK table (qwen_ntk)
         if self.logn_seq_length:
-            q = q * logn_scale(positions, self.logn_seq_length).to(q.dtype)
+            q = q * logn_scale(true_positions(positions, self.ntk), self.logn_seq_length).to(q.dtype)
         out, _ = self.c_proj(self.attn(q, k, v))
         return out
 
@@ -244,11 +249,12 @@ class QWenBlock(nn.Module):
         quant_config: QuantizationConfig | None = None,
         prefix: str = "",
         logn_seq_length: int | None = None,
+        ntk: NTKLayout | None = None,
     ) -> None:
         super().__init__()
         eps = float(getattr(config, "layer_norm_epsilon", 1e-6))
         self.ln_1 = RMSNorm(config.hidden_size, eps=eps)
-        self.attn = QWenAttention(config, cache_config, quant_config, f"{prefix}.attn", logn_seq_length)
+        self.attn = QWenAttention(config, cache_config, quant_config, f"{prefix}.attn", logn_seq_length, ntk)
         self.ln_2 = RMSNorm(config.hidden_size, eps=eps)
         self.mlp = QWenMLP(
             config.hidden_size, config.intermediate_size // 2, quant_config, prefix=f"{prefix}.mlp"
@@ -283,6 +289,7 @@ class QWenModel(nn.Module):
         quant_config = vllm_config.quant_config
         self.config = config
         logn = logn_length(config, vllm_config.model_config.max_model_len)
+        ntk = model_ntk_layout(vllm_config)
         if get_pp_group().is_first_rank:
             self.wte = VocabParallelEmbedding(
                 config.vocab_size, config.hidden_size, quant_config=quant_config, prefix=f"{prefix}.wte"
@@ -291,7 +298,7 @@ class QWenModel(nn.Module):
             self.wte = PPMissingLayer()
         self.start_layer, self.end_layer, self.h = make_layers(
             config.num_hidden_layers,
-            lambda prefix: QWenBlock(config, cache_config, quant_config, prefix, logn),
+            lambda prefix: QWenBlock(config, cache_config, quant_config, prefix, logn, ntk),
             prefix=f"{prefix}.h",
         )
         if get_pp_group().is_last_rank:
@@ -319,6 +326,8 @@ class QWenModel(nn.Module):
             assert intermediate_tensors is not None
             hidden_states = intermediate_tensors["hidden_states"]
             residual = intermediate_tensors["residual"]
+        if positions.ndim == 2:  # vLLM's M-RoPE path (dynamic NTK on): three equal rows
+            positions = positions[0]
         for layer in islice(self.h, self.start_layer, self.end_layer):
             hidden_states, residual = layer(positions, hidden_states, residual)
         if not get_pp_group().is_last_rank:
@@ -332,7 +341,9 @@ class QWenModel(nn.Module):
     info=QwenVLProcessingInfo,
     dummy_inputs=QwenVLDummyInputsBuilder,
 )
-class QwenVLForConditionalGeneration(nn.Module, SupportsMultiModal, SupportsPP, SupportsLoRA, SupportsQuant):
+class QwenVLForConditionalGeneration(
+    nn.Module, SupportsMultiModal, SupportsPP, SupportsLoRA, SupportsQuant, SupportsMRoPE
+):
     hf_to_vllm_mapper = HF_TO_VLLM_MAPPER
     packed_modules_mapping = {"c_attn": ["c_attn"], "gate_up_proj": ["w2", "w1"]}
 
@@ -346,6 +357,7 @@ class QwenVLForConditionalGeneration(nn.Module, SupportsMultiModal, SupportsPP, 
         super().__init__()
         config = vllm_config.model_config.hf_config
         self.config = config
+        self.ntk = model_ntk_layout(vllm_config)
         self.visual_config: dict[str, Any] | None = getattr(config, "visual", None) or None
 
         self.visual: QwenVLVisionTransformer | None = None
@@ -413,6 +425,18 @@ class QwenVLForConditionalGeneration(nn.Module, SupportsMultiModal, SupportsPP, 
 
     # --- LLM ----------------------------------------------------------------------------------------------
 
+    def get_mrope_input_positions(
+        self, input_tokens: list[int], mm_features: list[MultiModalFeatureSpec]
+    ) -> tuple[torch.Tensor, int]:
+        """Positions of a whole prompt, offset into its dynamic-NTK table (qwen_ntk); images are plain
+        tokens for positions in Qwen-VL."""
+        return input_positions(self.ntk, len(input_tokens))
+
+    @staticmethod
+    def get_model_state_cls() -> type:
+        """vLLM's V2 runner: keeps a preempted request's alpha (qwen_ntk.ntk_model_state_cls)."""
+        return ntk_model_state_cls()
+
     def forward(
         self,
         input_ids: torch.Tensor | None,
@@ -447,3 +471,15 @@ def _as_batch(data: object) -> torch.Tensor:
     raise ValueError(
         f"expected a tensor or a list of tensors for Qwen-VL image input, got {type(data).__name__}"
     )
+
+
+def model_ntk_layout(vllm_config: VllmConfig) -> NTKLayout | None:
+    """The dynamic-NTK layout, checked against vLLM's position path (set by our config hook)."""
+    model_config = vllm_config.model_config
+    layout = ntk_layout(model_config.hf_config, model_config.max_model_len)
+    if layout is not None and not model_config.uses_mrope:
+        raise ValueError(
+            "Qwen(-VL) dynamic NTK needs per-request positions; qwenvl_vllm's config hook did not run "
+            "(register the plugin before building the engine config)"
+        )
+    return layout

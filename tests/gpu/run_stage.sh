@@ -3,6 +3,8 @@
 # On the GPU machine, after staging .gpu/partNN (see ../shared/gpu/README.md):
 #   bash .gpu/install.sh && bash tests/gpu/run_stage.sh STAGE [STAGE ...]
 # Stages: ckpts | smoke | parity | control | quant | int8 | serve | v1 | v1long | v1serve | v1seeds | v1full
+#   | v1ntk (tiny, engine-level) | v1ntk_bf16 | v1ntk_int4 (Qwen-VL-Chat shapes; the second also writes the result)
+#   | v1ntk_seeds (seed rows on the NTK path)
 # (v1serve before v1full: v1full deletes the bf16 Qwen-VL checkpoint for disk). Benchmarks: gpu_all.sh.
 # Results (JSON, logs) go to $OUT (or /tmp/out); checkpoints persist in /tmp/ckpt while the machine lives.
 set -uo pipefail
@@ -62,6 +64,25 @@ for stage in "$@"; do
         --out "$OUT/seed_qwen_vl_bf16.json" 2>&1 | tail -3 ;;
     v1long)  # tiny Qwen-VL decoding past seq_length (logn attention) vs the reference
       py -m pytest -q tests/gpu/test_qwen_vl_gpu.py -m gpu -k past_seq_length 2>&1 | tail -15; status v1long $? ;;
+    v1ntk)  # tiny Qwen-VL, prompts past seq_length in mixed batches through vllm.LLM (dynamic NTK per request)
+      py -m pytest -q tests/gpu/test_qwen_vl_ntk_gpu.py -m gpu 2>&1 | tail -15; status v1ntk $? ;;
+    v1ntk_bf16)  # Qwen-VL-Chat shapes, ~1.5k/2.5k/5k/9k-token prompts + mixed batch, bf16 vs float32 reference
+      rm -rf "$CK/2b-bf16" "$CK/2b-gptq-deq" "$CK/2b-awq" "$CK/qvl-int4-deq"  # 64 GB disk
+      mk qvl-bf16 qwen-vl-chat bf16
+      py scripts/gpu/qwen_vl_long_context.py --ckpt "$CK/qvl-bf16" --ref-dtype float32 --label bf16 \
+        --out "$OUT/long_context_bf16.json" >"$OUT/long_context_bf16.log" 2>&1; status long_context_bf16 $?
+      tail -c 600 "$OUT/long_context_bf16.json" ;;
+    v1ntk_int4)  # the same for Int4 vs its dequantized twin; then the committed result file
+      rm -rf "$CK/qvl-bf16"; mk qvl-int4 qwen-vl-chat gptq-int4 & mk qvl-int4-deq qwen-vl-chat gptq-int4 --dequantized & wait
+      py scripts/gpu/qwen_vl_long_context.py --ckpt "$CK/qvl-int4" --ref-ckpt "$CK/qvl-int4-deq" --label int4 \
+        --out "$OUT/long_context_int4.json" >"$OUT/long_context_int4.log" 2>&1; status long_context_int4 $?
+      py scripts/gpu/qwen_vl_long_context.py --combine "$OUT/long_context_bf16.json" "$OUT/long_context_int4.json" \
+        --out "$OUT/qwen_vl_chat_long_context.json" | tail -5; status long_context $? ;;
+    v1ntk_seeds)  # throughput cost: the Qwen-VL-Chat-Int4 seed rows (max_model_len 8192: NTK path on,
+      # prefix caching off) vs before this change (README: 249 / 227 tok/s); the bf16 rows: stage v1seeds
+      mk qvl-int4 qwen-vl-chat gptq-int4
+      py benchmarks/seed_tables.py --ckpt "$CK/qvl-int4" --label qwen-vl-chat-int4 \
+        --out "$OUT/seed_qwen_vl_int4_ntk.json" 2>&1 | tail -3 ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac
   echo "-- $stage took $(( $(date +%s) - start )) s"
