@@ -1,0 +1,95 @@
+"""`resize_like_pil`: Pillow 13's bicubic `Image.resize` of an RGB uint8 image, on CPU or CUDA.
+
+Pillow's rules (PIL/Image.py `resize`, src/_imaging.c `_resize`, src/libImaging/Resample.c):
+- same size: a copy;
+- an axis whose size does not change gets no pass at all;
+- pass order (Pillow 13, python-pillow/Pillow#9549 "if height is scaled down significantly more than
+  width, resize vertically first"): vertical first when the height shrinks by more than twice as many
+  pixels as the width does (`vertical_first`); otherwise horizontal first, over only the source rows the
+  vertical pass reads.
+Each pass rounds and clips to uint8, so the order changes the bytes (see pil_coeffs / resample_torch).
+The order rule was measured against the installed Pillow 13.0.0 (its C source is not in the wheel): on
+random sizes it separates the two orders exactly, and tests/unit/test_kernels_resize.py checks it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from .pil_coeffs import PassCoeffs, bicubic_coeffs
+from .resample_torch import resample_axis_torch
+
+Backend = Literal["auto", "torch", "triton"]
+
+# Pillow runs the vertical pass first when the height loses more than this many times the width's pixels.
+VERTICAL_FIRST_FACTOR = 2
+
+
+def vertical_first(in_height: int, in_width: int, height: int, width: int) -> bool:
+    """Pillow 13's pass order: True when the vertical pass runs before the horizontal one."""
+    return height < in_height and in_height - height > VERTICAL_FIRST_FACTOR * (in_width - width)
+
+
+def _check_image(image: torch.Tensor, height: int, width: int) -> None:
+    if not isinstance(image, torch.Tensor):
+        raise ValueError(f"expected a torch.Tensor, got {type(image).__name__}")
+    if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected a uint8 [H, W, 3] RGB image, got {image.dtype} {tuple(image.shape)}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"empty image of shape {tuple(image.shape)}")
+    for name, size in (("height", height), ("width", width)):
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"{name} must be a positive int, got {size!r}")
+
+
+def _resample(image: torch.Tensor, axis: int, coeffs: PassCoeffs, backend: Backend) -> torch.Tensor:
+    device = image.device
+    start = torch.from_numpy(coeffs.start).to(device)
+    weights = torch.from_numpy(coeffs.weights).to(device)
+    if backend == "triton" or (backend == "auto" and image.is_cuda):
+        from .resample_triton import resample_axis_triton
+
+        return resample_axis_triton(image, axis, start, weights)
+    return resample_axis_torch(image, axis, start, weights)
+
+
+def _vertical_first(image: torch.Tensor, height: int, width: int, backend: Backend) -> torch.Tensor:
+    image = _resample(image, 0, bicubic_coeffs(image.shape[0], height), backend)
+    if width == image.shape[1]:
+        return image
+    return _resample(image, 1, bicubic_coeffs(image.shape[1], width), backend)
+
+
+def _horizontal_first(image: torch.Tensor, height: int, width: int, backend: Backend) -> torch.Tensor:
+    vertical = bicubic_coeffs(image.shape[0], height) if height != image.shape[0] else None
+    if width != image.shape[1]:
+        if vertical is not None:
+            # only the source rows the vertical pass reads (as Pillow); its starts shift by the first row
+            first, last = int(vertical.start[0]), int(vertical.start[-1] + vertical.count[-1])
+            image = image[first:last]
+            vertical = PassCoeffs(vertical.start - first, vertical.count, vertical.weights)
+        image = _resample(image, 1, bicubic_coeffs(image.shape[1], width), backend)
+    if vertical is None:
+        return image
+    return _resample(image, 0, vertical, backend)
+
+
+def resize_like_pil(image: torch.Tensor, height: int, width: int, backend: Backend = "auto") -> torch.Tensor:
+    """uint8 [height, width, 3] on image's device, bit-identical to Pillow's bicubic resize of `image`.
+
+    `image`: uint8 [H, W, 3] RGB. backend "auto" runs the Triton kernel on CUDA tensors and torch ops
+    on CPU; "torch" forces the torch ops (any device), "triton" the kernel (CUDA only).
+    """
+    _check_image(image, height, width)
+    if backend not in ("auto", "torch", "triton"):
+        raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
+    if backend == "triton" and not image.is_cuda:
+        raise ValueError("the triton backend needs a CUDA tensor")
+    in_height, in_width = image.shape[:2]
+    if (in_height, in_width) == (height, width):
+        return image.clone()
+    if vertical_first(in_height, in_width, height, width):
+        return _vertical_first(image, height, width, backend)
+    return _horizontal_first(image, height, width, backend)
