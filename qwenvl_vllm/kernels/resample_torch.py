@@ -31,6 +31,7 @@ def resample_axis_torch(
         # taps past the image edge have weight 0; clamping only keeps the index valid
         index = (start[:, None] + ks).clamp_(max=length - 1)
         pixels = image.index_select(axis, index.flatten()).view(*before, out_size, len(ks), *after)
-        terms = pixels.to(torch.int32) * weights[:, first : first + len(ks)].reshape(weight_shape)
-        acc = acc + terms.sum(axis + 1, dtype=torch.int32)
+        # uint8 * int32 promotes to int32 without a separate conversion
+        terms = pixels * weights[:, first : first + len(ks)].reshape(weight_shape)
+        acc = acc + (terms.squeeze(axis + 1) if len(ks) == 1 else terms.sum(axis + 1, dtype=torch.int32))
     return (acc >> PRECISION_BITS).clamp_(0, 255).to(torch.uint8)
