@@ -49,9 +49,13 @@ def _resample(image: torch.Tensor, axis: int, coeffs: PassCoeffs, backend: Backe
     start = torch.from_numpy(coeffs.start).to(device)
     weights = torch.from_numpy(coeffs.weights).to(device)
     if backend == "triton" or (backend == "auto" and image.is_cuda):
-        from .resample_triton import resample_axis_triton
-
-        return resample_axis_triton(image, axis, start, weights)
+        try:
+            from .resample_triton import resample_axis_triton
+        except ImportError:
+            if backend == "triton":
+                raise
+        else:
+            return resample_axis_triton(image, axis, start, weights)
     return resample_axis_torch(image, axis, start, weights)
 
 
@@ -79,8 +83,9 @@ def _horizontal_first(image: torch.Tensor, height: int, width: int, backend: Bac
 def resize_like_pil(image: torch.Tensor, height: int, width: int, backend: Backend = "auto") -> torch.Tensor:
     """uint8 [height, width, 3] on image's device, bit-identical to Pillow's bicubic resize of `image`.
 
-    `image`: uint8 [H, W, 3] RGB. backend "auto" runs the Triton kernel on CUDA tensors and torch ops
-    on CPU; "torch" forces the torch ops (any device), "triton" the kernel (CUDA only).
+    `image`: uint8 [H, W, 3] RGB. backend "auto" runs the Triton kernel on CUDA tensors (torch ops if
+    triton is not installed) and torch ops on CPU; "torch" forces the torch ops (any device), "triton"
+    the kernel (CUDA only).
     """
     _check_image(image, height, width)
     if backend not in ("auto", "torch", "triton"):
