@@ -25,6 +25,8 @@ CASES = [
     (500, 2, 120, 28),  # > 100x taller than wide, shrinking: vertical pass first
     (64, 48, 64, 112),
     (23, 19, 23, 19),
+    (100, 80, 59, 60),  # height loses 41 > 2 * 20 pixels: vertical first
+    (100, 80, 61, 60),  # 39 <= 2 * 20: horizontal first
     (768, 1024, 756, 1008),
     (3024, 4032, 1232, 1652),
 ]
@@ -78,7 +80,11 @@ FRAME_CASES = [
 @pytest.mark.parametrize("frames,h,w,oh,ow", FRAME_CASES)
 def test_cuda_frames_match_torchvision_cpu(frames: int, h: int, w: int, oh: int, ow: int) -> None:
     from qwenvl_vllm.kernels.frames import resize_frames_like_qwen_vl_utils
+    from qwenvl_vllm.kernels.torch_aa import summation_block
     from qwenvl_vllm.processors.video import resize_frames
+
+    # otherwise the CUDA call would fall back to the CPU reference and prove nothing
+    assert summation_block() is not None, torch.backends.cpu.get_cpu_capability()
 
     video = torch.randint(0, 256, (frames, 3, h, w), dtype=torch.uint8)
     expected = resize_frames(video, (oh, ow))
@@ -93,10 +99,10 @@ def test_cuda_frames_match_torchvision_cpu(frames: int, h: int, w: int, oh: int,
 
 @pytest.mark.parametrize("frames,h,w,oh,ow", FRAME_CASES)
 def test_cuda_frame_float_sums_match_cpu_interpolate(frames: int, h: int, w: int, oh: int, ow: int) -> None:
-    # before rounding: the summation pattern (measured on torch's AVX2 kernels) must hold on this host
+    # before rounding: kernels.torch_aa must know how this host's torch CPU kernel sums
     import torch.nn.functional as F
 
-    from qwenvl_vllm.kernels.frames import interpolate_float
+    from qwenvl_vllm.kernels.torch_aa import interpolate_float
 
     video = torch.randint(0, 256, (frames, 3, h, w)).float()
     expected = F.interpolate(video, size=(oh, ow), mode="bicubic", align_corners=False, antialias=True)

@@ -1,4 +1,5 @@
-"""resize_frames_torch (the device-independent path) vs torchvision's resize as qwen-vl-utils calls it."""
+"""resize_frames_torch (the device-independent path) vs torchvision's resize as qwen-vl-utils calls it,
+and kernels.torch_aa's float32 interpolation vs torch's CPU kernel before any rounding."""
 
 from __future__ import annotations
 
@@ -8,12 +9,8 @@ import torch.nn.functional as F
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as tvf
 
-from qwenvl_vllm.kernels.frames import (
-    aa_bicubic_taps,
-    interpolate_float,
-    resize_frames_like_qwen_vl_utils,
-    resize_frames_torch,
-)
+from qwenvl_vllm.kernels.frames import resize_frames_like_qwen_vl_utils, resize_frames_torch
+from qwenvl_vllm.kernels.torch_aa import CANDIDATE_BLOCKS, aa_bicubic_taps, interpolate_float, summation_block
 
 
 def _torchvision(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -75,6 +72,11 @@ def test_float_sums_match_torch_bit_for_bit(h: int, w: int, oh: int, ow: int) ->
     video = torch.randint(0, 256, (2, 3, h, w), generator=torch.Generator().manual_seed(h + w)).float()
     expected = F.interpolate(video, size=(oh, ow), mode="bicubic", align_corners=False, antialias=True)
     assert torch.equal(interpolate_float(video, oh, ow), expected)
+
+
+def test_summation_block_is_known_here() -> None:
+    # this torch build's CPU kernel must sum in one of the known ways, or the device path is not exact
+    assert summation_block() in CANDIDATE_BLOCKS, torch.backends.cpu.get_cpu_capability()
 
 
 @pytest.mark.parametrize("in_size,out_size", [(50, 13), (13, 50), (7, 1), (1, 9), (1920, 448)])
