@@ -17,6 +17,7 @@ import torch
 from qwenvl_vllm.processors.video import resize_frames
 
 from .torch_aa import interpolate_float, summation_block
+from .validation import check_sizes
 
 
 def _check(frames: torch.Tensor, height: int, width: int) -> None:
@@ -26,9 +27,7 @@ def _check(frames: torch.Tensor, height: int, width: int) -> None:
         raise ValueError(
             f"expected non-empty uint8 frames [T, C, H, W], got {frames.dtype} {tuple(frames.shape)}"
         )
-    for name, size in (("height", height), ("width", width)):
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"{name} must be a positive int, got {size!r}")
+    check_sizes(height, width)
 
 
 def resize_frames_torch(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -20,6 +20,7 @@ import torch
 
 from .pil_coeffs import PassCoeffs, bicubic_coeffs
 from .resample_torch import resample_axis_torch
+from .validation import check_sizes
 
 Backend = Literal["auto", "torch", "triton"]
 
@@ -39,9 +40,7 @@ def _check_image(image: torch.Tensor, height: int, width: int) -> None:
         raise ValueError(f"expected a uint8 [H, W, 3] RGB image, got {image.dtype} {tuple(image.shape)}")
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise ValueError(f"empty image of shape {tuple(image.shape)}")
-    for name, size in (("height", height), ("width", width)):
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"{name} must be a positive int, got {size!r}")
+    check_sizes(height, width)
 
 
 def _resample(image: torch.Tensor, axis: int, coeffs: PassCoeffs, backend: Backend) -> torch.Tensor:
