@@ -14,11 +14,12 @@ random sizes it separates the two orders exactly, and tests/unit/test_kernels_re
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import torch
 
-from .pil_coeffs import PassCoeffs, bicubic_coeffs
+from .pil_coeffs import bicubic_coeffs
 from .resample_torch import resample_axis_torch
 from .validation import check_sizes
 
@@ -43,10 +44,18 @@ def _check_image(image: torch.Tensor, height: int, width: int) -> None:
     check_sizes(height, width)
 
 
-def _resample(image: torch.Tensor, axis: int, coeffs: PassCoeffs, backend: Backend) -> torch.Tensor:
-    device = image.device
-    start = torch.from_numpy(coeffs.start).to(device)
-    weights = torch.from_numpy(coeffs.weights).to(device)
+@functools.lru_cache(maxsize=256)
+def _device_coeffs(
+    in_size: int, out_size: int, shift: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(start - shift, weights) of one pass on `device`, cached so repeated sizes copy nothing."""
+    coeffs = bicubic_coeffs(in_size, out_size)
+    return torch.from_numpy(coeffs.start - shift).to(device), torch.from_numpy(coeffs.weights).to(device)
+
+
+def _run_pass(
+    image: torch.Tensor, axis: int, start: torch.Tensor, weights: torch.Tensor, backend: Backend
+) -> torch.Tensor:
     if backend == "triton" or (backend == "auto" and image.is_cuda):
         try:
             from .resample_triton import resample_axis_triton
@@ -58,25 +67,32 @@ def _resample(image: torch.Tensor, axis: int, coeffs: PassCoeffs, backend: Backe
     return resample_axis_torch(image, axis, start, weights)
 
 
+def _resample(
+    image: torch.Tensor, axis: int, in_size: int, out_size: int, backend: Backend, shift: int = 0
+) -> torch.Tensor:
+    start, weights = _device_coeffs(in_size, out_size, shift, image.device)
+    return _run_pass(image, axis, start, weights, backend)
+
+
 def _vertical_first(image: torch.Tensor, height: int, width: int, backend: Backend) -> torch.Tensor:
-    image = _resample(image, 0, bicubic_coeffs(image.shape[0], height), backend)
+    image = _resample(image, 0, image.shape[0], height, backend)
     if width == image.shape[1]:
         return image
-    return _resample(image, 1, bicubic_coeffs(image.shape[1], width), backend)
+    return _resample(image, 1, image.shape[1], width, backend)
 
 
 def _horizontal_first(image: torch.Tensor, height: int, width: int, backend: Backend) -> torch.Tensor:
-    vertical = bicubic_coeffs(image.shape[0], height) if height != image.shape[0] else None
+    in_height, first = image.shape[0], 0
     if width != image.shape[1]:
-        if vertical is not None:
+        if height != in_height:
             # only the source rows the vertical pass reads (as Pillow); its starts shift by the first row
+            vertical = bicubic_coeffs(in_height, height)
             first, last = int(vertical.start[0]), int(vertical.start[-1] + vertical.count[-1])
             image = image[first:last]
-            vertical = PassCoeffs(vertical.start - first, vertical.count, vertical.weights)
-        image = _resample(image, 1, bicubic_coeffs(image.shape[1], width), backend)
-    if vertical is None:
+        image = _resample(image, 1, image.shape[1], width, backend)
+    if height == in_height:
         return image
-    return _resample(image, 0, vertical, backend)
+    return _resample(image, 0, in_height, height, backend, shift=first)
 
 
 def resize_like_pil(image: torch.Tensor, height: int, width: int, backend: Backend = "auto") -> torch.Tensor:
