@@ -40,14 +40,20 @@ def _as_frames(frames: Frames) -> torch.Tensor:
 
 
 def _clip_stats(
-    mean: Sequence[float], std: Sequence[float], rescale: float | None, channels: int
+    mean: Sequence[float],
+    std: Sequence[float],
+    rescale: float | None,
+    channels: int,
+    device: torch.device | str = "cpu",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     # transformers fuses rescale into normalize: (x - mean/rescale) / (std/rescale) in float32; the same
-    # float32 operations here give bit-identical values.
+    # float32 operations here give bit-identical values. The stats are made on the CPU (where the
+    # reference makes them) and only then moved, so every device normalises with the same float32 values.
     mean_t = torch.tensor(mean, dtype=torch.float32)
     std_t = torch.tensor(std, dtype=torch.float32)
     if rescale is not None:
         mean_t, std_t = mean_t * (1.0 / rescale), std_t * (1.0 / rescale)
+    mean_t, std_t = mean_t.to(device), std_t.to(device)
     if mean_t.numel() != channels or std_t.numel() != channels:
         raise ValueError(f"mean/std need {channels} values, got {mean_t.numel()} and {std_t.numel()}")
     return mean_t, std_t
@@ -80,6 +86,7 @@ def patchify(
 
     `frames`: an RGB PIL image, a uint8 HWC array, or a video [T, C, H, W] (uint8 or float with 0..255
     values). H and W must be multiples of patch_size * merge_size. N = t * h * w.
+    A tensor is processed on its own device (same bytes on CUDA: only float32 subtract/divide and casts).
     """
     video = _as_frames(frames)
     num_frames, channels, height, width = video.shape
@@ -88,7 +95,7 @@ def patchify(
         raise ValueError(f"empty image/video of shape {tuple(video.shape)}")
     if height % (p * m) or width % (p * m):
         raise ValueError(f"image size {height}x{width} is not a multiple of {p * m}; resize it first")
-    mean_t, std_t = _clip_stats(mean, std, rescale, channels)
+    mean_t, std_t = _clip_stats(mean, std, rescale, channels, video.device)
     grid_h, grid_w = height // p, width // p
     if num_frames == 1:
         # An image: gather and normalise one frame, then repeat it in every temporal slot.
