@@ -239,6 +239,8 @@ class Qwen2VLForConditionalGeneration(
             self.visual = Qwen2VisionTower(
                 config.vision_config,
                 norm_eps=getattr(config, "rms_norm_eps", 1e-6),
+                # enforce_eager asks for no CUDA graphs anywhere (debugging, profiling): the tower too.
+                graph_max_patches=0 if vllm_config.model_config.enforce_eager else None,
                 quant_config=None,
                 prefix=maybe_prefix(prefix, "visual"),
             )
