@@ -80,7 +80,9 @@ def frame_range(ele: Mapping[str, Any], total_frames: int, video_fps: float) -> 
     return first, last, last - first + 1
 
 
-def decord_frame_indices(ele: Mapping[str, Any], total_frames: int, video_fps: float) -> tuple[list[int], int]:
+def decord_frame_indices(
+    ele: Mapping[str, Any], total_frames: int, video_fps: float
+) -> tuple[list[int], int]:
     """(indices, frames in range) that qwen-vl-utils' decord reader samples from a video of total_frames."""
     first, last, total = frame_range(ele, total_frames, video_fps)
     nframes = smart_nframes(ele, total_frames=total, video_fps=video_fps)

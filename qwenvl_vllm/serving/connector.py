@@ -77,7 +77,9 @@ class QwenVLMediaConnector(MediaConnector):
         if url[:5].lower() == "data:":
             return self._load_data_url(url, media_io)
         if self.allowed_local_media_path is None:
-            raise ValueError("local media files are refused: the server was started without --allowed-local-media-path")
+            raise ValueError(
+                "local media files are refused: the server was started without --allowed-local-media-path"
+            )
         return self._load_file_url(parse_url(url), media_io)
 
     def _fetch_kwargs(self, fetch_timeout: float | None) -> dict[str, Any]:
@@ -119,7 +121,9 @@ class QwenVLMediaConnector(MediaConnector):
 
     def _video_io(self, image_mode: str, video_processor: str | None) -> VideoMediaIO:
         kwargs = dict(self.media_io_kwargs.get("video", {}))
-        if "video_backend" not in kwargs and (backend := get_video_loader_backend_for_processor(video_processor)):
+        if "video_backend" not in kwargs and (
+            backend := get_video_loader_backend_for_processor(video_processor)
+        ):
             kwargs["video_backend"] = backend
         # an unknown video_backend fails inside vLLM's registry with an AssertionError
         return _client_error("video options", lambda: VideoMediaIO(self._image_io(image_mode), **kwargs))

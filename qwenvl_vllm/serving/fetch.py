@@ -39,7 +39,9 @@ async def fetch_bytes_async(url: str, *, deadline_s: float, max_bytes: int, allo
         ):
             return await _read_limited(response, url, max_bytes)
     except (asyncio.TimeoutError, TimeoutError) as exc:
-        raise ValueError(f"could not fetch media {url!r}: no complete answer within {deadline_s:g} s") from exc
+        raise ValueError(
+            f"could not fetch media {url!r}: no complete answer within {deadline_s:g} s"
+        ) from exc
     except aiohttp.ClientConnectorDNSError as exc:
         raise ValueError(f"could not fetch media {url!r}: host name not found ({exc})") from exc
     except aiohttp.ClientSSLError as exc:
