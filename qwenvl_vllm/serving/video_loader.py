@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from vllm.multimodal.video import VideoLoader
 
+from qwenvl_vllm.processors.sizing import FRAME_FACTOR
 from qwenvl_vllm.processors.video import decord_frame_indices
 from qwenvl_vllm.settings import get_settings
 
@@ -97,6 +98,8 @@ def load_video(data: bytes, options: Mapping[str, Any]) -> tuple[np.ndarray, dic
     """[T, H, W, 3] uint8 frames sampled as qwen-vl-utils does, and vLLM's video metadata."""
     _check_frame_pixels(data)
     reader = _open(data)
+    if len(reader) < FRAME_FACTOR:  # qwen-vl-utils fails here too (nframes out of range)
+        raise ValueError(f"video has {len(reader)} frame(s); at least {FRAME_FACTOR} are needed")
     video_fps = float(reader.get_avg_fps())
     indices, total = decord_frame_indices(options, len(reader), video_fps)
     frames = _decode(reader, indices)
