@@ -11,8 +11,10 @@ Defaults for images come from the checkpoint's preprocessor_config.json (min_pix
 from qwen-vl-utils (128..768 tokens per frame, MODEL_SEQ_LEN). Given min/max_pixels apply to videos too (as in
 a qwen-vl-utils video item); a max_pixels below the video minimum lowers that minimum instead of failing.
 Extension: do_resize=False uses every item at its given size (sides must be multiples of 28).
+Per-item size keys: mm_processor_kwargs["items"] = {modality: {index: keys}} (see serving/item_options.py).
 fps / nframes / min_frames / max_frames / sample_fps / do_sample_frames are accepted and ignored: vLLM hands
-us frames that are already sampled, and qwen-vl-utils ignores them for frame lists too.
+us frames that are already sampled (in `vllm serve` by qwenvl_vllm.serving.video_loader, from the request's
+media_io_kwargs["video"]), and qwen-vl-utils ignores them for frame lists too.
 """
 
 from __future__ import annotations
