@@ -330,3 +330,34 @@ def test_jpeg_frame_list_video() -> None:
     bomb = base64.b64encode(_encode(Image.new("1", (14_000, 14_000)))).decode()
     with pytest.raises(ValueError, match="decompression bomb"):
         _fetch_video(f"data:video/jpeg;base64,{parts},{bomb}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Qwen-VL v1 through the same connector
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_qwen_vl_v1_processes_connector_images(tmp_path) -> None:
+    """Images our connector returns go through the v1 processor as the released recipe prescribes."""
+    import torch
+    from vllm.config import ModelConfig
+    from vllm.multimodal import MULTIMODAL_REGISTRY
+    from vllm.multimodal.processing import ProcessorInputs, TimingContext
+
+    from qwenvl_vllm.checkpoint.writer import write_checkpoint
+    from qwenvl_vllm.model_registry import register
+    from qwenvl_vllm.processors.qwen_vl import qwen_vl_pixel_values
+
+    register()
+    ckpt = write_checkpoint("tiny-qwen-vl", "bf16", tmp_path / "tiny-qwen-vl", seed=3)
+    processor = MULTIMODAL_REGISTRY.create_processor(
+        ModelConfig(model=str(ckpt), limit_mm_per_prompt={"image": 1})
+    )
+    data = _encode(make_image(90, 60, "RGBA", seed=4))
+    image = QwenVLMediaConnector().fetch_image(_data_url(data))
+    items = processor.info.parse_mm_data({"image": [image]})
+    out = processor.apply(
+        ProcessorInputs("Picture 1: <img></img>\nWhat?", items), TimingContext(enabled=False)
+    )
+    expected = qwen_vl_pixel_values([qvu.to_rgb(Image.open(io.BytesIO(data)))])
+    torch.testing.assert_close(out["mm_kwargs"]["image"][0]["pixel_values"].data, expected[0], rtol=0, atol=0)
