@@ -275,6 +275,17 @@ def test_byte_limit_while_streaming(server, monkeypatch, path: str) -> None:
         QwenVLMediaConnector().fetch_image(server(path))
 
 
+def test_blocking_fetch_from_a_thread_running_an_event_loop(server) -> None:
+    """vLLM's synchronous parser may run where a loop is running: the fetch must not nest event loops."""
+    data = _encode(make_image(20, 10, seed=6))
+    url = server("/in-loop.png", data)
+
+    async def inside_a_loop() -> Image.Image:
+        return QwenVLMediaConnector().fetch_image(url)
+
+    assert np.array_equal(np.asarray(asyncio.run(inside_a_loop())), np.asarray(Image.open(io.BytesIO(data))))
+
+
 def test_declared_length_over_the_limit(server, monkeypatch) -> None:
     monkeypatch.setenv("QWENVL_VLLM_MAX_MEDIA_BYTES", "1000")
     url = server("/big.png", _encode(make_image(300, 300)))
