@@ -153,10 +153,8 @@ class SizeOptions:
         own = self.items.get(modality, {}).get(index)
         if not own:
             return self
-        given = dict(self.given)
-        if "resized_height" in own:  # the item's resized pair replaces the request's as a whole
-            given.pop("resized_height", None), given.pop("resized_width", None)
-        return SizeOptions({**given, **own}, self.do_resize)
+        # own keys win one by one; an own resized_height/width pair replaces the request's pair whole
+        return SizeOptions({**self.given, **own}, self.do_resize)
 
 
 @dataclass(frozen=True)
