@@ -32,9 +32,11 @@ def register() -> None:
         return
     from vllm import ModelRegistry
 
+    from qwenvl_vllm.serving import register_serving
     from qwenvl_vllm.tokenizers import register_qwen_vl
 
     register_qwen_vl()  # Qwen-VL v1 config + tokenizer without trust_remote_code
+    register_serving()  # qwen-vl-utils video sampling and hardened media loading in `vllm serve`
     for arch, target in ARCHITECTURES.items():
         ModelRegistry.register_model(arch, target)
     _register_config_hooks()

@@ -80,6 +80,15 @@ def frame_range(ele: Mapping[str, Any], total_frames: int, video_fps: float) -> 
     return first, last, last - first + 1
 
 
+def decord_frame_indices(
+    ele: Mapping[str, Any], total_frames: int, video_fps: float
+) -> tuple[list[int], int]:
+    """(indices, frames in range) that qwen-vl-utils' decord reader samples from a video of total_frames."""
+    first, last, total = frame_range(ele, total_frames, video_fps)
+    nframes = smart_nframes(ele, total_frames=total, video_fps=video_fps)
+    return torch.linspace(first, last, nframes).round().long().tolist(), total
+
+
 def _open_reader(source: str):
     import decord
 
@@ -98,9 +107,8 @@ def read_video_decord(ele: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, A
     """Sampled frames [T, C, H, W] uint8, metadata and the sampling fps."""
     reader = _open_reader(ele["video"])
     video_fps = reader.get_avg_fps()
-    first, last, total = frame_range(ele, len(reader), video_fps)
-    nframes = smart_nframes(ele, total_frames=total, video_fps=video_fps)
-    indices = torch.linspace(first, last, nframes).round().long().tolist()
+    indices, total = decord_frame_indices(ele, len(reader), video_fps)
+    nframes = len(indices)
     frames = torch.from_numpy(reader.get_batch(indices).asnumpy()).permute(0, 3, 1, 2)  # THWC -> TCHW
     metadata = dict(fps=video_fps, frames_indices=indices, total_num_frames=total, video_backend="decord")
     return frames, metadata, nframes / max(total, 1e-6) * video_fps

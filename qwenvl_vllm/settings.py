@@ -27,7 +27,9 @@ def _env_int(name: str, default: int) -> int:
 class Settings:
     # Turns the whole plugin off so in-tree vLLM serves the same architectures.
     disabled: bool
-    # Media fetching limits (URLs and files), mirroring vLLM's media connector rules.
+    # Media fetching limits (URLs and files). In `vllm serve` (our media connector) fetch_timeout_s is one
+    # total deadline per download (vLLM's shorter per-modality timeout wins) and max_media_bytes is enforced
+    # while streaming.
     fetch_timeout_s: float
     max_media_bytes: int
     # Decompression-bomb guard: images with more pixels than this are refused before decoding.

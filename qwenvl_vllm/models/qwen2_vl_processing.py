@@ -11,15 +11,17 @@ Defaults for images come from the checkpoint's preprocessor_config.json (min_pix
 from qwen-vl-utils (128..768 tokens per frame, MODEL_SEQ_LEN). Given min/max_pixels apply to videos too (as in
 a qwen-vl-utils video item); a max_pixels below the video minimum lowers that minimum instead of failing.
 Extension: do_resize=False uses every item at its given size (sides must be multiples of 28).
+Per-item size keys: mm_processor_kwargs["items"] = {modality: {index: keys}} (see serving/item_options.py).
 fps / nframes / min_frames / max_frames / sample_fps / do_sample_frames are accepted and ignored: vLLM hands
-us frames that are already sampled, and qwen-vl-utils ignores them for frame lists too.
+us frames that are already sampled (in `vllm serve` by qwenvl_vllm.serving.video_loader, from the request's
+media_io_kwargs["video"]), and qwen-vl-utils ignores them for frame lists too.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property, partial
 from typing import Any
 
@@ -42,9 +44,12 @@ from vllm.multimodal.processing import (
     BaseDummyInputsBuilder,
     BaseMultiModalProcessor,
     BaseProcessingInfo,
+    ProcessorInputs,
     PromptReplacement,
     PromptUpdate,
+    TimingContext,
 )
+from vllm.multimodal.processing.processor import MultiModalProcessingInfo
 
 from qwenvl_vllm.processors.image import target_size, to_rgb
 from qwenvl_vllm.processors.patchify import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, patchify
@@ -59,6 +64,13 @@ from qwenvl_vllm.processors.sizing import (
     ceil_by_factor,
 )
 from qwenvl_vllm.processors.video import model_seq_len, resize_frames, video_size
+from qwenvl_vllm.serving.item_options import (
+    ITEMS_KEY,
+    ItemOptions,
+    check_item_counts,
+    item_keyed_inputs,
+    parse_items,
+)
 
 IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
 VIDEO_PLACEHOLDER = "<|vision_start|><|video_pad|><|vision_end|>"
@@ -85,35 +97,64 @@ IGNORED_KEYS = frozenset(
 # ---------------------------------------------------------------------------------------------------------
 
 
+def _size_values(kwargs: Mapping[str, object], where: str = "mm_processor_kwargs") -> dict[str, float]:
+    """The SIZE_KEYS among kwargs, each a positive number, resized_height/width as a pair."""
+    given: dict[str, float] = {}
+    for key in SIZE_KEYS:
+        value = kwargs.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ValueError(f"{where}[{key!r}] must be a positive number, got {value!r}")
+        given[key] = value
+    if ("resized_height" in given) != ("resized_width" in given):
+        raise ValueError(f"{where}: give both resized_height and resized_width, or neither")
+    return given
+
+
+def _item_size_values(kwargs: Mapping[str, object], where: str) -> dict[str, float]:
+    """One item's options (mm_processor_kwargs["items"]): size keys only, frames are sampled earlier."""
+    unknown = set(kwargs) - set(SIZE_KEYS)
+    if unknown:
+        raise ValueError(
+            f"unsupported option(s) {sorted(unknown)} in {where}; supported: {', '.join(SIZE_KEYS)} "
+            "(video sampling keys such as fps / nframes go in media_io_kwargs['video'])"
+        )
+    return _size_values(kwargs, where)
+
+
 @dataclass(frozen=True)
 class SizeOptions:
-    """Size keys given at engine level or per request, validated; `do_resize=False` keeps given sizes."""
+    """Size keys given at engine level or per request, validated; `do_resize=False` keeps given sizes.
+
+    `items` holds per-item overrides (see qwenvl_vllm.serving.item_options): {modality: {index: keys}}.
+    """
 
     given: Mapping[str, float]
     do_resize: bool = True
+    items: ItemOptions = field(default_factory=dict)
 
     @staticmethod
     def parse(kwargs: Mapping[str, object]) -> SizeOptions:
-        unknown = set(kwargs) - set(SIZE_KEYS) - IGNORED_KEYS - {"do_resize"}
+        unknown = set(kwargs) - set(SIZE_KEYS) - IGNORED_KEYS - {"do_resize", ITEMS_KEY}
         if unknown:
             raise ValueError(
                 f"unsupported mm_processor_kwargs {sorted(unknown)} for Qwen2-VL; "
-                f"supported: {', '.join(SIZE_KEYS)}, do_resize"
+                f"supported: {', '.join(SIZE_KEYS)}, do_resize, {ITEMS_KEY}"
             )
-        given: dict[str, float] = {}
-        for key in SIZE_KEYS:
-            value = kwargs.get(key)
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"mm_processor_kwargs[{key!r}] must be a positive number, got {value!r}")
-            given[key] = value
-        if ("resized_height" in given) != ("resized_width" in given):
-            raise ValueError("give both resized_height and resized_width, or neither")
         do_resize = kwargs.get("do_resize", True)
         if not isinstance(do_resize, bool):
             raise ValueError(f"mm_processor_kwargs['do_resize'] must be a bool, got {do_resize!r}")
-        return SizeOptions(given, do_resize)
+        items = parse_items(kwargs.get(ITEMS_KEY), _item_size_values)
+        return SizeOptions(_size_values(kwargs), do_resize, items)
+
+    def for_item(self, modality: str, index: int) -> SizeOptions:
+        """The options of one item: its own keys over the request's, as in a qwen-vl-utils content item."""
+        own = self.items.get(modality, {}).get(index)
+        if not own:
+            return self
+        # own keys win one by one; an own resized_height/width pair replaces the request's pair whole
+        return SizeOptions({**self.given, **own}, self.do_resize)
 
 
 @dataclass(frozen=True)
@@ -491,21 +532,35 @@ class Qwen2VLMultiModalProcessor(BaseMultiModalProcessor[Qwen2VLProcessingInfo])
         self, mm_data: Mapping[str, object], mm_kwargs: Mapping[str, object]
     ) -> dict[str, Any]:
         options = self.info.options(mm_kwargs)
+        check_item_counts(
+            options.items,
+            {"image": len(mm_data.get("images") or []), "video": len(mm_data.get("videos") or [])},
+        )
         out: dict[str, Any] = {}
-        for key, rows_of, values, grids in (
-            ("images", self._image_rows, "pixel_values", "image_grid_thw"),
-            ("videos", self._video_rows, "pixel_values_videos", "video_grid_thw"),
+        for key, modality, rows_of, values, grids in (
+            ("images", "image", self._image_rows, "pixel_values", "image_grid_thw"),
+            ("videos", "video", self._video_rows, "pixel_values_videos", "video_grid_thw"),
         ):
             items = mm_data.get(key) or []
             if not items:
                 continue
-            results = [rows_of(item, options) for item in items]
+            results = [rows_of(item, options.for_item(modality, i)) for i, item in enumerate(items)]
             rows = [rows for rows, _ in results]  # already in the model's dtype
             out[values] = rows[0] if len(rows) == 1 else torch.cat(rows)
             out[grids] = torch.tensor([grid for _, grid in results], dtype=torch.long)
         return out
 
     # -- BaseMultiModalProcessor hooks ---------------------------------------------------------------------
+
+    def _cached_apply_hf_processor(
+        self, inputs: ProcessorInputs, timing_ctx: TimingContext
+    ) -> tuple[list[int], MultiModalProcessingInfo, bool]:
+        items = self.info.options(inputs.hf_processor_mm_kwargs).items
+        if not items:
+            return super()._cached_apply_hf_processor(inputs, timing_ctx)
+        # Per-item options are positional: process every item (not only cache misses) and key each
+        # item's hash on its own options.
+        return self._apply_hf_processor(item_keyed_inputs(inputs, items), timing_ctx)
 
     def _call_hf_processor(
         self,
