@@ -25,7 +25,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from PIL import Image
-from reference.qwen_vl_ref import (  # tests/ is on sys.path (pytest rootdir insertion)
+from reference.qwen_vl_ref import (  # tests/ is on sys.path (pythonpath in pyproject.toml)
     QwenVLReference,
     RefVisionTransformer,
     read_checkpoint,
@@ -257,13 +257,14 @@ def test_reference_gptq_dequantization_matches_writer(tmp_path: Path) -> None:
 
 
 def test_parity_script_compare_on_cpu(vl_model, tiny_ckpt: Path) -> None:
-    """The GPU script's bookkeeping (which logprob position belongs to which token), fed with our model's
-    logprobs computed the way vLLM reports them; the reference side is the script's own code, on CPU."""
-    from gpu import qwen_vl_parity as parity
+    """The GPU parity script's bookkeeping (tests/reference/qwen_vl_compare.py: which logprob position belongs
+    to which token), fed with our model's logprobs computed the way vLLM reports them; the reference side is
+    the script's own code, on CPU."""
+    from reference import qwen_vl_compare as parity
 
     model, _, _ = vl_model
     processor = _processor(tiny_ckpt)
-    reqs = [r for r in parity._requests(has_visual=True) if r["name"] in ("one_image", "text")]
+    reqs = [r for r in parity.parity_requests(has_visual=True) if r["name"] in ("one_image", "text")]
     got = []
     for req in reqs:
         out = _process(processor, req["prompt"], req["images"])

@@ -12,6 +12,7 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+from helpers import RELEASED_CONFIG, RELEASED_TOKENIZER_CONFIG
 
 from qwenvl_vllm.tokenizers.constants import (
     CHAT_SPECIALS,
@@ -40,46 +41,6 @@ RELEASED_IDS = {
     "<img>": 151857,
     "</img>": 151858,
     "<imgpad>": 151859,
-}
-
-RELEASED_CONFIG = {
-    "architectures": ["QWenLMHeadModel"],
-    "auto_map": {
-        "AutoConfig": "configuration_qwen.QWenConfig",
-        "AutoModelForCausalLM": "modeling_qwen.QWenLMHeadModel",
-    },
-    "hidden_size": 4096,
-    "intermediate_size": 22016,
-    "kv_channels": 128,
-    "layer_norm_epsilon": 1e-06,
-    "max_position_embeddings": 8192,
-    "model_type": "qwen",
-    "num_attention_heads": 32,
-    "num_hidden_layers": 32,
-    "rotary_emb_base": 10000,
-    "rotary_pct": 1.0,
-    "seq_length": 2048,
-    "tie_word_embeddings": False,
-    "tokenizer_type": "QWenTokenizer",
-    "torch_dtype": "bfloat16",
-    "use_dynamic_ntk": True,
-    "use_logn_attn": True,
-    "visual": {
-        "heads": 16,
-        "image_size": 448,
-        "image_start_id": 151857,
-        "layers": 48,
-        "mlp_ratio": 4.9231,
-        "output_dim": 4096,
-        "patch_size": 14,
-        "width": 1664,
-    },
-    "vocab_size": 151936,
-}
-RELEASED_TOKENIZER_CONFIG = {
-    "model_max_length": 8192,
-    "tokenizer_class": "QWenTokenizer",
-    "auto_map": {"AutoTokenizer": ["tokenization_qwen.QWenTokenizer", None]},
 }
 
 
@@ -248,7 +209,6 @@ def test_bad_vocab_file(tmp_path):
         QWenTokenizer(vocab_file=str(tmp_path / "missing.tiktoken"))
 
 
-@pytest.mark.slow
 def test_vllm_loads_config_and_tokenizer_without_trust_remote_code(checkpoint_dir, tok):
     """vLLM's own loaders (what `vllm serve DIR` / `LLM(DIR)` call) with trust_remote_code=False."""
     from qwenvl_vllm.tokenizers import register_qwen_vl

@@ -318,7 +318,6 @@ def test_draw_bbox_on_latest_picture(tmp_path):
     assert draw_bbox_on_latest_picture(response, None) is None
 
 
-@pytest.mark.slow
 def test_vllm_chat_path_renders_the_same_prompt(tmp_path):
     """vLLM's own chat parsing + template application (what `vllm serve` does for /v1/chat/completions)
     gives the prompt build_qwen_vl_prompt gives, on a released-layout checkpoint directory."""
@@ -326,7 +325,7 @@ def test_vllm_chat_path_renders_the_same_prompt(tmp_path):
     import io
     import json
 
-    from test_qwen_vl_tokenizer import RELEASED_CONFIG, RELEASED_TOKENIZER_CONFIG
+    from helpers import RELEASED_CONFIG, RELEASED_TOKENIZER_CONFIG
 
     from qwenvl_vllm.model_registry import register
     from qwenvl_vllm.tokenizers import register_qwen_vl
