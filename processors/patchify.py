@@ -14,8 +14,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from qwenvl_vllm.constants import CLIP_MEAN as OPENAI_CLIP_MEAN
+from qwenvl_vllm.constants import CLIP_STD as OPENAI_CLIP_STD
+from qwenvl_vllm.constants import PATCH_SIZE, SPATIAL_MERGE_SIZE, TEMPORAL_PATCH_SIZE
 
 Frames = Image.Image | np.ndarray | torch.Tensor
 
@@ -64,9 +65,9 @@ def _gather_float(view: torch.Tensor) -> torch.Tensor:
 def patchify(
     frames: Frames,
     *,
-    patch_size: int = 14,
-    temporal_patch_size: int = 2,
-    merge_size: int = 2,
+    patch_size: int = PATCH_SIZE,
+    temporal_patch_size: int = TEMPORAL_PATCH_SIZE,
+    merge_size: int = SPATIAL_MERGE_SIZE,
     mean: Sequence[float] = OPENAI_CLIP_MEAN,
     std: Sequence[float] = OPENAI_CLIP_STD,
     rescale: float | None = 1 / 255,

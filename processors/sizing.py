@@ -7,9 +7,10 @@ import numbers
 from collections.abc import Mapping
 from typing import Any
 
+from qwenvl_vllm.constants import PATCH_SIZE as IMAGE_PATCH_SIZE
+from qwenvl_vllm.constants import SPATIAL_MERGE_SIZE
+
 MAX_RATIO = 200
-SPATIAL_MERGE_SIZE = 2
-IMAGE_PATCH_SIZE = 14
 IMAGE_MIN_TOKEN_NUM = 4
 IMAGE_MAX_TOKEN_NUM = 16384
 VIDEO_MIN_TOKEN_NUM = 128

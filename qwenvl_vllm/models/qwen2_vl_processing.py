@@ -46,8 +46,9 @@ from vllm.multimodal.processing import (
     PromptUpdate,
 )
 
+from qwenvl_vllm.constants import CLIP_MEAN, CLIP_STD
 from qwenvl_vllm.processors.image import target_size, to_rgb
-from qwenvl_vllm.processors.patchify import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, patchify
+from qwenvl_vllm.processors.patchify import patchify
 from qwenvl_vllm.processors.sizing import (
     FPS_MAX_FRAMES,
     FRAME_FACTOR,
@@ -151,8 +152,8 @@ def pixel_defaults(config: Mapping[str, Any], factor: int) -> PixelDefaults:
     return PixelDefaults(
         min_pixels=int(min_pixels),
         max_pixels=int(max_pixels),
-        mean=tuple(config.get("image_mean") or OPENAI_CLIP_MEAN),
-        std=tuple(config.get("image_std") or OPENAI_CLIP_STD),
+        mean=tuple(config.get("image_mean") or CLIP_MEAN),
+        std=tuple(config.get("image_std") or CLIP_STD),
         rescale=rescale,
     )
 

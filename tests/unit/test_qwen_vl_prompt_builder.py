@@ -14,9 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
+from qwenvl_vllm.constants import CLIP_MEAN, CLIP_STD
 from qwenvl_vllm.processors.qwen_vl import (
-    CLIP_MEAN,
-    CLIP_STD,
     build_qwen_vl_prompt,
     draw_bbox_on_latest_picture,
     expand_image_placeholders,
@@ -26,6 +25,7 @@ from qwenvl_vllm.processors.qwen_vl import (
     render_qwen_vl_chat,
     to_list_format,
 )
+from qwenvl_vllm.tokenizers.bpe import SPLIT_REGEX
 from qwenvl_vllm.tokenizers.constants import (
     CHAT_SPECIALS,
     IM_END_ID,
@@ -33,7 +33,6 @@ from qwenvl_vllm.tokenizers.constants import (
     IMG_END_ID,
     IMG_PAD_ID,
     IMG_START_ID,
-    PAT_STR,
     VL_TAGS,
 )
 
@@ -241,12 +240,13 @@ def test_prompt_tokens_match_make_context_tokens():
     up to the ids inside the image span, which the model overwrites with image features."""
     import tiktoken
 
-    from qwenvl_vllm.tokenizers.qwen_vl import QWenTokenizer, load_tiktoken_ranks
+    from qwenvl_vllm.tokenizers.bpe import load_tiktoken_ranks
+    from qwenvl_vllm.tokenizers.qwen_vl import QWenTokenizer
 
     tok = QWenTokenizer.from_tiktoken()
     ranks = load_tiktoken_ranks(tok.vocab_file)
     specials = {t: len(ranks) + i for i, t in enumerate(CHAT_SPECIALS + VL_TAGS)}
-    enc = tiktoken.Encoding("Qwen", pat_str=PAT_STR, mergeable_ranks=ranks, special_tokens=specials)
+    enc = tiktoken.Encoding("Qwen", pat_str=SPLIT_REGEX, mergeable_ranks=ranks, special_tokens=specials)
 
     first = [
         {"image": "https://example.com/demo.jpeg"},

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from helpers import RELEASED_CONFIG, RELEASED_TOKENIZER_CONFIG
 
+from qwenvl_vllm.tokenizers.bpe import SPLIT_REGEX
 from qwenvl_vllm.tokenizers.constants import (
     CHAT_SPECIALS,
     IMG_END_ID,
     IMG_PAD_ID,
     IMG_START_ID,
-    PAT_STR,
     SPECIAL_TOKEN_IDS,
     VL_TAGS,
 )
@@ -67,7 +67,7 @@ def reference():
         else:
             os.environ["TIKTOKEN_CACHE_DIR"] = old
     specials = {t: len(ranks) + i for i, t in enumerate(CHAT_SPECIALS + VL_TAGS)}
-    return tiktoken.Encoding("Qwen", pat_str=PAT_STR, mergeable_ranks=ranks, special_tokens=specials)
+    return tiktoken.Encoding("Qwen", pat_str=SPLIT_REGEX, mergeable_ranks=ranks, special_tokens=specials)
 
 
 @pytest.fixture(scope="module")
