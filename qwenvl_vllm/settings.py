@@ -29,6 +29,8 @@ class Settings:
     max_image_pixels: int
     # None: local paths allowed as in qwen-vl-utils (offline use); else only files under this folder.
     allowed_local_media_path: str | None
+    # qwen-vl-utils' MODEL_SEQ_LEN: the default total_pixels budget of a video is 90% of it in tokens.
+    model_seq_len: int
 
 
 def get_settings() -> Settings:
@@ -38,4 +40,5 @@ def get_settings() -> Settings:
         max_media_bytes=_env_int("QWENVL_VLLM_MAX_MEDIA_BYTES", 512 * 1024 * 1024),
         max_image_pixels=_env_int("QWENVL_VLLM_MAX_IMAGE_PIXELS", 178_956_970),
         allowed_local_media_path=os.environ.get("QWENVL_VLLM_ALLOWED_LOCAL_MEDIA_PATH") or None,
+        model_seq_len=int(_env_float("MODEL_SEQ_LEN", 128000)),  # qwen-vl-utils reads it as a float
     )

@@ -22,7 +22,6 @@ from torch import nn
 from vllm.compilation.decorators import support_torch_compile
 from vllm.config import CacheConfig, VllmConfig, get_current_vllm_config
 from vllm.distributed import get_pp_group, get_tensor_model_parallel_world_size
-from vllm.logger import init_logger
 from vllm.model_executor.layers.activation import SiluAndMul
 from vllm.model_executor.layers.attention import Attention
 from vllm.model_executor.layers.layernorm import RMSNorm
@@ -56,6 +55,7 @@ from vllm.sequence import IntermediateTensors
 from vllm.utils.tensor_schema import TensorSchema, TensorShape
 
 from qwenvl_vllm.constants import QWEN_VL_IMAGE_SIZE
+from qwenvl_vllm.log import logger
 from qwenvl_vllm.models.qwen_vl_processing import (
     QwenVLDummyInputsBuilder,
     QwenVLMultiModalProcessor,
@@ -72,8 +72,6 @@ HF_TO_VLLM_MAPPER = WeightsMapper(
         ".mlp.w1.": (".mlp.gate_up_proj.", 1),
     },
 )
-
-logger = init_logger(__name__)
 
 
 class QwenVLImagePixelInputs(TensorSchema):

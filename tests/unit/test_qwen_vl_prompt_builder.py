@@ -7,12 +7,11 @@ tokenizer encodes them.
 
 from __future__ import annotations
 
-import unicodedata
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from reference.qwen_vl_tokenize import released_encode
 
 from qwenvl_vllm.constants import CLIP_MEAN, CLIP_STD
 from qwenvl_vllm.processors.qwen_vl import (
@@ -202,37 +201,20 @@ def test_tokenizer_chat_template_renders_the_same():
     assert rendered == render_qwen_vl_chat(messages)
 
 
-def _released_encode(enc, text: str, allowed: set[str] | str) -> list[int]:
-    """The released QWenTokenizer.encode(text, allowed_special=...): tiktoken, then each <img>..</img> span
-    becomes the path's UTF-8 bytes as ids, <imgpad> to 256."""
-    ids = enc.encode(unicodedata.normalize("NFC", text), allowed_special=allowed, disallowed_special=())
-    out, i = [], 0
-    while i < len(ids):
-        if ids[i] != IMG_START_ID:
-            out.append(ids[i])
-            i += 1
-            continue
-        j = ids.index(IMG_END_ID, i)
-        path = enc.decode_bytes(ids[i + 1 : j])
-        out += [IMG_START_ID, *path, *[IMG_PAD_ID] * (256 - len(path)), IMG_END_ID]
-        i = j + 1
-    return out
-
-
 def _make_context_tokens(enc, query: str, history: list[tuple[str, str]], system: str) -> list[int]:
     """context_tokens of the released make_context (chatml): role and content encoded separately, only the
     VL tags allowed as specials in them."""
     tags = set(VL_TAGS)
-    nl = _released_encode(enc, "\n", tags)
+    nl = released_encode(enc, "\n", tags)
 
     def turn(role: str, content: str) -> list[int]:
-        return [IM_START_ID, *_released_encode(enc, role, tags), *nl, *_released_encode(enc, content, tags)]
+        return [IM_START_ID, *released_encode(enc, role, tags), *nl, *released_encode(enc, content, tags)]
 
     tokens = turn("system", system) + [IM_END_ID]
     for q, r in history:
         tokens += nl + turn("user", q) + [IM_END_ID] + nl + turn("assistant", r) + [IM_END_ID]
     tokens += nl + turn("user", query) + [IM_END_ID] + nl
-    return tokens + [IM_START_ID, *_released_encode(enc, "assistant", tags), *nl]
+    return tokens + [IM_START_ID, *released_encode(enc, "assistant", tags), *nl]
 
 
 def test_prompt_tokens_match_make_context_tokens():

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 from helpers import RELEASED_CONFIG, RELEASED_TOKENIZER_CONFIG
+from reference.qwen_vl_tokenize import released_encode
 
 from qwenvl_vllm.tokenizers.bpe import SPLIT_REGEX
 from qwenvl_vllm.tokenizers.constants import (
     CHAT_SPECIALS,
     IMG_END_ID,
-    IMG_PAD_ID,
     IMG_START_ID,
     SPECIAL_TOKEN_IDS,
     VL_TAGS,
@@ -143,26 +143,9 @@ def test_skip_special_tokens_keeps_grounding_tags(tok):
     assert set(tok.all_special_ids) == {SPECIAL_TOKEN_IDS[t] for t in CHAT_SPECIALS}
 
 
-def _original_encode(reference, text: str) -> list[int]:
-    """The released QWenTokenizer.encode: tiktoken ids, then each <img>..</img> span rewritten as the raw
-    UTF-8 bytes of the path (as ids) padded with <imgpad> to 256 (written here at token level)."""
-    ids = reference.encode(unicodedata.normalize("NFC", text), allowed_special="all")
-    out, i = [], 0
-    while i < len(ids):
-        if ids[i] != IMG_START_ID:
-            out.append(ids[i])
-            i += 1
-            continue
-        j = ids.index(IMG_END_ID, i)
-        path = reference.decode_bytes(ids[i + 1 : j])
-        out += [IMG_START_ID, *path, *[IMG_PAD_ID] * (256 - len(path)), IMG_END_ID]
-        i = j + 1
-    return out
-
-
 def test_encode_like_original(tok, reference):
     text = "Picture 1: <img>https://example.com/猫.jpg</img>\n这是什么?<img>/tmp/a b.png</img>12"
-    assert tok.encode_like_original(text) == _original_encode(reference, text)
+    assert tok.encode_like_original(text) == released_encode(reference, text)
     with pytest.raises(ValueError):
         tok.encode_like_original("<img>" + "x" * 257 + "</img>")
     with pytest.raises(ValueError):
