@@ -46,7 +46,7 @@ class QwenVLVisualAttention(nn.Module):
     split of the output keeps whole heads on each tensor-parallel rank.
     """
 
-    def __init__(self, width: int, num_heads: int, prefix: str = "") -> None:
+    def __init__(self, width: int, num_heads: int, *, prefix: str = "") -> None:
         super().__init__()
         if width % num_heads:
             raise ValueError(f"visual width {width} is not divisible by heads {num_heads}")
@@ -73,7 +73,7 @@ class QwenVLVisualAttention(nn.Module):
 
 
 class QwenVLVisualMLP(nn.Module):
-    def __init__(self, width: int, mlp_width: int, prefix: str = "") -> None:
+    def __init__(self, width: int, mlp_width: int, *, prefix: str = "") -> None:
         super().__init__()
         self.c_fc = ColumnParallelLinear(
             width, mlp_width, bias=True, quant_config=None, prefix=f"{prefix}.c_fc"
@@ -90,7 +90,7 @@ class QwenVLVisualMLP(nn.Module):
 
 
 class QwenVLVisualBlock(nn.Module):
-    def __init__(self, width: int, num_heads: int, mlp_ratio: float, prefix: str = "") -> None:
+    def __init__(self, width: int, num_heads: int, mlp_ratio: float, *, prefix: str = "") -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(width, eps=LAYER_NORM_EPS)
         self.attn = QwenVLVisualAttention(width, num_heads, prefix=f"{prefix}.attn")
@@ -104,7 +104,7 @@ class QwenVLVisualBlock(nn.Module):
 
 
 class QwenVLVisualTransformer(nn.Module):
-    def __init__(self, width: int, layers: int, heads: int, mlp_ratio: float, prefix: str = "") -> None:
+    def __init__(self, width: int, layers: int, heads: int, mlp_ratio: float, *, prefix: str = "") -> None:
         super().__init__()
         self.resblocks = nn.ModuleList(
             QwenVLVisualBlock(width, heads, mlp_ratio, prefix=f"{prefix}.resblocks.{i}")
@@ -134,10 +134,14 @@ def _load_square_pos_embed(param: nn.Parameter, loaded: torch.Tensor) -> None:
 
 
 class QwenVLVisionTransformer(nn.Module):
-    """pixel_values [B, 3, S, S] -> image features [B, n_queries, output_dim]."""
+    """pixel_values [B, 3, S, S] -> image features [B, n_queries, output_dim].
+
+    Keyword arguments are the checkpoint's `visual` config section (unknown keys are ignored).
+    """
 
     def __init__(
         self,
+        *,
         image_size: int,
         patch_size: int,
         width: int,

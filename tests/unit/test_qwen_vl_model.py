@@ -197,7 +197,9 @@ def test_resampler_sincos_table_matches_release_formula(vllm_cpu) -> None:
     """vLLM's Resampler2 init table == the MAE 2-D sin-cos of the reference (written independently)."""
     from qwenvl_vllm.models.qwen_vl_visual import QwenVLVisionTransformer
 
-    vis = QwenVLVisionTransformer(448, 14, 32, 1, 2, 4.0, output_dim=128)
+    vis = QwenVLVisionTransformer(
+        image_size=448, patch_size=14, width=32, layers=1, heads=2, mlp_ratio=4.0, output_dim=128
+    )
     torch.testing.assert_close(vis.attn_pool.pos_embed.float(), sincos_2d(128, 16), rtol=0, atol=1e-5)
 
 
