@@ -3,6 +3,7 @@
 # On the GPU machine, after staging .gpu/partNN (see ../shared/gpu/README.md):
 #   bash .gpu/install.sh && bash scripts/gpu/run_stage.sh STAGE [STAGE ...]
 # Stages: ckpts | smoke | parity | control | quant | int8 | serve | v1 | v1long | v1serve | v1seeds | v1full
+#         | gputests (all of tests/gpu) | vspeed (vision tower speed vs in-tree, a benchmark)
 # (v1serve before v1full: v1full deletes the bf16 Qwen-VL checkpoint for disk). Benchmarks: gpu_all.sh.
 # Results (JSON, logs) go to $OUT (or /tmp/out); checkpoints persist in /tmp/ckpt while the machine lives.
 set -uo pipefail
@@ -62,6 +63,10 @@ for stage in "$@"; do
         --out "$OUT/seed_qwen_vl_bf16.json" 2>&1 | tail -3 ;;
     v1long)  # tiny Qwen-VL decoding past seq_length (logn attention) vs the reference
       py -m pytest -q tests/gpu/test_qwen_vl_gpu.py -m gpu -k past_seq_length 2>&1 | tail -15; status v1long $? ;;
+    gputests)
+      py -m pytest -q tests/gpu -m gpu 2>&1 | tail -15; status gputests $? ;;
+    vspeed)
+      py benchmarks/vision_tower_speed.py --out "$OUT/vision_tower_speed.json" 2>&1 | tail -12; status vspeed $? ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac
   echo "-- $stage took $(( $(date +%s) - start )) s"
