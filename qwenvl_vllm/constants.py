@@ -9,7 +9,11 @@ Both families share the 151643 byte-level BPE ranks of qwen.tiktoken; their spec
 from __future__ import annotations
 
 NUM_BPE_TOKENS = 151643  # ranks in qwen.tiktoken; special tokens start at this id
-ENDOFTEXT_ID = NUM_BPE_TOKENS  # <|endoftext|>, the first special token in both families
+# The ChatML specials both families start with (ids 151643, 151644, 151645).
+ENDOFTEXT = "<|endoftext|>"
+IM_START = "<|im_start|>"
+IM_END = "<|im_end|>"
+ENDOFTEXT_ID = NUM_BPE_TOKENS
 
 # OpenAI CLIP's per-channel statistics: both families normalise pixels with them.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -21,38 +25,40 @@ PATCH_SIZE = 14  # pixels per ViT patch side
 TEMPORAL_PATCH_SIZE = 2  # frames per patch (an image fills both slots)
 SPATIAL_MERGE_SIZE = 2  # patches per LLM token side (merger)
 
+OBJECT_REF_START, OBJECT_REF_END = "<|object_ref_start|>", "<|object_ref_end|>"
+QWEN2_BOX_START, QWEN2_BOX_END = "<|box_start|>", "<|box_end|>"
+QWEN2_QUAD_START, QWEN2_QUAD_END = "<|quad_start|>", "<|quad_end|>"
+VISION_START, VISION_END, VISION_PAD = "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>"
+IMAGE_PAD, VIDEO_PAD = "<|image_pad|>", "<|video_pad|>"
 QWEN2_SPECIAL_TOKENS = (
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|object_ref_start|>",
-    "<|object_ref_end|>",
-    "<|box_start|>",
-    "<|box_end|>",
-    "<|quad_start|>",
-    "<|quad_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
+    ENDOFTEXT,
+    IM_START,
+    IM_END,
+    OBJECT_REF_START,
+    OBJECT_REF_END,
+    QWEN2_BOX_START,
+    QWEN2_BOX_END,
+    QWEN2_QUAD_START,
+    QWEN2_QUAD_END,
+    VISION_START,
+    VISION_END,
+    VISION_PAD,
+    IMAGE_PAD,
+    VIDEO_PAD,
 )
 QWEN2_TOKEN_IDS: dict[str, int] = {tok: NUM_BPE_TOKENS + i for i, tok in enumerate(QWEN2_SPECIAL_TOKENS)}
 # Names as in Qwen2-VL's config.json.
 BOS_TOKEN_ID = ENDOFTEXT_ID  # 151643, also the pad token
-EOS_TOKEN_ID = QWEN2_TOKEN_IDS["<|im_end|>"]  # 151645
-VISION_START_TOKEN_ID = QWEN2_TOKEN_IDS["<|vision_start|>"]  # 151652
-VISION_END_TOKEN_ID = QWEN2_TOKEN_IDS["<|vision_end|>"]  # 151653
-VISION_TOKEN_ID = QWEN2_TOKEN_IDS["<|vision_pad|>"]  # 151654
-IMAGE_TOKEN_ID = QWEN2_TOKEN_IDS["<|image_pad|>"]  # 151655
-VIDEO_TOKEN_ID = QWEN2_TOKEN_IDS["<|video_pad|>"]  # 151656
+EOS_TOKEN_ID = QWEN2_TOKEN_IDS[IM_END]  # 151645
+VISION_START_TOKEN_ID = QWEN2_TOKEN_IDS[VISION_START]  # 151652
+VISION_END_TOKEN_ID = QWEN2_TOKEN_IDS[VISION_END]  # 151653
+VISION_TOKEN_ID = QWEN2_TOKEN_IDS[VISION_PAD]  # 151654
+IMAGE_TOKEN_ID = QWEN2_TOKEN_IDS[IMAGE_PAD]  # 151655
+VIDEO_TOKEN_ID = QWEN2_TOKEN_IDS[VIDEO_PAD]  # 151656
 
 # ---- Qwen-VL (v1) ---------------------------------------------------------------------------------------
 
 # Ids follow the released tokenization_qwen.py: the 208 chat specials, then the 9 vision-language tags.
-ENDOFTEXT = "<|endoftext|>"
-IM_START = "<|im_start|>"
-IM_END = "<|im_end|>"
 EXTRAS = tuple(f"<|extra_{i}|>" for i in range(205))
 CHAT_SPECIALS = (ENDOFTEXT, IM_START, IM_END, *EXTRAS)
 

@@ -46,7 +46,7 @@ from vllm.multimodal.processing import (
     PromptUpdate,
 )
 
-from qwenvl_vllm.constants import CLIP_MEAN, CLIP_STD
+from qwenvl_vllm.constants import CLIP_MEAN, CLIP_STD, IMAGE_PAD, VIDEO_PAD, VISION_END, VISION_START
 from qwenvl_vllm.geometry import VisionGeometry
 from qwenvl_vllm.processors.image import target_size, to_rgb
 from qwenvl_vllm.processors.patchify import patchify
@@ -62,9 +62,8 @@ from qwenvl_vllm.processors.sizing import (
 )
 from qwenvl_vllm.processors.video import resize_frames, video_size
 
-IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
-VIDEO_PLACEHOLDER = "<|vision_start|><|video_pad|><|vision_end|>"
-IMAGE_PAD, VIDEO_PAD = "<|image_pad|>", "<|video_pad|>"
+IMAGE_PLACEHOLDER = VISION_START + IMAGE_PAD + VISION_END
+VIDEO_PLACEHOLDER = VISION_START + VIDEO_PAD + VISION_END
 
 SIZE_KEYS = ("min_pixels", "max_pixels", "resized_height", "resized_width", "total_pixels")
 # Frame-sampling keys: meaningless for frames that are already sampled (see the module docstring).

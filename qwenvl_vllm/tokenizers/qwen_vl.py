@@ -33,15 +33,22 @@ from tokenizers import AddedToken, Tokenizer
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
 from qwenvl_vllm.constants import (
+    BOX_END,
+    BOX_START,
     CHAT_SPECIALS,
     ENDOFTEXT,
     IM_END,
+    IM_START,
     IMG_END,
     IMG_END_ID,
     IMG_PAD_ID,
     IMG_START,
     IMG_START_ID,
     IMG_TOKEN_SPAN,
+    QUAD_END,
+    QUAD_START,
+    REF_END,
+    REF_START,
     SPECIAL_TOKEN_IDS,
     VL_TAGS,
 )
@@ -93,12 +100,12 @@ class QWenTokenizer(TokenizersBackend):
     IMAGE_ST = VL_TAGS
     special_tokens = dict(SPECIAL_TOKEN_IDS)
     eod_id = SPECIAL_TOKEN_IDS[ENDOFTEXT]
-    im_start_id = SPECIAL_TOKEN_IDS["<|im_start|>"]
+    im_start_id = SPECIAL_TOKEN_IDS[IM_START]
     im_end_id = SPECIAL_TOKEN_IDS[IM_END]
     img_start_id, img_end_id, img_pad_id = IMG_START_ID, IMG_END_ID, IMG_PAD_ID
-    ref_start_id, ref_end_id = SPECIAL_TOKEN_IDS["<ref>"], SPECIAL_TOKEN_IDS["</ref>"]
-    box_start_id, box_end_id = SPECIAL_TOKEN_IDS["<box>"], SPECIAL_TOKEN_IDS["</box>"]
-    quad_start_id, quad_end_id = SPECIAL_TOKEN_IDS["<quad>"], SPECIAL_TOKEN_IDS["</quad>"]
+    ref_start_id, ref_end_id = SPECIAL_TOKEN_IDS[REF_START], SPECIAL_TOKEN_IDS[REF_END]
+    box_start_id, box_end_id = SPECIAL_TOKEN_IDS[BOX_START], SPECIAL_TOKEN_IDS[BOX_END]
+    quad_start_id, quad_end_id = SPECIAL_TOKEN_IDS[QUAD_START], SPECIAL_TOKEN_IDS[QUAD_END]
 
     def __init__(
         self,
