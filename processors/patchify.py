@@ -14,9 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from qwenvl_vllm.constants import CLIP_MEAN as OPENAI_CLIP_MEAN
-from qwenvl_vllm.constants import CLIP_STD as OPENAI_CLIP_STD
-from qwenvl_vllm.constants import PATCH_SIZE, SPATIAL_MERGE_SIZE, TEMPORAL_PATCH_SIZE
+from qwenvl_vllm.constants import CLIP_MEAN, CLIP_STD, PATCH_SIZE, SPATIAL_MERGE_SIZE, TEMPORAL_PATCH_SIZE
 
 Frames = Image.Image | np.ndarray | torch.Tensor
 
@@ -68,8 +66,8 @@ def patchify(
     patch_size: int = PATCH_SIZE,
     temporal_patch_size: int = TEMPORAL_PATCH_SIZE,
     merge_size: int = SPATIAL_MERGE_SIZE,
-    mean: Sequence[float] = OPENAI_CLIP_MEAN,
-    std: Sequence[float] = OPENAI_CLIP_STD,
+    mean: Sequence[float] = CLIP_MEAN,
+    std: Sequence[float] = CLIP_STD,
     rescale: float | None = 1 / 255,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, tuple[int, int, int]]:

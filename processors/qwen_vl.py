@@ -2,7 +2,7 @@
 
 - `qwen_vl_pixel_values`: the released visual.py transform (448x448 bicubic, /255, CLIP mean/std).
 - The released tokenizer's list-format helpers (`from_list_format`, `to_list_format`,
-  `draw_bbox_on_latest_picture`) live in list_format.py and are re-exported here.
+  `draw_bbox_on_latest_picture`) live in list_format.py.
 - `build_qwen_vl_prompt`: ChatML prompt + images for vLLM from chat messages (OpenAI / qwen-vl-utils style)
   or the v1 list format, rendered with the same Jinja template that `vllm serve` uses, so offline and
   served prompts agree. Images become `Picture N: <img></img>\n` with EMPTY tags; vLLM's multimodal
@@ -34,14 +34,7 @@ from qwenvl_vllm.constants import (
 from qwenvl_vllm.geometry import ItemTokens
 from qwenvl_vllm.tokenizers.constants import DEFAULT_SYSTEM, load_chat_template
 
-from .list_format import (  # noqa: F401  (re-exported: the released tokenizer's helpers)
-    draw_bbox_on_latest_picture,
-    extract_boxes,
-    from_list_format,
-    list_item_text,
-    tag_runs,
-    to_list_format,
-)
+from .list_format import list_item_text, tag_runs
 from .media import load_image
 
 # content-part types that carry an image (vLLM hands the template {"type": "image"} for all of them)

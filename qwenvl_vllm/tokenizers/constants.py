@@ -1,39 +1,13 @@
 """Qwen-VL v1 tokenizer files: the BPE file name, the default system prompt and the shipped chat template.
 
 Kept free of heavy imports so that prompt-building code can use it without loading a tokenizer. Token ids
-live in qwenvl_vllm.constants (re-exported here for existing imports).
+live in qwenvl_vllm.constants.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 from importlib import resources
-
-from qwenvl_vllm.constants import (  # noqa: F401  (re-exports)
-    BOX_END,
-    BOX_START,
-    CHAT_SPECIALS,
-    ENDOFTEXT,
-    EXTRAS,
-    IM_END,
-    IM_END_ID,
-    IM_START,
-    IM_START_ID,
-    IMG_END,
-    IMG_END_ID,
-    IMG_PAD,
-    IMG_PAD_ID,
-    IMG_START,
-    IMG_START_ID,
-    IMG_TOKEN_SPAN,
-    NUM_BPE_TOKENS,
-    QUAD_END,
-    QUAD_START,
-    REF_END,
-    REF_START,
-    SPECIAL_TOKEN_IDS,
-    VL_TAGS,
-)
 
 TIKTOKEN_FILE = "qwen.tiktoken"
 

@@ -13,20 +13,10 @@ import torch
 from PIL import Image
 from reference.qwen_vl_tokenize import released_encode
 
-from qwenvl_vllm.constants import CLIP_MEAN, CLIP_STD
-from qwenvl_vllm.processors.qwen_vl import (
-    build_qwen_vl_prompt,
-    draw_bbox_on_latest_picture,
-    expand_image_placeholders,
-    extract_boxes,
-    from_list_format,
-    qwen_vl_pixel_values,
-    render_qwen_vl_chat,
-    to_list_format,
-)
-from qwenvl_vllm.tokenizers.bpe import SPLIT_REGEX
-from qwenvl_vllm.tokenizers.constants import (
+from qwenvl_vllm.constants import (
     CHAT_SPECIALS,
+    CLIP_MEAN,
+    CLIP_STD,
     IM_END_ID,
     IM_START_ID,
     IMG_END_ID,
@@ -34,6 +24,19 @@ from qwenvl_vllm.tokenizers.constants import (
     IMG_START_ID,
     VL_TAGS,
 )
+from qwenvl_vllm.processors.list_format import (
+    draw_bbox_on_latest_picture,
+    extract_boxes,
+    from_list_format,
+    to_list_format,
+)
+from qwenvl_vllm.processors.qwen_vl import (
+    build_qwen_vl_prompt,
+    expand_image_placeholders,
+    qwen_vl_pixel_values,
+    render_qwen_vl_chat,
+)
+from qwenvl_vllm.tokenizers.bpe import SPLIT_REGEX
 
 SYSTEM = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
 

@@ -15,14 +15,14 @@ import pytest
 from helpers import RELEASED_CONFIG, RELEASED_TOKENIZER_CONFIG
 from reference.qwen_vl_tokenize import released_encode
 
-from qwenvl_vllm.tokenizers.bpe import SPLIT_REGEX
-from qwenvl_vllm.tokenizers.constants import (
+from qwenvl_vllm.constants import (
     CHAT_SPECIALS,
     IMG_END_ID,
     IMG_START_ID,
     SPECIAL_TOKEN_IDS,
     VL_TAGS,
 )
+from qwenvl_vllm.tokenizers.bpe import SPLIT_REGEX
 from qwenvl_vllm.tokenizers.qwen_vl import QWenTokenizer, find_qwen_tiktoken
 
 # ids as published with the Qwen-VL release (tokenization_qwen.py / config.json image_start_id)
