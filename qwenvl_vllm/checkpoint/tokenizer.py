@@ -2,7 +2,7 @@
 
 Qwen2-VL: a byte-level BPE `tokenizer.json` (+ vocab.json / merges.txt) that encodes like the released one
 (tokenizers/bpe.py: the same ranks, split regex and specials; merges.txt lists every split of each token,
-a superset of the released one-merge-per-token list, so that it agrees with tiktoken on every input).
+a superset of the released one-merge-per-token list, which makes it agree with tiktoken by construction).
 Qwen-VL v1: the released layout, i.e. the `qwen.tiktoken` file itself plus a tokenizer_config.json that
 points at the remote-code `QWenTokenizer` (we ship no remote code).
 """
