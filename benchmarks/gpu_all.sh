@@ -12,7 +12,7 @@ if [ "$SHAPES" = 2b ]; then STAGES=${STAGES:-ckpts offline serve seeds summary};
 ROOT=/tmp/bench-$SHAPES; RES=$ROOT/results; DONE=$ROOT/done; mkdir -p "$RES" "$DONE"
 RET=${OUT:-/tmp/out}; mkdir -p "$RET"
 OUT=$RES
-source "$(dirname "$0")/../tests/gpu/common.sh"
+source "$(dirname "$0")/../scripts/gpu/common.sh"
 bash .gpu/install.sh 2>&1 | tail -1
 
 pack() { tar czf "$RET/results.tgz" -C "$ROOT" results done; }

@@ -23,7 +23,6 @@ INPUT_LENGTHS = (1, 6144, 14336, 30720)
 OUTPUT_TOKENS = 2048
 V1_OUTPUTS = (1792, 7934)  # the Qwen-VL-Chat card: 258-token image context, 2048 / 8192 in all
 V1_CONTEXT = 8192  # past seq_length 2048: logn attention (see qwenvl_vllm/models/qwen_vl.py)
-IMG_START, IMG_END = 151857, 151858
 
 
 def kv_bytes_per_token(config: dict) -> int:
@@ -61,11 +60,16 @@ def timed_row(llm, prompt: dict, max_tokens: int, per_token: int, memory) -> dic
 
 def worker_v1(args: argparse.Namespace, memory) -> list[dict]:
     """Qwen-VL-Chat card: one image (258 tokens) in context, generating 1792 and 7934 tokens."""
+    from qwenvl_vllm.constants import IMG_END_ID, IMG_START_ID, QWEN_VL_IMAGE_SIZE
     from qwenvl_vllm.synthetic import make_image
 
     os.environ["VLLM_ALLOW_LONG_MAX_MODEL_LEN"] = "1"  # vLLM derives 2048 from seq_length
     llm, per_token = make_llm(args.ckpt, V1_CONTEXT, {"image": 1})
-    image = {"prompt_token_ids": [IMG_START, IMG_END], "multi_modal_data": {"image": make_image(448, 448)}}
+    size = QWEN_VL_IMAGE_SIZE
+    image = {
+        "prompt_token_ids": [IMG_START_ID, IMG_END_ID],
+        "multi_modal_data": {"image": make_image(size, size)},
+    }
     timed_row(llm, image, 8, per_token, memory)  # warm-up
     return [timed_row(llm, image, n, per_token, memory) for n in V1_OUTPUTS]
 

@@ -242,7 +242,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--attn-backends", nargs="*", default=[], help="extra backends for ours bf16")
     args = ap.parse_args()
-    from vllm_env import vllm_env
+    from helpers import vllm_env
 
     with vllm_env("cuda"):
         paths = build_paths(args.attn_backends)

@@ -6,12 +6,9 @@ Set QWENVL_VLLM_DISABLE=1 (or leave `qwenvl_vllm` out of VLLM_PLUGINS) to get in
 
 from __future__ import annotations
 
-import logging
-
+from qwenvl_vllm.log import logger
 from qwenvl_vllm.settings import DISABLE_ENV, get_settings
-
-# under "vllm." so vLLM's logging configuration shows our messages in `vllm serve` logs
-logger = logging.getLogger("vllm.qwenvl_vllm")
+from qwenvl_vllm.tokenizers import register_qwen_vl
 
 # architecture name in config.json -> "module:Class", imported by vLLM only when a model needs it
 ARCHITECTURES: dict[str, str] = {
@@ -33,7 +30,6 @@ def register() -> None:
     from vllm import ModelRegistry
 
     from qwenvl_vllm.serving import register_serving
-    from qwenvl_vllm.tokenizers import register_qwen_vl
 
     register_qwen_vl()  # Qwen-VL v1 config + tokenizer without trust_remote_code
     register_serving()  # qwen-vl-utils video sampling and hardened media loading in `vllm serve`

@@ -1,7 +1,9 @@
 """Drop-in for qwen-vl-utils 0.0.14 (Qwen2-VL defaults) plus message -> vLLM input conversion."""
 
+from qwenvl_vllm.geometry import ItemTokens
+
 from .image import fetch_image
-from .messages import ItemTokens, to_vllm_inputs
+from .messages import to_vllm_inputs
 from .sizing import smart_nframes, smart_resize
 from .video import fetch_video
 from .vision_info import extract_vision_info, process_vision_info

@@ -8,7 +8,14 @@ from typing import Any
 from PIL import Image
 
 from .media import load_image
-from .sizing import IMAGE_MAX_TOKEN_NUM, IMAGE_MIN_TOKEN_NUM, SPATIAL_MERGE_SIZE, nonempty_size, smart_resize
+from .sizing import (
+    IMAGE_MAX_TOKEN_NUM,
+    IMAGE_MIN_TOKEN_NUM,
+    IMAGE_PATCH_SIZE,
+    SPATIAL_MERGE_SIZE,
+    nonempty_size,
+    smart_resize,
+)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -48,7 +55,7 @@ def target_size(ele: Mapping[str, Any], height: int, width: int, factor: int) ->
     )
 
 
-def fetch_image(ele: Mapping[str, Any], image_patch_size: int = 14) -> Image.Image:
+def fetch_image(ele: Mapping[str, Any], image_patch_size: int = IMAGE_PATCH_SIZE) -> Image.Image:
     """Load the image of a message item and resize it to its smart_resize size (bicubic, RGB)."""
     factor = int(image_patch_size * SPATIAL_MERGE_SIZE)
     image = to_rgb(load_image(image_source(ele)))

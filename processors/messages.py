@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -13,31 +12,21 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .sizing import IMAGE_PATCH_SIZE, SPATIAL_MERGE_SIZE
+from qwenvl_vllm.geometry import QWEN2_VL, ItemTokens
+
+from .qwen_vl import qwen_vl_inputs
 from .vision_info import Conversation, as_conversations, content_kind, process_vision_info
-
-TOKEN_FACTOR = IMAGE_PATCH_SIZE * SPATIAL_MERGE_SIZE  # one LLM token per 28x28 pixels
-TEMPORAL_PATCH_SIZE = 2
-
-
-@dataclass(frozen=True)
-class ItemTokens:
-    """One image or video of a prompt: its patch grid (t, h, w) and how many LLM tokens it becomes."""
-
-    kind: str
-    grid_thw: tuple[int, int, int]
-    tokens: int
 
 
 def image_tokens(image: Image.Image) -> ItemTokens:
-    grid = (1, image.height // IMAGE_PATCH_SIZE, image.width // IMAGE_PATCH_SIZE)
-    return ItemTokens("image", grid, (image.height // TOKEN_FACTOR) * (image.width // TOKEN_FACTOR))
+    grid = QWEN2_VL.grid(1, image.height, image.width)
+    return ItemTokens("image", grid, QWEN2_VL.tokens(grid))
 
 
 def video_tokens(video: torch.Tensor) -> ItemTokens:
     frames, _, height, width = video.shape
-    grid = (frames // TEMPORAL_PATCH_SIZE, height // IMAGE_PATCH_SIZE, width // IMAGE_PATCH_SIZE)
-    return ItemTokens("video", grid, grid[0] * (height // TOKEN_FACTOR) * (width // TOKEN_FACTOR))
+    grid = QWEN2_VL.grid(frames, height, width)
+    return ItemTokens("video", grid, QWEN2_VL.tokens(grid))
 
 
 @lru_cache(maxsize=8)
@@ -78,8 +67,6 @@ def conversation_inputs(
     conversation: Conversation, model: Any, add_generation_prompt: bool = True
 ) -> tuple[dict[str, Any], list[ItemTokens]]:
     if _model_type(model) == "qwen":
-        from .qwen_vl import qwen_vl_inputs
-
         return qwen_vl_inputs(conversation, model)
     prompt = chat_prompt(conversation, model, add_generation_prompt)
     images, videos = process_vision_info([conversation])

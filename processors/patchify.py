@@ -14,8 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from qwenvl_vllm.constants import CLIP_MEAN, CLIP_STD, PATCH_SIZE, SPATIAL_MERGE_SIZE, TEMPORAL_PATCH_SIZE
 
 Frames = Image.Image | np.ndarray | torch.Tensor
 
@@ -70,11 +69,11 @@ def _gather_float(view: torch.Tensor) -> torch.Tensor:
 def patchify(
     frames: Frames,
     *,
-    patch_size: int = 14,
-    temporal_patch_size: int = 2,
-    merge_size: int = 2,
-    mean: Sequence[float] = OPENAI_CLIP_MEAN,
-    std: Sequence[float] = OPENAI_CLIP_STD,
+    patch_size: int = PATCH_SIZE,
+    temporal_patch_size: int = TEMPORAL_PATCH_SIZE,
+    merge_size: int = SPATIAL_MERGE_SIZE,
+    mean: Sequence[float] = CLIP_MEAN,
+    std: Sequence[float] = CLIP_STD,
     rescale: float | None = 1 / 255,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, tuple[int, int, int]]:

@@ -7,9 +7,11 @@ import numbers
 from collections.abc import Mapping
 from typing import Any
 
+from qwenvl_vllm.constants import PATCH_SIZE as IMAGE_PATCH_SIZE
+from qwenvl_vllm.constants import SPATIAL_MERGE_SIZE
+from qwenvl_vllm.settings import get_settings
+
 MAX_RATIO = 200
-SPATIAL_MERGE_SIZE = 2
-IMAGE_PATCH_SIZE = 14
 IMAGE_MIN_TOKEN_NUM = 4
 IMAGE_MAX_TOKEN_NUM = 16384
 VIDEO_MIN_TOKEN_NUM = 128
@@ -124,3 +126,19 @@ def _frame_count(ele: Mapping[str, Any], total_frames: int, video_fps: float) ->
     nframes = total_frames / video_fps * fps
     nframes = min(min(max(nframes, min_frames), max_frames), total_frames)
     return floor_by_factor(nframes, FRAME_FACTOR)
+
+
+def frame_pixel_limit(ele: Mapping[str, Any], nframes: int, factor: int) -> tuple[float, float]:
+    """(min_pixels, max_pixels) of one frame: the per-frame cap and the share of total_pixels.
+
+    Evaluated even when resized_height/width are given, as qwen-vl-utils does (so bad values still fail).
+    """
+    min_pixels = real(ele.get("min_pixels", VIDEO_MIN_TOKEN_NUM * factor * factor), "min_pixels")
+    default_total = get_settings().model_seq_len * factor * factor * 0.9
+    total_pixels = real(ele.get("total_pixels", default_total), "total_pixels")
+    limit = VIDEO_MAX_TOKEN_NUM * factor * factor
+    try:
+        max_pixels = max(min(limit, total_pixels / nframes * FRAME_FACTOR), int(min_pixels * 1.05))
+    except OverflowError as exc:  # min_pixels=inf
+        raise ValueError(f"invalid min_pixels {min_pixels}: {exc}") from exc
+    return min_pixels, min(real(ele.get("max_pixels", max_pixels), "max_pixels"), max_pixels)

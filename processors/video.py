@@ -18,10 +18,10 @@ from .image import fetch_image
 from .media import HTTP_SCHEMES, fetch_url, local_path
 from .sizing import (
     FRAME_FACTOR,
+    IMAGE_PATCH_SIZE,
     SPATIAL_MERGE_SIZE,
-    VIDEO_MAX_TOKEN_NUM,
-    VIDEO_MIN_TOKEN_NUM,
     ceil_by_factor,
+    frame_pixel_limit,
     nonempty_size,
     real,
     smart_nframes,
@@ -53,10 +53,6 @@ def resize_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if frames.shape[0] <= FRAMES_PER_RESIZE_TASK:
         return resize(frames)
     return torch.cat(list(_pool().map(resize, torch.split(frames, FRAMES_PER_RESIZE_TASK))))
-
-
-def model_seq_len() -> int:
-    return int(float(os.environ.get("MODEL_SEQ_LEN", 128000)))
 
 
 def frame_range(ele: Mapping[str, Any], total_frames: int, video_fps: float) -> tuple[int, int, int]:
@@ -141,21 +137,6 @@ def read_frame_list(ele: Mapping[str, Any], factor: int) -> tuple[torch.Tensor, 
     return video, metadata, sample_fps
 
 
-def frame_pixel_limit(ele: Mapping[str, Any], nframes: int, factor: int) -> tuple[float, float]:
-    """(min_pixels, max_pixels) of one frame: the per-frame cap and the share of total_pixels.
-
-    Evaluated even when resized_height/width are given, as qwen-vl-utils does (so bad values still fail).
-    """
-    min_pixels = real(ele.get("min_pixels", VIDEO_MIN_TOKEN_NUM * factor * factor), "min_pixels")
-    total_pixels = real(ele.get("total_pixels", model_seq_len() * factor * factor * 0.9), "total_pixels")
-    limit = VIDEO_MAX_TOKEN_NUM * factor * factor
-    try:
-        max_pixels = max(min(limit, total_pixels / nframes * FRAME_FACTOR), int(min_pixels * 1.05))
-    except OverflowError as exc:  # min_pixels=inf
-        raise ValueError(f"invalid min_pixels {min_pixels}: {exc}") from exc
-    return min_pixels, min(real(ele.get("max_pixels", max_pixels), "max_pixels"), max_pixels)
-
-
 def video_size(ele: Mapping[str, Any], nframes: int, height: int, width: int, factor: int) -> tuple[int, int]:
     min_pixels, max_pixels = frame_pixel_limit(ele, nframes, factor)
     if "resized_height" in ele and "resized_width" in ele:
@@ -165,7 +146,7 @@ def video_size(ele: Mapping[str, Any], nframes: int, height: int, width: int, fa
 
 def fetch_video(
     ele: Mapping[str, Any],
-    image_patch_size: int = 14,
+    image_patch_size: int = IMAGE_PATCH_SIZE,
     return_video_sample_fps: bool = False,
     return_video_metadata: bool = False,
 ):

@@ -27,17 +27,28 @@ import re
 
 from PIL import Image, ImageDraw, ImageFont
 
+from qwenvl_vllm.constants import (
+    BOX_END,
+    BOX_START,
+    OBJECT_REF_END,
+    OBJECT_REF_START,
+    QWEN2_BOX_END,
+    QWEN2_BOX_START,
+    REF_END,
+    REF_START,
+)
+
 _REF_OPEN, _REF_CLOSE, _BOX_OPEN, _BOX_CLOSE, _TEXT = "ref_open", "ref_close", "box_open", "box_close", "text"
 
 _TAGS = {
-    "<ref>": _REF_OPEN,
-    "</ref>": _REF_CLOSE,
-    "<box>": _BOX_OPEN,
-    "</box>": _BOX_CLOSE,
-    "<|object_ref_start|>": _REF_OPEN,
-    "<|object_ref_end|>": _REF_CLOSE,
-    "<|box_start|>": _BOX_OPEN,
-    "<|box_end|>": _BOX_CLOSE,
+    REF_START: _REF_OPEN,
+    REF_END: _REF_CLOSE,
+    BOX_START: _BOX_OPEN,
+    BOX_END: _BOX_CLOSE,
+    OBJECT_REF_START: _REF_OPEN,
+    OBJECT_REF_END: _REF_CLOSE,
+    QWEN2_BOX_START: _BOX_OPEN,
+    QWEN2_BOX_END: _BOX_CLOSE,
 }
 _TAG_RE = re.compile("|".join(re.escape(tag) for tag in _TAGS))
 # Boxes of one ref may be separated by these characters without ending the ref's run.

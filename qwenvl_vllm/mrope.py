@@ -44,9 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-IMAGE_TOKEN_ID = 151655
-VIDEO_TOKEN_ID = 151656
-VISION_START_TOKEN_ID = 151652
+from qwenvl_vllm.constants import IMAGE_TOKEN_ID, VIDEO_TOKEN_ID, VISION_START_TOKEN_ID
 
 # (offset of the first pad token, t, h, w) with h, w already divided by the merge size.
 _Item = tuple[int, int, int, int]

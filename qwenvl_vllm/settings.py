@@ -40,6 +40,8 @@ class Settings:
     vit_fp8: bool
     # Batches of up to this many patches run the vision tower as a CUDA graph (0: always eager).
     vit_graph_max_patches: int
+    # qwen-vl-utils' MODEL_SEQ_LEN: the default total_pixels budget of a video is 90% of it in tokens.
+    model_seq_len: int
 
 
 def get_settings() -> Settings:
@@ -51,4 +53,5 @@ def get_settings() -> Settings:
         allowed_local_media_path=os.environ.get("QWENVL_VLLM_ALLOWED_LOCAL_MEDIA_PATH") or None,
         vit_fp8=_env_flag(VIT_FP8_ENV),
         vit_graph_max_patches=_env_int("QWENVL_VLLM_VIT_GRAPH_MAX_PATCHES", 16384),
+        model_seq_len=int(_env_float("MODEL_SEQ_LEN", 128000)),  # qwen-vl-utils reads it as a float
     )

@@ -23,7 +23,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def vllm_cpu():
     """A VllmConfig on CPU with distributed state (world size 1) initialised once per test session."""
-    from vllm_env import vllm_env
+    from helpers import vllm_env
 
     with vllm_env("cpu") as cfg:
         yield cfg

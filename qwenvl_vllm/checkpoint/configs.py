@@ -10,6 +10,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from qwenvl_vllm.constants import (
+    BOS_TOKEN_ID,
+    CLIP_MEAN,
+    CLIP_STD,
+    ENDOFTEXT_ID,
+    EOS_TOKEN_ID,
+    IMAGE_TOKEN_ID,
+    IMG_START_ID,
+    PATCH_SIZE,
+    QWEN_VL_IMAGE_SIZE,
+    QWEN_VL_PATCH_SIZE,
+    SPATIAL_MERGE_SIZE,
+    TEMPORAL_PATCH_SIZE,
+    VIDEO_TOKEN_ID,
+    VISION_END_TOKEN_ID,
+    VISION_START_TOKEN_ID,
+    VISION_TOKEN_ID,
+)
+
 QWEN2_VL_MODELS = ("qwen2-vl-2b", "qwen2-vl-7b", "qwen2-vl-72b", "tiny-qwen2-vl")
 QWEN_VL_MODELS = ("qwen-vl", "qwen-vl-chat", "tiny-qwen-vl")
 MODELS = QWEN2_VL_MODELS + QWEN_VL_MODELS
@@ -62,27 +81,19 @@ QWEN_VL_SIZES = {
     "tiny-qwen-vl": QwenVLSizes(128, 2, 4, 32, 512, 151936, 32, 2, 2, 4.0, chat=True),
 }
 
-QWEN_VL_IMAGE_SIZE = 448
-QWEN_VL_PATCH = 14
-QWEN_VL_QUERIES = 256  # the released visual code hardcodes 256 queries (16 x 16 grid)
-QWEN_VL_IMAGE_START_ID = 151857
-
-CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
-CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
-
 
 def qwen2_vl_config(model: str, torch_dtype: str) -> dict:
     s = QWEN2_VL_SIZES[model]
     return {
         "architectures": ["Qwen2VLForConditionalGeneration"],
         "attention_dropout": 0.0,
-        "bos_token_id": 151643,
-        "eos_token_id": 151645,
-        "vision_start_token_id": 151652,
-        "vision_end_token_id": 151653,
-        "vision_token_id": 151654,
-        "image_token_id": 151655,
-        "video_token_id": 151656,
+        "bos_token_id": BOS_TOKEN_ID,
+        "eos_token_id": EOS_TOKEN_ID,
+        "vision_start_token_id": VISION_START_TOKEN_ID,
+        "vision_end_token_id": VISION_END_TOKEN_ID,
+        "vision_token_id": VISION_TOKEN_ID,
+        "image_token_id": IMAGE_TOKEN_ID,
+        "video_token_id": VIDEO_TOKEN_ID,
         "hidden_act": "silu",
         "hidden_size": s.hidden,
         "initializer_range": 0.02,
@@ -108,10 +119,10 @@ def qwen2_vl_config(model: str, torch_dtype: str) -> dict:
             "num_heads": s.vision_heads,
             "in_chans": 3,
             "hidden_size": s.hidden,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "spatial_patch_size": 14,
-            "temporal_patch_size": 2,
+            "patch_size": PATCH_SIZE,
+            "spatial_merge_size": SPATIAL_MERGE_SIZE,
+            "spatial_patch_size": PATCH_SIZE,
+            "temporal_patch_size": TEMPORAL_PATCH_SIZE,
         },
         "rope_scaling": {"type": "mrope", "mrope_section": list(s.mrope_section)},
         "vocab_size": s.vocab,
@@ -120,10 +131,10 @@ def qwen2_vl_config(model: str, torch_dtype: str) -> dict:
 
 def qwen2_vl_generation_config() -> dict:
     return {
-        "bos_token_id": 151643,
-        "pad_token_id": 151643,
+        "bos_token_id": BOS_TOKEN_ID,
+        "pad_token_id": BOS_TOKEN_ID,
         "do_sample": True,
-        "eos_token_id": [151645, 151643],
+        "eos_token_id": [EOS_TOKEN_ID, BOS_TOKEN_ID],
         "repetition_penalty": 1.0,
         "temperature": 0.01,
         "top_p": 0.001,
@@ -136,11 +147,11 @@ def qwen2_vl_preprocessor_config() -> dict:
     return {
         "min_pixels": 3136,
         "max_pixels": 12845056,
-        "patch_size": 14,
-        "temporal_patch_size": 2,
-        "merge_size": 2,
-        "image_mean": CLIP_MEAN,
-        "image_std": CLIP_STD,
+        "patch_size": PATCH_SIZE,
+        "temporal_patch_size": TEMPORAL_PATCH_SIZE,
+        "merge_size": SPATIAL_MERGE_SIZE,
+        "image_mean": list(CLIP_MEAN),
+        "image_std": list(CLIP_STD),
         "image_processor_type": "Qwen2VLImageProcessor",
         "processor_class": "Qwen2VLProcessor",
     }
@@ -151,11 +162,11 @@ def qwen_vl_visual(model: str) -> dict:
     return {
         "heads": s.visual_heads,
         "image_size": QWEN_VL_IMAGE_SIZE,
-        "image_start_id": QWEN_VL_IMAGE_START_ID,
+        "image_start_id": IMG_START_ID,
         "layers": s.visual_layers,
         "mlp_ratio": s.visual_mlp_ratio,
         "output_dim": s.hidden,
-        "patch_size": QWEN_VL_PATCH,
+        "patch_size": QWEN_VL_PATCH_SIZE,
         "width": s.visual_width,
     }
 
@@ -206,10 +217,10 @@ def qwen_vl_generation_config(model: str) -> dict:
         return {
             "chat_format": "chatml",
             "do_sample": True,
-            "eos_token_id": 151643,
+            "eos_token_id": ENDOFTEXT_ID,
             "max_new_tokens": 512,
             "max_window_size": 6144,
-            "pad_token_id": 151643,
+            "pad_token_id": ENDOFTEXT_ID,
             "top_k": 0,
             "top_p": 0.3,
             "transformers_version": "4.31.0",
@@ -218,10 +229,10 @@ def qwen_vl_generation_config(model: str) -> dict:
     return {
         "chat_format": "raw",
         "do_sample": True,
-        "eos_token_id": 151643,
+        "eos_token_id": ENDOFTEXT_ID,
         "max_new_tokens": 512,
-        "pad_token_id": 151643,
-        "stop_words_ids": [[151643]],
+        "pad_token_id": ENDOFTEXT_ID,
+        "stop_words_ids": [[ENDOFTEXT_ID]],
         "top_k": 0,
         "top_p": 0.8,
         "transformers_version": "4.31.0",

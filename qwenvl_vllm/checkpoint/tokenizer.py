@@ -1,54 +1,24 @@
 """The real Qwen tokenizers, rebuilt offline from `qwen.tiktoken` (no hub needed).
 
-Qwen2-VL: a byte-level BPE `tokenizer.json` (+ vocab.json / merges.txt) equivalent to the released one.
+Qwen2-VL: a byte-level BPE `tokenizer.json` (+ vocab.json / merges.txt) that encodes like the released one
+(tokenizers/bpe.py: the same ranks, split regex and specials; merges.txt lists every split of each token,
+a superset of the released one-merge-per-token list, which makes it agree with tiktoken by construction).
 Qwen-VL v1: the released layout, i.e. the `qwen.tiktoken` file itself plus a tokenizer_config.json that
 points at the remote-code `QWenTokenizer` (we ship no remote code).
 """
 
 from __future__ import annotations
 
-import base64
-import importlib.util
 import json
 import shutil
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
-from tokenizers.models import BPE
+from tokenizers import AddedToken
 
-# Qwen2's pre-tokenizer: like GPT-4's cl100k pattern but single digits (\p{N}, not \p{N}{1,3}).
-QWEN_SPLIT_REGEX = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"""
-    r"""|\s+(?!\S)|\s+"""
-)
-NUM_BPE_RANKS = 151643
-
-# Qwen2 / Qwen2-VL special tokens, ids 151643.. in this order.
-QWEN2_SPECIAL_TOKENS = (
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|object_ref_start|>",
-    "<|object_ref_end|>",
-    "<|box_start|>",
-    "<|box_end|>",
-    "<|quad_start|>",
-    "<|quad_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-)
-
-# Qwen-VL v1 specials (ids 151643..151859), as its tokenization_qwen.py defines them.
-QWEN_VL_SPECIAL_TOKENS = (
-    ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
-    + tuple(f"<|extra_{i}|>" for i in range(205))
-    + ("<ref>", "</ref>", "<box>", "</box>", "<quad>", "</quad>", "<img>", "</img>", "<imgpad>")
-)
+from qwenvl_vllm.constants import NUM_BPE_TOKENS, QWEN2_SPECIAL_TOKENS
+from qwenvl_vllm.tokenizers.bpe import byte_level_bpe, find_qwen_tiktoken, qwen_vocab_and_merges
 
 QWEN_VL_TOKENIZER_CONFIG = {
     "model_max_length": 8192,
@@ -57,113 +27,11 @@ QWEN_VL_TOKENIZER_CONFIG = {
 }
 
 
-def qwen_tiktoken_path() -> Path:
-    """Where the `dashscope` wheel keeps qwen.tiktoken, found without importing dashscope.
-
-    Importing dashscope pulls network dependencies that the GPU image may lack; find_spec only locates it.
-    """
-    spec = importlib.util.find_spec("dashscope")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("qwen.tiktoken comes from the `dashscope` wheel, which is not installed")
-    for root in spec.submodule_search_locations:
-        path = Path(root) / "resources" / "qwen.tiktoken"
-        if path.is_file():
-            return path
-    raise FileNotFoundError("dashscope is installed but has no resources/qwen.tiktoken")
-
-
-@lru_cache(maxsize=1)
-def load_bpe_ranks() -> dict[bytes, int]:
-    """token bytes -> rank, parsed from the `base64 rank` lines of qwen.tiktoken."""
-    ranks: dict[bytes, int] = {}
-    for line in qwen_tiktoken_path().read_text(encoding="ascii").splitlines():
-        if line:
-            token, rank = line.split()
-            ranks[base64.b64decode(token)] = int(rank)
-    if len(ranks) != NUM_BPE_RANKS or sorted(ranks.values()) != list(range(NUM_BPE_RANKS)):
-        raise ValueError(f"unexpected qwen.tiktoken: {len(ranks)} ranks, expected 0..{NUM_BPE_RANKS - 1}")
-    return ranks
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable character map used by byte-level BPE vocabularies."""
-    printable = [
-        *range(ord("!"), ord("~") + 1),
-        *range(ord("¡"), ord("¬") + 1),
-        *range(ord("®"), ord("ÿ") + 1),
-    ]
-    mapping = {b: chr(b) for b in printable}
-    extra = 0
-    for b in range(256):
-        if b not in mapping:
-            mapping[b] = chr(256 + extra)
-            extra += 1
-    return mapping
-
-
-def _final_merge(token: bytes, ranks: dict[bytes, int]) -> tuple[bytes, bytes]:
-    """The last merge tiktoken performs when encoding `token` with only lower-ranked merges available.
-
-    Gives exactly one merge per multi-byte token (as the released merges.txt has), ordered like the ranks.
-    """
-    limit = ranks[token]
-    parts = [bytes([b]) for b in token]
-    while len(parts) > 2:
-        best_rank, best_i = limit, -1
-        for i in range(len(parts) - 1):
-            rank = ranks.get(parts[i] + parts[i + 1], limit)
-            if rank < best_rank:
-                best_rank, best_i = rank, i
-        if best_i < 0:
-            raise ValueError(f"token {token!r} is not reachable by lower-ranked merges")
-        parts[best_i : best_i + 2] = [parts[best_i] + parts[best_i + 1]]
-    return parts[0], parts[1]
-
-
-@lru_cache(maxsize=1)
-def qwen2_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
-    ranks = load_bpe_ranks()
-    byte_map = _bytes_to_unicode()
-
-    def as_str(b: bytes) -> str:
-        return "".join(byte_map[x] for x in b)
-
-    vocab = {as_str(tok): rank for tok, rank in ranks.items()}
-    by_rank = sorted(ranks.items(), key=lambda kv: kv[1])
-    merges = [tuple(map(as_str, _final_merge(tok, ranks))) for tok, _ in by_rank if len(tok) > 1]
-    return vocab, merges  # type: ignore[return-value]
-
-
 @lru_cache(maxsize=1)
 def qwen2_tokenizer_json() -> str:
     """The Qwen2 `tokenizer.json` text: NFC, regex split, byte-level BPE, specials at 151643.."""
-    vocab, merges = qwen2_vocab_and_merges()
-    tok = Tokenizer(
-        BPE(
-            vocab=vocab,
-            merges=merges,
-            dropout=None,
-            unk_token=None,
-            continuing_subword_prefix="",
-            end_of_word_suffix="",
-            fuse_unk=False,
-            byte_fallback=False,
-        )
-    )
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(QWEN_SPLIT_REGEX), behavior="isolated", invert=False),
-            # The split regex already did the work: ByteLevel only maps bytes to characters.
-            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
-        ]
-    )
-    tok.post_processor = processors.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
-    tok.decoder = decoders.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in QWEN2_SPECIAL_TOKENS])
-    if tok.token_to_id(QWEN2_SPECIAL_TOKENS[0]) != NUM_BPE_RANKS:
-        raise AssertionError("special tokens did not land at id 151643")
-    return tok.to_str(pretty=False)
+    specials = [AddedToken(t, special=True, normalized=False) for t in QWEN2_SPECIAL_TOKENS]
+    return byte_level_bpe(find_qwen_tiktoken(), specials).to_str(pretty=False)
 
 
 def qwen2_chat_template() -> str:
@@ -175,7 +43,7 @@ def qwen2_chat_template() -> str:
 
 def qwen2_tokenizer_config() -> dict:
     added = {
-        str(NUM_BPE_RANKS + i): {
+        str(NUM_BPE_TOKENS + i): {
             "content": t,
             "lstrip": False,
             "normalized": False,
@@ -208,7 +76,7 @@ def _dump(path: Path, obj: object) -> None:
 
 def write_qwen2_tokenizer(out: Path) -> None:
     """tokenizer.json, vocab.json, merges.txt, tokenizer_config.json, chat_template.json (as released)."""
-    vocab, merges = qwen2_vocab_and_merges()
+    vocab, merges = qwen_vocab_and_merges(find_qwen_tiktoken())
     (out / "tokenizer.json").write_text(qwen2_tokenizer_json(), encoding="utf-8")
     (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     merges_text = "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges)
@@ -219,5 +87,5 @@ def write_qwen2_tokenizer(out: Path) -> None:
 
 def write_qwen_vl_tokenizer(out: Path) -> None:
     """qwen.tiktoken (copied) and the released tokenizer_config.json with its remote-code auto_map."""
-    shutil.copyfile(qwen_tiktoken_path(), out / "qwen.tiktoken")
+    shutil.copyfile(find_qwen_tiktoken(), out / "qwen.tiktoken")
     _dump(out / "tokenizer_config.json", QWEN_VL_TOKENIZER_CONFIG)

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .configs import QWEN2_VL_SIZES, QWEN_VL_PATCH, QWEN_VL_QUERIES, QWEN_VL_SIZES
+from qwenvl_vllm.constants import QWEN_VL_PATCH_SIZE, QWEN_VL_POS_EMBED_ROWS, QWEN_VL_QUERIES
+
+from .configs import QWEN2_VL_SIZES, QWEN_VL_SIZES
 
 STD = 0.02
 _FP16_EXACT_MIN = 2.0**-17  # smaller bf16 magnitudes would lose bits as fp16 subnormals
@@ -108,8 +110,8 @@ def _qwen_vl_visual_specs(model: str) -> list[TensorSpec]:
     v = "transformer.visual"
     # positional_embedding is 256 x width (a 16x16 grid, interpolated to 32x32 patches at run time).
     specs = [
-        TensorSpec(f"{v}.conv1.weight", (w, 3, QWEN_VL_PATCH, QWEN_VL_PATCH)),
-        TensorSpec(f"{v}.positional_embedding", (QWEN_VL_QUERIES, w), std=w**-0.5),
+        TensorSpec(f"{v}.conv1.weight", (w, 3, QWEN_VL_PATCH_SIZE, QWEN_VL_PATCH_SIZE)),
+        TensorSpec(f"{v}.positional_embedding", (QWEN_VL_POS_EMBED_ROWS, w), std=w**-0.5),
     ]
     specs += _layer_norm(f"{v}.ln_pre", w)
     for i in range(s.visual_layers):

@@ -39,6 +39,7 @@ from vllm.multimodal.inputs import MultiModalFeatureSpec
 from vllm.sequence import IntermediateTensors
 from vllm.utils.tensor_schema import TensorSchema, TensorShape
 
+from qwenvl_vllm.geometry import grid_tokens
 from qwenvl_vllm.mrope import mrope_positions_from_features
 
 from .qwen2_vl_processing import (
@@ -286,7 +287,7 @@ class Qwen2VLForConditionalGeneration(
                 _DataParallelTower(self.visual), pixel_values, grid, rope_type="rope_3d"
             )
             return list(embeds)
-        sizes = [t * h * w // self.merge_size**2 for t, h, w in grid]
+        sizes = [grid_tokens(g, self.merge_size) for g in grid]
         return list(self.visual(pixel_values, grid).split(sizes))
 
     def embed_multimodal(self, **kwargs: object) -> MultiModalEmbeddings:
@@ -299,7 +300,7 @@ class Qwen2VLForConditionalGeneration(
             pixel_key, embed_key, grid_key = _MODALITY_KEYS[modality][:3]
             grid = _grid_list(item[grid_key])
             if item["type"] == embed_key:
-                sizes = [t * h * w // self.merge_size**2 for t, h, w in grid]
+                sizes = [grid_tokens(g, self.merge_size) for g in grid]
                 slots.extend(item[embed_key].split(sizes))
                 continue
             slots.extend(range(len(pixel_grid), len(pixel_grid) + len(grid)))

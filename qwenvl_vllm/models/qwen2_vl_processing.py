@@ -51,19 +51,21 @@ from vllm.multimodal.processing import (
 )
 from vllm.multimodal.processing.processor import MultiModalProcessingInfo
 
+from qwenvl_vllm.constants import CLIP_MEAN, CLIP_STD, IMAGE_PAD, VIDEO_PAD, VISION_END, VISION_START
+from qwenvl_vllm.geometry import VisionGeometry
 from qwenvl_vllm.processors.image import target_size, to_rgb
-from qwenvl_vllm.processors.patchify import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, patchify
+from qwenvl_vllm.processors.patchify import patchify
 from qwenvl_vllm.processors.sizing import (
     FPS_MAX_FRAMES,
     FRAME_FACTOR,
     IMAGE_MAX_TOKEN_NUM,
     IMAGE_MIN_TOKEN_NUM,
     MAX_RATIO,
-    VIDEO_MAX_TOKEN_NUM,
     VIDEO_MIN_TOKEN_NUM,
     ceil_by_factor,
+    frame_pixel_limit,
 )
-from qwenvl_vllm.processors.video import model_seq_len, resize_frames, video_size
+from qwenvl_vllm.processors.video import resize_frames, video_size
 from qwenvl_vllm.serving.item_options import (
     ITEMS_KEY,
     ItemOptions,
@@ -72,9 +74,8 @@ from qwenvl_vllm.serving.item_options import (
     parse_items,
 )
 
-IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
-VIDEO_PLACEHOLDER = "<|vision_start|><|video_pad|><|vision_end|>"
-IMAGE_PAD, VIDEO_PAD = "<|image_pad|>", "<|video_pad|>"
+IMAGE_PLACEHOLDER = VISION_START + IMAGE_PAD + VISION_END
+VIDEO_PLACEHOLDER = VISION_START + VIDEO_PAD + VISION_END
 
 SIZE_KEYS = ("min_pixels", "max_pixels", "resized_height", "resized_width", "total_pixels")
 # Frame-sampling keys: meaningless for frames that are already sampled (see the module docstring).
@@ -158,22 +159,6 @@ class SizeOptions:
 
 
 @dataclass(frozen=True)
-class VisionGeometry:
-    patch_size: int
-    temporal_patch_size: int
-    merge_size: int
-
-    @property
-    def factor(self) -> int:
-        """Pixels per LLM token along one side (28 for Qwen2-VL)."""
-        return self.patch_size * self.merge_size
-
-    def tokens(self, grid_thw: Sequence[int]) -> int:
-        t, h, w = (int(x) for x in grid_thw)
-        return t * h * w // (self.merge_size**2)
-
-
-@dataclass(frozen=True)
 class PixelDefaults:
     """Image defaults from preprocessor_config.json (qwen-vl-utils' own defaults when absent)."""
 
@@ -192,8 +177,8 @@ def pixel_defaults(config: Mapping[str, Any], factor: int) -> PixelDefaults:
     return PixelDefaults(
         min_pixels=int(min_pixels),
         max_pixels=int(max_pixels),
-        mean=tuple(config.get("image_mean") or OPENAI_CLIP_MEAN),
-        std=tuple(config.get("image_std") or OPENAI_CLIP_STD),
+        mean=tuple(config.get("image_mean") or CLIP_MEAN),
+        std=tuple(config.get("image_std") or CLIP_STD),
         rescale=rescale,
     )
 
@@ -379,17 +364,13 @@ class Qwen2VLProcessingInfo(BaseProcessingInfo):
         return video_size(self._video_ele(options), nframes, height, width, factor)
 
     def get_num_image_tokens(self, *, image_width: int, image_height: int, options: SizeOptions) -> int:
-        height, width = self.image_size(image_height, image_width, options)
-        return (height // self.geometry.factor) * (width // self.geometry.factor)
+        return self.geometry.image_tokens(*self.image_size(image_height, image_width, options))
 
     def get_num_video_tokens(
         self, *, image_width: int, image_height: int, num_frames: int, options: SizeOptions
     ) -> int:
         height, width = self.video_size(num_frames, image_height, image_width, options)
-        groups = (
-            ceil_by_factor(num_frames, self.geometry.temporal_patch_size) // self.geometry.temporal_patch_size
-        )
-        return groups * (height // self.geometry.factor) * (width // self.geometry.factor)
+        return self.geometry.video_tokens(num_frames, height, width)
 
     # -- profiling maxima ----------------------------------------------------------------------------------
 
@@ -412,16 +393,9 @@ class Qwen2VLProcessingInfo(BaseProcessingInfo):
 
     def _video_frame_cap(self, num_frames: int, options: SizeOptions) -> tuple[int, int]:
         """(min, max) tokens of one frame for a video of num_frames frames (fetch_video's pixel limits)."""
-        factor2 = self.geometry.factor**2
-        ele = self._video_ele(options)
-        min_pixels = ele.get("min_pixels", VIDEO_MIN_TOKEN_NUM * factor2)
-        total_pixels = ele.get("total_pixels", model_seq_len() * factor2 * 0.9)
-        max_pixels = max(
-            min(VIDEO_MAX_TOKEN_NUM * factor2, total_pixels / num_frames * FRAME_FACTOR),
-            int(min_pixels * 1.05),
-        )
-        max_pixels = min(ele.get("max_pixels", max_pixels), max_pixels)
-        return math.ceil(min_pixels / factor2), int(max_pixels // factor2)
+        factor = self.geometry.factor
+        min_pixels, max_pixels = frame_pixel_limit(self._video_ele(options), num_frames, factor)
+        return math.ceil(min_pixels / factor**2), int(max_pixels // factor**2)
 
     def max_video_shape(self, seq_len: int, count: int = 1) -> tuple[int, ImageSize]:
         """(frames, frame size) of the profiling video: the most tokens within seq_len / count."""
@@ -449,14 +423,11 @@ class Qwen2VLProcessingInfo(BaseProcessingInfo):
         return frames, ImageSize(width=cols * factor, height=rows * factor)
 
     def get_mm_max_tokens_per_item(self, seq_len: int, mm_counts: Mapping[str, int]) -> Mapping[str, int]:
-        merge = self.geometry.merge_size
         image = self.max_image_size(seq_len, mm_counts.get("image", 1))
         frames, frame = self.max_video_shape(seq_len, mm_counts.get("video", 1))
-        patch = self.geometry.patch_size
-        groups = frames // self.geometry.temporal_patch_size
         return {
-            "image": self.geometry.tokens((1, image.height // patch, image.width // patch)),
-            "video": groups * (frame.height // patch // merge) * (frame.width // patch // merge),
+            "image": self.geometry.image_tokens(image.height, image.width),
+            "video": self.geometry.video_tokens(frames, frame.height, frame.width),
         }
 
 

@@ -55,6 +55,7 @@ from vllm.multimodal.inputs import MultiModalFeatureSpec
 from vllm.sequence import IntermediateTensors
 from vllm.utils.tensor_schema import TensorSchema, TensorShape
 
+from qwenvl_vllm.constants import QWEN_VL_IMAGE_SIZE
 from qwenvl_vllm.models.qwen_ntk import (
     NTKLayout,
     get_ntk_rope,
@@ -404,7 +405,7 @@ class QwenVLForConditionalGeneration(
         if self.visual_config is None:
             raise ValueError("this Qwen checkpoint has no vision tower; it cannot take images")
         if pixel_values is not None:
-            size = int(self.visual_config.get("image_size", 448))
+            size = int(self.visual_config.get("image_size", QWEN_VL_IMAGE_SIZE))
             return QwenVLImagePixelInputs(
                 type="pixel_values", data=_as_batch(pixel_values), resolve_bindings={"h": size, "w": size}
             )

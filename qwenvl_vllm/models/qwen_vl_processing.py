@@ -33,15 +33,15 @@ from vllm.multimodal.processing import (
     PromptUpdateDetails,
 )
 
+from qwenvl_vllm.constants import IMG_START_ID, QWEN_VL_IMAGE_SIZE
 from qwenvl_vllm.models.qwen_vl_visual import vision_n_queries
+from qwenvl_vllm.processors.list_format import tag_runs
 from qwenvl_vllm.processors.qwen_vl import qwen_vl_pixel_values
-
-DEFAULT_IMAGE_START_ID = 151857  # <img>; </img> and <imgpad> follow it
 
 
 def image_token_ids(visual: Mapping[str, Any]) -> tuple[int, int, int]:
     """(<img>, </img>, <imgpad>) ids: the release derives all three from `image_start_id`."""
-    start = int(visual.get("image_start_id", DEFAULT_IMAGE_START_ID))
+    start = int(visual.get("image_start_id", IMG_START_ID))
     return start, start + 1, start + 2
 
 
@@ -51,16 +51,8 @@ def collapse_image_spans(token_ids: Sequence[int], start_id: int, end_id: int) -
     An `<img>` with no closing tag is left as it is.
     """
     out: list[int] = []
-    i, n = 0, len(token_ids)
-    while i < n:
-        if token_ids[i] == start_id:
-            close = next((j for j in range(i + 1, n) if token_ids[j] == end_id), None)
-            if close is not None:
-                out.extend((start_id, end_id))
-                i = close + 1
-                continue
-        out.append(token_ids[i])
-        i += 1
+    for tag, ids in tag_runs(list(token_ids), {start_id: end_id}, strict=False):
+        out += ids if tag is None else [start_id, end_id]
     return out
 
 
@@ -96,7 +88,7 @@ class QwenVLProcessingInfo(BaseProcessingInfo):
         return vision_n_queries(self.require_visual_config())
 
     def get_image_size(self) -> int:
-        return int(self.require_visual_config().get("image_size", 448))
+        return int(self.require_visual_config().get("image_size", QWEN_VL_IMAGE_SIZE))
 
     def get_image_token_ids(self) -> tuple[int, int, int]:
         return image_token_ids(self.require_visual_config())

@@ -22,10 +22,9 @@ from vllm.model_executor.layers.conv import Conv2dLayer
 from vllm.model_executor.layers.linear import ColumnParallelLinear, RowParallelLinear
 from vllm.model_executor.layers.resampler import Resampler2, get_abs_pos
 
+from qwenvl_vllm.constants import QWEN_VL_POS_EMBED_ROWS, QWEN_VL_QUERIES
+
 LAYER_NORM_EPS = 1e-6
-# The released ViT stores a 16x16 grid of learned positions and resizes it (bicubic) to the 32x32 patch grid.
-DEFAULT_POS_GRID_TOKENS = 256
-DEFAULT_N_QUERIES = 256
 
 
 def resampler_num_heads(output_dim: int) -> int:
@@ -37,7 +36,7 @@ def resampler_num_heads(output_dim: int) -> int:
 
 
 def vision_n_queries(visual: Mapping[str, Any]) -> int:
-    return int(visual.get("n_queries", DEFAULT_N_QUERIES))
+    return int(visual.get("n_queries", QWEN_VL_QUERIES))
 
 
 class QwenVLVisualAttention(nn.Module):
@@ -47,7 +46,7 @@ class QwenVLVisualAttention(nn.Module):
     split of the output keeps whole heads on each tensor-parallel rank.
     """
 
-    def __init__(self, width: int, num_heads: int, prefix: str = "") -> None:
+    def __init__(self, width: int, num_heads: int, *, prefix: str = "") -> None:
         super().__init__()
         if width % num_heads:
             raise ValueError(f"visual width {width} is not divisible by heads {num_heads}")
@@ -74,7 +73,7 @@ class QwenVLVisualAttention(nn.Module):
 
 
 class QwenVLVisualMLP(nn.Module):
-    def __init__(self, width: int, mlp_width: int, prefix: str = "") -> None:
+    def __init__(self, width: int, mlp_width: int, *, prefix: str = "") -> None:
         super().__init__()
         self.c_fc = ColumnParallelLinear(
             width, mlp_width, bias=True, quant_config=None, prefix=f"{prefix}.c_fc"
@@ -91,7 +90,7 @@ class QwenVLVisualMLP(nn.Module):
 
 
 class QwenVLVisualBlock(nn.Module):
-    def __init__(self, width: int, num_heads: int, mlp_ratio: float, prefix: str = "") -> None:
+    def __init__(self, width: int, num_heads: int, mlp_ratio: float, *, prefix: str = "") -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(width, eps=LAYER_NORM_EPS)
         self.attn = QwenVLVisualAttention(width, num_heads, prefix=f"{prefix}.attn")
@@ -105,7 +104,7 @@ class QwenVLVisualBlock(nn.Module):
 
 
 class QwenVLVisualTransformer(nn.Module):
-    def __init__(self, width: int, layers: int, heads: int, mlp_ratio: float, prefix: str = "") -> None:
+    def __init__(self, width: int, layers: int, heads: int, mlp_ratio: float, *, prefix: str = "") -> None:
         super().__init__()
         self.resblocks = nn.ModuleList(
             QwenVLVisualBlock(width, heads, mlp_ratio, prefix=f"{prefix}.resblocks.{i}")
@@ -135,10 +134,14 @@ def _load_square_pos_embed(param: nn.Parameter, loaded: torch.Tensor) -> None:
 
 
 class QwenVLVisionTransformer(nn.Module):
-    """pixel_values [B, 3, S, S] -> image features [B, n_queries, output_dim]."""
+    """pixel_values [B, 3, S, S] -> image features [B, n_queries, output_dim].
+
+    Keyword arguments are the checkpoint's `visual` config section (unknown keys are ignored).
+    """
 
     def __init__(
         self,
+        *,
         image_size: int,
         patch_size: int,
         width: int,
@@ -146,7 +149,7 @@ class QwenVLVisionTransformer(nn.Module):
         heads: int,
         mlp_ratio: float,
         output_dim: int,
-        n_queries: int = DEFAULT_N_QUERIES,
+        n_queries: int = QWEN_VL_QUERIES,
         prefix: str = "",
         **_: Any,
     ) -> None:
@@ -163,7 +166,8 @@ class QwenVLVisionTransformer(nn.Module):
         norm_layer = partial(nn.LayerNorm, eps=LAYER_NORM_EPS)
 
         self.conv1 = Conv2dLayer(3, width, kernel_size=patch_size, stride=patch_size, bias=False)
-        self.positional_embedding = nn.Parameter(torch.empty(DEFAULT_POS_GRID_TOKENS, width))
+        # a 16 x 16 grid of learned positions, resized (bicubic) to the patch grid as in the release
+        self.positional_embedding = nn.Parameter(torch.empty(QWEN_VL_POS_EMBED_ROWS, width))
         self.positional_embedding.weight_loader = _load_square_pos_embed  # type: ignore[attr-defined]
         self.ln_pre = norm_layer(width)
         self.transformer = QwenVLVisualTransformer(

@@ -12,7 +12,7 @@ __all__ = ["QWenConfig", "QWenTokenizer", "find_qwen_tiktoken", "register_qwen_v
 _LAZY = {
     "QWenConfig": "qwenvl_vllm.tokenizers.qwen_config",
     "QWenTokenizer": "qwenvl_vllm.tokenizers.qwen_vl",
-    "find_qwen_tiktoken": "qwenvl_vllm.tokenizers.qwen_vl",
+    "find_qwen_tiktoken": "qwenvl_vllm.tokenizers.bpe",
 }
 
 

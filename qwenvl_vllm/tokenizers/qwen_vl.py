@@ -23,88 +23,45 @@ Differences from the original, on purpose:
 
 from __future__ import annotations
 
-import base64
-import importlib.util
 import os
 import shutil
 import unicodedata
 from functools import lru_cache
 from typing import Any
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
-from tokenizers.models import BPE
-from transformers.convert_slow_tokenizer import bytes_to_unicode
+from tokenizers import AddedToken, Tokenizer
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
-from qwenvl_vllm.tokenizers.constants import (
+from qwenvl_vllm.constants import (
+    BOX_END,
+    BOX_START,
     CHAT_SPECIALS,
     ENDOFTEXT,
     IM_END,
+    IM_START,
     IMG_END,
     IMG_END_ID,
     IMG_PAD_ID,
     IMG_START,
     IMG_START_ID,
     IMG_TOKEN_SPAN,
-    NUM_BPE_TOKENS,
-    PAT_STR,
+    QUAD_END,
+    QUAD_START,
+    REF_END,
+    REF_START,
     SPECIAL_TOKEN_IDS,
-    TIKTOKEN_FILE,
     VL_TAGS,
-    load_chat_template,
 )
+from qwenvl_vllm.processors.list_format import (
+    draw_bbox_on_latest_picture,
+    from_list_format,
+    tag_runs,
+    to_list_format,
+)
+from qwenvl_vllm.tokenizers.bpe import byte_level_bpe, find_qwen_tiktoken
+from qwenvl_vllm.tokenizers.constants import TIKTOKEN_FILE, load_chat_template
 
-
-def find_qwen_tiktoken() -> str:
-    """Path of the qwen.tiktoken that the `dashscope` wheel ships (found without importing dashscope)."""
-    spec = importlib.util.find_spec("dashscope")
-    if spec is None or not spec.submodule_search_locations:
-        raise ValueError("qwen.tiktoken not found: the `dashscope` package is not installed")
-    path = os.path.join(list(spec.submodule_search_locations)[0], "resources", TIKTOKEN_FILE)
-    if not os.path.isfile(path):
-        raise ValueError(f"qwen.tiktoken not found at {path}")
-    return path
-
-
-def load_tiktoken_ranks(path: str) -> dict[bytes, int]:
-    """Parse a tiktoken BPE file into {token bytes: rank}; ranks must be exactly 0..N-1."""
-    ranks: dict[bytes, int] = {}
-    with open(path, "rb") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                token_b64, rank = line.split()
-                ranks[base64.b64decode(token_b64, validate=True)] = int(rank)
-            except ValueError as e:
-                raise ValueError(f"{path}:{lineno}: not a tiktoken line ({line[:40]!r})") from e
-    if sorted(ranks.values()) != list(range(len(ranks))):
-        raise ValueError(f"{path}: ranks are not a permutation of 0..{len(ranks) - 1}")
-    return ranks
-
-
-def _vocab_and_merges(ranks: dict[bytes, int]) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """Byte-level vocab plus merges in tiktoken's priority order.
-
-    tiktoken repeatedly joins the adjacent pair whose concatenation has the lowest rank; HF BPE joins the
-    pair listed first in `merges`. Listing every split (a, b) of each token t, ordered by rank(t), gives
-    the same choice.
-    """
-    byte_to_char = bytes_to_unicode()
-
-    def to_str(token: bytes) -> str:
-        return "".join(byte_to_char[b] for b in token)
-
-    vocab = {to_str(tok): rank for tok, rank in ranks.items()}
-    ranked_merges: list[tuple[int, int, int, bytes, bytes]] = []
-    for tok, rank in ranks.items():
-        for cut in range(1, len(tok)):
-            left, right = tok[:cut], tok[cut:]
-            if left in ranks and right in ranks:
-                ranked_merges.append((rank, ranks[left], ranks[right], left, right))
-    ranked_merges.sort()
-    merges = [(to_str(left), to_str(right)) for _, _, _, left, right in ranked_merges]
-    return vocab, merges
+__all__ = ["QWenTokenizer", "build_qwen_backend", "find_qwen_tiktoken"]
 
 
 def _added_tokens() -> list[AddedToken]:
@@ -114,34 +71,11 @@ def _added_tokens() -> list[AddedToken]:
     return chat + tags
 
 
-def _build_backend(path: str) -> Tokenizer:
-    ranks = load_tiktoken_ranks(path)
-    if len(ranks) != NUM_BPE_TOKENS:
-        raise ValueError(f"{path}: expected {NUM_BPE_TOKENS} BPE ranks for Qwen, found {len(ranks)}")
-    vocab, merges = _vocab_and_merges(ranks)
-    tok = Tokenizer(BPE(vocab=vocab, merges=merges, fuse_unk=False, ignore_merges=True))
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(PAT_STR), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    tok.add_tokens(_added_tokens())
-    for text, want in SPECIAL_TOKEN_IDS.items():
-        got = tok.token_to_id(text)
-        if got != want:
-            raise ValueError(f"{path}: {text} got id {got}, expected {want}")
-    return tok
-
-
 @lru_cache(maxsize=4)
 def _backend_json(path: str, size: int, mtime_ns: int) -> str:
-    # Serialized once per file version: deriving the merges takes ~2 s, re-parsing the JSON ~0.5 s
+    # Serialized once per file version: building takes seconds, re-parsing the JSON ~0.5 s
     # (cheaper than deep-copying a live Tokenizer).
-    return _build_backend(path).to_str()
+    return byte_level_bpe(path, _added_tokens()).to_str()
 
 
 def build_qwen_backend(path: str) -> Tokenizer:
@@ -166,12 +100,12 @@ class QWenTokenizer(TokenizersBackend):
     IMAGE_ST = VL_TAGS
     special_tokens = dict(SPECIAL_TOKEN_IDS)
     eod_id = SPECIAL_TOKEN_IDS[ENDOFTEXT]
-    im_start_id = SPECIAL_TOKEN_IDS["<|im_start|>"]
+    im_start_id = SPECIAL_TOKEN_IDS[IM_START]
     im_end_id = SPECIAL_TOKEN_IDS[IM_END]
     img_start_id, img_end_id, img_pad_id = IMG_START_ID, IMG_END_ID, IMG_PAD_ID
-    ref_start_id, ref_end_id = SPECIAL_TOKEN_IDS["<ref>"], SPECIAL_TOKEN_IDS["</ref>"]
-    box_start_id, box_end_id = SPECIAL_TOKEN_IDS["<box>"], SPECIAL_TOKEN_IDS["</box>"]
-    quad_start_id, quad_end_id = SPECIAL_TOKEN_IDS["<quad>"], SPECIAL_TOKEN_IDS["</quad>"]
+    ref_start_id, ref_end_id = SPECIAL_TOKEN_IDS[REF_START], SPECIAL_TOKEN_IDS[REF_END]
+    box_start_id, box_end_id = SPECIAL_TOKEN_IDS[BOX_START], SPECIAL_TOKEN_IDS[BOX_END]
+    quad_start_id, quad_end_id = SPECIAL_TOKEN_IDS[QUAD_START], SPECIAL_TOKEN_IDS[QUAD_END]
 
     def __init__(
         self,
@@ -231,8 +165,8 @@ class QWenTokenizer(TokenizersBackend):
         each `<img>PATH</img>` rewritten as <img>, the UTF-8 bytes of PATH as ids 0..255, <imgpad> up to
         256 positions, </img>."""
         out: list[int] = []
-        for i, piece in enumerate(_split_image_spans(unicodedata.normalize("NFC", text))):
-            if i % 2 == 0:
+        for tag, piece in tag_runs(unicodedata.normalize("NFC", text), {IMG_START: IMG_END}):
+            if tag is None:
                 out.extend(self._tokenizer.encode(piece, add_special_tokens=False).ids)
                 continue
             path = piece.encode("utf-8")
@@ -241,32 +175,12 @@ class QWenTokenizer(TokenizersBackend):
             out += [IMG_START_ID, *path, *([IMG_PAD_ID] * (IMG_TOKEN_SPAN - len(path))), IMG_END_ID]
         return out
 
-    # The released tokenizer's list-format helpers (pure text, see qwenvl_vllm.processors.qwen_vl).
+    # The released tokenizer's list-format helpers (pure text, see qwenvl_vllm.processors.list_format).
     def from_list_format(self, list_format: list[dict[str, Any]]) -> str:
-        from qwenvl_vllm.processors.qwen_vl import from_list_format
-
         return from_list_format(list_format)
 
     def to_list_format(self, text: str) -> list[dict[str, str]]:
-        from qwenvl_vllm.processors.qwen_vl import to_list_format
-
         return to_list_format(text)
 
     def draw_bbox_on_latest_picture(self, response: str, history: list | None = None):
-        from qwenvl_vllm.processors.qwen_vl import draw_bbox_on_latest_picture
-
         return draw_bbox_on_latest_picture(response, history)
-
-
-def _split_image_spans(text: str) -> list[str]:
-    """[text, path, text, path, ..., text]: alternating outside / inside `<img>..</img>` (first close wins,
-    like the original's closed-tag scan)."""
-    parts: list[str] = []
-    rest = text
-    while (start := rest.find(IMG_START)) != -1:
-        end = rest.find(IMG_END, start + len(IMG_START))
-        if end == -1:
-            raise ValueError("Unclosed <img> tag")
-        parts += [rest[:start], rest[start + len(IMG_START) : end]]
-        rest = rest[end + len(IMG_END) :]
-    return parts + [rest]

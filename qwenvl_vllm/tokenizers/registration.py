@@ -15,10 +15,11 @@ general-plugin hook (qwenvl_vllm.model_registry:register) does that.
 
 from __future__ import annotations
 
-import logging
 import sys
+from pathlib import Path
 
-logger = logging.getLogger("vllm.qwenvl_vllm")
+from qwenvl_vllm.log import logger
+from qwenvl_vllm.tokenizers.constants import chat_template_path
 
 _registered = False
 
@@ -52,9 +53,5 @@ def _register_chat_template_fallback() -> None:
         )
     except ImportError:  # transformers-only use, without vLLM
         return
-    from pathlib import Path
-
-    from qwenvl_vllm.tokenizers.constants import chat_template_path
-
     if "qwen" not in _MODEL_TYPE_TO_CHAT_TEMPLATE_FALLBACK:
         register_chat_template_fallback_path("qwen", Path(chat_template_path()))

@@ -1,5 +1,5 @@
 """GPU checks of our Qwen2-VL vision tower: Triton rotary vs native, bf16 parity vs transformers (fp32)
-and vs vLLM's in-tree tower, and speed vs the in-tree tower on Qwen2-VL-2B vision shapes.
+and vs vLLM's in-tree tower on Qwen2-VL-2B vision shapes (speed: benchmarks/vision_tower.py).
 
 Run on the GPU machine: `python -m pytest tests/gpu/test_qwen2_vl_vision_gpu.py -q -s`.
 Set QWENVL_VISION_BENCH_OUT=<file.json> to record the numbers.
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import pytest
 import torch
@@ -43,7 +42,7 @@ def _config(**overrides):
 def vllm_gpu():
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-    from vllm_env import vllm_env
+    from helpers import vllm_env
 
     with vllm_env("cuda") as cfg:
         yield cfg
@@ -172,39 +171,3 @@ def test_other_attention_backends_match_flash_attn(vllm_gpu, backend):
     rel = (got - want).abs().max().item() / want.abs().max().item()
     _RESULTS[f"backend_{backend}_rel_diff_vs_fa"] = rel
     assert rel < 2e-2  # bf16 attention kernels differ in rounding only
-
-
-def _time(fn, iters=5) -> float:
-    fn()
-    fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / iters
-
-
-@pytest.mark.parametrize("images", [32])
-def test_speed_vs_intree(vllm_gpu, images):
-    from vllm.model_executor.models.qwen2_vl import Qwen2VisionTransformer
-
-    from qwenvl_vllm.models.qwen2_vl_vision import Qwen2VisionTower, hf_weight_shapes
-
-    cfg = _config()
-    gen = torch.Generator().manual_seed(0)
-    weights = [(k, torch.randn(s, generator=gen) * 0.02) for k, s in hf_weight_shapes(cfg).items()]
-    ours = _build(Qwen2VisionTower, cfg, torch.bfloat16, weights)
-    intree = _build(Qwen2VisionTransformer, cfg, torch.bfloat16, weights)
-    grids = [IMAGE_1024x768] * images
-    pixels = torch.randn(images * 3996, 1176, device="cuda")
-    with torch.inference_mode():
-        t_ours = _time(lambda: ours(pixels, grids))
-        t_intree = _time(lambda: intree(pixels, torch.tensor(grids)))
-    res = {"images": images, "ours_ms": t_ours * 1e3, "intree_ms": t_intree * 1e3}
-    res["ours_ms_per_image"] = res["ours_ms"] / images
-    res["intree_ms_per_image"] = res["intree_ms"] / images
-    res["device"] = torch.cuda.get_device_name()
-    _RESULTS[f"speed_{images}"] = res
-    print(f"\n{images} x 1024x768 images: ours {res['ours_ms']:.1f} ms, in-tree {res['intree_ms']:.1f} ms")
-    assert t_ours <= 1.05 * t_intree

@@ -1,4 +1,4 @@
-"""GPU: Qwen-VL v1 through `vllm.LLM` vs the plain-PyTorch reference (tests/gpu/qwen_vl_parity.py).
+"""GPU: Qwen-VL v1 through `vllm.LLM` vs the plain-PyTorch reference (scripts/gpu/qwen_vl_parity.py).
 
 Writes tiny-qwen-vl checkpoints (bf16; GPTQ Int4 plus its exactly-dequantized bf16 twin) and runs the parity
 script on each in a subprocess (vLLM starts its own engine process; a fresh interpreter keeps the test
@@ -18,8 +18,8 @@ import pytest
 
 pytestmark = pytest.mark.gpu
 
-SCRIPT = Path(__file__).with_name("qwen_vl_parity.py")
 REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "scripts" / "gpu" / "qwen_vl_parity.py"
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ FP8_ULP = 2**-3  # relative spacing of e4m3 (3 mantissa bits)
 def cuda_env():
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-    from vllm_env import vllm_env
+    from helpers import vllm_env
 
     with vllm_env("cuda") as cfg:
         yield cfg

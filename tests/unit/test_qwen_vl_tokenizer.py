@@ -12,16 +12,17 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+from helpers import RELEASED_CONFIG, RELEASED_TOKENIZER_CONFIG
+from reference.qwen_vl_tokenize import released_encode
 
-from qwenvl_vllm.tokenizers.constants import (
+from qwenvl_vllm.constants import (
     CHAT_SPECIALS,
     IMG_END_ID,
-    IMG_PAD_ID,
     IMG_START_ID,
-    PAT_STR,
     SPECIAL_TOKEN_IDS,
     VL_TAGS,
 )
+from qwenvl_vllm.tokenizers.bpe import SPLIT_REGEX
 from qwenvl_vllm.tokenizers.qwen_vl import QWenTokenizer, find_qwen_tiktoken
 
 # ids as published with the Qwen-VL release (tokenization_qwen.py / config.json image_start_id)
@@ -40,46 +41,6 @@ RELEASED_IDS = {
     "<img>": 151857,
     "</img>": 151858,
     "<imgpad>": 151859,
-}
-
-RELEASED_CONFIG = {
-    "architectures": ["QWenLMHeadModel"],
-    "auto_map": {
-        "AutoConfig": "configuration_qwen.QWenConfig",
-        "AutoModelForCausalLM": "modeling_qwen.QWenLMHeadModel",
-    },
-    "hidden_size": 4096,
-    "intermediate_size": 22016,
-    "kv_channels": 128,
-    "layer_norm_epsilon": 1e-06,
-    "max_position_embeddings": 8192,
-    "model_type": "qwen",
-    "num_attention_heads": 32,
-    "num_hidden_layers": 32,
-    "rotary_emb_base": 10000,
-    "rotary_pct": 1.0,
-    "seq_length": 2048,
-    "tie_word_embeddings": False,
-    "tokenizer_type": "QWenTokenizer",
-    "torch_dtype": "bfloat16",
-    "use_dynamic_ntk": True,
-    "use_logn_attn": True,
-    "visual": {
-        "heads": 16,
-        "image_size": 448,
-        "image_start_id": 151857,
-        "layers": 48,
-        "mlp_ratio": 4.9231,
-        "output_dim": 4096,
-        "patch_size": 14,
-        "width": 1664,
-    },
-    "vocab_size": 151936,
-}
-RELEASED_TOKENIZER_CONFIG = {
-    "model_max_length": 8192,
-    "tokenizer_class": "QWenTokenizer",
-    "auto_map": {"AutoTokenizer": ["tokenization_qwen.QWenTokenizer", None]},
 }
 
 
@@ -106,7 +67,7 @@ def reference():
         else:
             os.environ["TIKTOKEN_CACHE_DIR"] = old
     specials = {t: len(ranks) + i for i, t in enumerate(CHAT_SPECIALS + VL_TAGS)}
-    return tiktoken.Encoding("Qwen", pat_str=PAT_STR, mergeable_ranks=ranks, special_tokens=specials)
+    return tiktoken.Encoding("Qwen", pat_str=SPLIT_REGEX, mergeable_ranks=ranks, special_tokens=specials)
 
 
 @pytest.fixture(scope="module")
@@ -182,26 +143,9 @@ def test_skip_special_tokens_keeps_grounding_tags(tok):
     assert set(tok.all_special_ids) == {SPECIAL_TOKEN_IDS[t] for t in CHAT_SPECIALS}
 
 
-def _original_encode(reference, text: str) -> list[int]:
-    """The released QWenTokenizer.encode: tiktoken ids, then each <img>..</img> span rewritten as the raw
-    UTF-8 bytes of the path (as ids) padded with <imgpad> to 256 (written here at token level)."""
-    ids = reference.encode(unicodedata.normalize("NFC", text), allowed_special="all")
-    out, i = [], 0
-    while i < len(ids):
-        if ids[i] != IMG_START_ID:
-            out.append(ids[i])
-            i += 1
-            continue
-        j = ids.index(IMG_END_ID, i)
-        path = reference.decode_bytes(ids[i + 1 : j])
-        out += [IMG_START_ID, *path, *[IMG_PAD_ID] * (256 - len(path)), IMG_END_ID]
-        i = j + 1
-    return out
-
-
 def test_encode_like_original(tok, reference):
     text = "Picture 1: <img>https://example.com/猫.jpg</img>\n这是什么?<img>/tmp/a b.png</img>12"
-    assert tok.encode_like_original(text) == _original_encode(reference, text)
+    assert tok.encode_like_original(text) == released_encode(reference, text)
     with pytest.raises(ValueError):
         tok.encode_like_original("<img>" + "x" * 257 + "</img>")
     with pytest.raises(ValueError):
@@ -248,7 +192,6 @@ def test_bad_vocab_file(tmp_path):
         QWenTokenizer(vocab_file=str(tmp_path / "missing.tiktoken"))
 
 
-@pytest.mark.slow
 def test_vllm_loads_config_and_tokenizer_without_trust_remote_code(checkpoint_dir, tok):
     """vLLM's own loaders (what `vllm serve DIR` / `LLM(DIR)` call) with trust_remote_code=False."""
     from qwenvl_vllm.tokenizers import register_qwen_vl

@@ -1,4 +1,9 @@
-"""One way to stand up vLLM's config and distributed state for tests that build vLLM layers directly."""
+"""Shared test support (imported by test modules instead of importing each other).
+
+- `vllm_env`: one way to stand up vLLM's config and distributed state for tests that build vLLM layers.
+- `RELEASED_CONFIG` / `RELEASED_TOKENIZER_CONFIG`: Qwen-VL-Chat's published config.json and
+  tokenizer_config.json, for released-layout checkpoint directories.
+"""
 
 from __future__ import annotations
 
@@ -46,3 +51,45 @@ def vllm_env(device: str = "cpu", world_size: int = 1, rank: int = 0, port: int 
             )
             initialize_model_parallel(world_size, 1)
         yield cfg
+
+
+# Qwen-VL-Chat as published (config.json / tokenizer_config.json of the release, remote-code auto_map).
+RELEASED_CONFIG = {
+    "architectures": ["QWenLMHeadModel"],
+    "auto_map": {
+        "AutoConfig": "configuration_qwen.QWenConfig",
+        "AutoModelForCausalLM": "modeling_qwen.QWenLMHeadModel",
+    },
+    "hidden_size": 4096,
+    "intermediate_size": 22016,
+    "kv_channels": 128,
+    "layer_norm_epsilon": 1e-06,
+    "max_position_embeddings": 8192,
+    "model_type": "qwen",
+    "num_attention_heads": 32,
+    "num_hidden_layers": 32,
+    "rotary_emb_base": 10000,
+    "rotary_pct": 1.0,
+    "seq_length": 2048,
+    "tie_word_embeddings": False,
+    "tokenizer_type": "QWenTokenizer",
+    "torch_dtype": "bfloat16",
+    "use_dynamic_ntk": True,
+    "use_logn_attn": True,
+    "visual": {
+        "heads": 16,
+        "image_size": 448,
+        "image_start_id": 151857,
+        "layers": 48,
+        "mlp_ratio": 4.9231,
+        "output_dim": 4096,
+        "patch_size": 14,
+        "width": 1664,
+    },
+    "vocab_size": 151936,
+}
+RELEASED_TOKENIZER_CONFIG = {
+    "model_max_length": 8192,
+    "tokenizer_class": "QWenTokenizer",
+    "auto_map": {"AutoTokenizer": ["tokenization_qwen.QWenTokenizer", None]},
+}

@@ -192,8 +192,8 @@ def test_triton_rotary_launch_matches_native_in_interpreter():
 def _tp_worker(rank: int, world: int, port: int, results) -> None:
     # One tensor-parallel rank on CPU (gloo): builds vLLM's distributed state itself, since the
     # session fixture is world size 1 and lives in the parent process.
+    from helpers import vllm_env
     from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VisionTransformerPretrainedModel
-    from vllm_env import vllm_env
 
     from qwenvl_vllm.models.qwen2_vl_vision import Qwen2VisionTower
 
@@ -219,17 +219,13 @@ def _tp_worker(rank: int, world: int, port: int, results) -> None:
         )
 
 
-@pytest.mark.slow
 def test_tensor_parallel_2_ranks_matches_transformers():
     # Real TP=2 on CPU (two processes, gloo): heads, MLP and merger are sharded by vLLM's loaders and
     # the row-parallel all-reduces put the pieces back; each rank must reproduce the reference.
-    import socket
-
     import torch.multiprocessing as mp
+    from helpers import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     procs = [ctx.Process(target=_tp_worker, args=(rank, 2, port, results)) for rank in range(2)]

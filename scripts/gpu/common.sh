@@ -1,4 +1,4 @@
-# Shared by tests/gpu/run_stage.sh and benchmarks/gpu_all.sh (sourced, not run). After .gpu/install.sh:
+# Shared by scripts/gpu/run_stage.sh and benchmarks/gpu_all.sh (sourced, not run). After .gpu/install.sh:
 # the project and its wheels live in /tmp/site; checkpoints persist in /tmp/ckpt while the machine lives.
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 VLLM_WORKER_MULTIPROC_METHOD=spawn PATH=/tmp/site/bin:$PATH
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1

@@ -1,6 +1,6 @@
 """Offline `LLM.generate` batches through our plugin: images, videos, multi-image and mixes.
 
-  python tests/gpu/smoke.py --ckpt DIR --out result.json [--eager]
+  python scripts/gpu/smoke.py --ckpt DIR --out result.json [--eager]
 Builds the batch with qwenvl_vllm.processors.to_vllm_inputs (qwen-vl-utils message format), checks every
 request produced tokens, that a bad request raises ValueError without taking the engine down, and that
 the next batch still runs.

@@ -1,6 +1,6 @@
 """GPU parity of our Qwen2-VL (vllm.LLM with the qwenvl_vllm plugin) against transformers and in-tree vLLM.
 
-    python tests/gpu/qwen2_vl_parity.py --ckpt DIR --out FILE [--greedy-ckpt DIR] [--tol 0.01] [--eager]
+    python scripts/gpu/qwen2_vl_parity.py --ckpt DIR --out FILE [--greedy-ckpt DIR] [--tol 0.01] [--eager]
 
 DIR: a bf16 Qwen2-VL checkpoint (tiny-qwen2-vl or qwen2-vl-2b from qwenvl_vllm.checkpoint.write_checkpoint).
 --greedy-ckpt (default DIR) is used for the in-tree comparison only, so it may be a GPTQ / AWQ checkpoint.

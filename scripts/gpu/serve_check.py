@@ -1,6 +1,6 @@
 """`vllm serve` with the plugin: OpenAI chat requests with images/videos succeed, bad ones get 4xx.
 
-  python tests/gpu/serve_check.py --ckpt DIR --out result.json [--video] [--log server.log]
+  python scripts/gpu/serve_check.py --ckpt DIR --out result.json [--video] [--log server.log]
 Starts an unchanged `vllm serve`, checks its log names our model class, sends good and bad requests,
 and checks the server stays up and keeps answering after every bad one.
 """

@@ -13,9 +13,10 @@ from safetensors.torch import load_file
 
 from qwenvl_vllm import cli
 from qwenvl_vllm.checkpoint import quant as Q
-from qwenvl_vllm.checkpoint import tokenizer as T
 from qwenvl_vllm.checkpoint import weights as W
 from qwenvl_vllm.checkpoint import write_checkpoint
+from qwenvl_vllm.constants import QWEN2_SPECIAL_TOKENS
+from qwenvl_vllm.tokenizers.bpe import SPLIT_REGEX, find_qwen_tiktoken, load_qwen_ranks
 
 LM = "model.language_model.layers.0"
 SAMPLE_TEXTS = [
@@ -79,13 +80,16 @@ def test_tokenizer_is_the_real_qwen2_tokenizer(ckpts: dict[str, Path]) -> None:
     tiktoken = pytest.importorskip("tiktoken")
     tok = transformers.AutoTokenizer.from_pretrained(ckpts["bf16"])
     assert tok("Hello").input_ids == [9707]
-    assert tok.convert_tokens_to_ids(list(T.QWEN2_SPECIAL_TOKENS)) == list(range(151643, 151657))
+    assert tok.convert_tokens_to_ids(list(QWEN2_SPECIAL_TOKENS)) == list(range(151643, 151657))
     assert (tok.eos_token_id, tok.pad_token_id) == (151645, 151643)
     assert len(tok) == 151657
     # Reference: tiktoken's own BPE over the same ranks and split regex (+ NFC, which Qwen applies first).
-    specials = {t: 151643 + i for i, t in enumerate(T.QWEN2_SPECIAL_TOKENS)}
+    specials = {t: 151643 + i for i, t in enumerate(QWEN2_SPECIAL_TOKENS)}
     enc = tiktoken.Encoding(
-        "qwen2", pat_str=T.QWEN_SPLIT_REGEX, mergeable_ranks=T.load_bpe_ranks(), special_tokens=specials
+        "qwen2",
+        pat_str=SPLIT_REGEX,
+        mergeable_ranks=load_qwen_ranks(find_qwen_tiktoken()),
+        special_tokens=specials,
     )
     for text in SAMPLE_TEXTS:
         ids = tok(text, add_special_tokens=False).input_ids
@@ -267,7 +271,7 @@ def test_tiny_qwen_vl_layout(tmp_path: Path) -> None:
         "tokenizer_config.json",
         "model.safetensors",
     }
-    assert _sha(path / "qwen.tiktoken") == _sha(T.qwen_tiktoken_path())
+    assert _sha(path / "qwen.tiktoken") == _sha(Path(find_qwen_tiktoken()))
     tok_cfg = json.loads((path / "tokenizer_config.json").read_text())
     assert tok_cfg["auto_map"]["AutoTokenizer"][0] == "tokenization_qwen.QWenTokenizer"
     config = _config(path)

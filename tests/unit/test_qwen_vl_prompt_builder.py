@@ -7,35 +7,36 @@ tokenizer encodes them.
 
 from __future__ import annotations
 
-import unicodedata
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from reference.qwen_vl_tokenize import released_encode
 
-from qwenvl_vllm.processors.qwen_vl import (
+from qwenvl_vllm.constants import (
+    CHAT_SPECIALS,
     CLIP_MEAN,
     CLIP_STD,
-    build_qwen_vl_prompt,
-    draw_bbox_on_latest_picture,
-    expand_image_placeholders,
-    extract_boxes,
-    from_list_format,
-    qwen_vl_pixel_values,
-    render_qwen_vl_chat,
-    to_list_format,
-)
-from qwenvl_vllm.tokenizers.constants import (
-    CHAT_SPECIALS,
     IM_END_ID,
     IM_START_ID,
     IMG_END_ID,
     IMG_PAD_ID,
     IMG_START_ID,
-    PAT_STR,
     VL_TAGS,
 )
+from qwenvl_vllm.processors.list_format import (
+    draw_bbox_on_latest_picture,
+    extract_boxes,
+    from_list_format,
+    to_list_format,
+)
+from qwenvl_vllm.processors.qwen_vl import (
+    build_qwen_vl_prompt,
+    expand_image_placeholders,
+    qwen_vl_pixel_values,
+    render_qwen_vl_chat,
+)
+from qwenvl_vllm.tokenizers.bpe import SPLIT_REGEX
 
 SYSTEM = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
 
@@ -203,37 +204,20 @@ def test_tokenizer_chat_template_renders_the_same():
     assert rendered == render_qwen_vl_chat(messages)
 
 
-def _released_encode(enc, text: str, allowed: set[str] | str) -> list[int]:
-    """The released QWenTokenizer.encode(text, allowed_special=...): tiktoken, then each <img>..</img> span
-    becomes the path's UTF-8 bytes as ids, <imgpad> to 256."""
-    ids = enc.encode(unicodedata.normalize("NFC", text), allowed_special=allowed, disallowed_special=())
-    out, i = [], 0
-    while i < len(ids):
-        if ids[i] != IMG_START_ID:
-            out.append(ids[i])
-            i += 1
-            continue
-        j = ids.index(IMG_END_ID, i)
-        path = enc.decode_bytes(ids[i + 1 : j])
-        out += [IMG_START_ID, *path, *[IMG_PAD_ID] * (256 - len(path)), IMG_END_ID]
-        i = j + 1
-    return out
-
-
 def _make_context_tokens(enc, query: str, history: list[tuple[str, str]], system: str) -> list[int]:
     """context_tokens of the released make_context (chatml): role and content encoded separately, only the
     VL tags allowed as specials in them."""
     tags = set(VL_TAGS)
-    nl = _released_encode(enc, "\n", tags)
+    nl = released_encode(enc, "\n", tags)
 
     def turn(role: str, content: str) -> list[int]:
-        return [IM_START_ID, *_released_encode(enc, role, tags), *nl, *_released_encode(enc, content, tags)]
+        return [IM_START_ID, *released_encode(enc, role, tags), *nl, *released_encode(enc, content, tags)]
 
     tokens = turn("system", system) + [IM_END_ID]
     for q, r in history:
         tokens += nl + turn("user", q) + [IM_END_ID] + nl + turn("assistant", r) + [IM_END_ID]
     tokens += nl + turn("user", query) + [IM_END_ID] + nl
-    return tokens + [IM_START_ID, *_released_encode(enc, "assistant", tags), *nl]
+    return tokens + [IM_START_ID, *released_encode(enc, "assistant", tags), *nl]
 
 
 def test_prompt_tokens_match_make_context_tokens():
@@ -241,12 +225,13 @@ def test_prompt_tokens_match_make_context_tokens():
     up to the ids inside the image span, which the model overwrites with image features."""
     import tiktoken
 
-    from qwenvl_vllm.tokenizers.qwen_vl import QWenTokenizer, load_tiktoken_ranks
+    from qwenvl_vllm.tokenizers.bpe import load_tiktoken_ranks
+    from qwenvl_vllm.tokenizers.qwen_vl import QWenTokenizer
 
     tok = QWenTokenizer.from_tiktoken()
     ranks = load_tiktoken_ranks(tok.vocab_file)
     specials = {t: len(ranks) + i for i, t in enumerate(CHAT_SPECIALS + VL_TAGS)}
-    enc = tiktoken.Encoding("Qwen", pat_str=PAT_STR, mergeable_ranks=ranks, special_tokens=specials)
+    enc = tiktoken.Encoding("Qwen", pat_str=SPLIT_REGEX, mergeable_ranks=ranks, special_tokens=specials)
 
     first = [
         {"image": "https://example.com/demo.jpeg"},
@@ -318,7 +303,6 @@ def test_draw_bbox_on_latest_picture(tmp_path):
     assert draw_bbox_on_latest_picture(response, None) is None
 
 
-@pytest.mark.slow
 def test_vllm_chat_path_renders_the_same_prompt(tmp_path):
     """vLLM's own chat parsing + template application (what `vllm serve` does for /v1/chat/completions)
     gives the prompt build_qwen_vl_prompt gives, on a released-layout checkpoint directory."""
@@ -326,7 +310,7 @@ def test_vllm_chat_path_renders_the_same_prompt(tmp_path):
     import io
     import json
 
-    from test_qwen_vl_tokenizer import RELEASED_CONFIG, RELEASED_TOKENIZER_CONFIG
+    from helpers import RELEASED_CONFIG, RELEASED_TOKENIZER_CONFIG
 
     from qwenvl_vllm.model_registry import register
     from qwenvl_vllm.tokenizers import register_qwen_vl

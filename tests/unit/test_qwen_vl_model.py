@@ -25,7 +25,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from PIL import Image
-from reference.qwen_vl_ref import (  # tests/ is on sys.path (pytest rootdir insertion)
+from reference.qwen_vl_ref import (  # tests/ is on sys.path (pythonpath in pyproject.toml)
     QwenVLReference,
     RefVisionTransformer,
     read_checkpoint,
@@ -197,7 +197,9 @@ def test_resampler_sincos_table_matches_release_formula(vllm_cpu) -> None:
     """vLLM's Resampler2 init table == the MAE 2-D sin-cos of the reference (written independently)."""
     from qwenvl_vllm.models.qwen_vl_visual import QwenVLVisionTransformer
 
-    vis = QwenVLVisionTransformer(448, 14, 32, 1, 2, 4.0, output_dim=128)
+    vis = QwenVLVisionTransformer(
+        image_size=448, patch_size=14, width=32, layers=1, heads=2, mlp_ratio=4.0, output_dim=128
+    )
     torch.testing.assert_close(vis.attn_pool.pos_embed.float(), sincos_2d(128, 16), rtol=0, atol=1e-5)
 
 
@@ -257,13 +259,14 @@ def test_reference_gptq_dequantization_matches_writer(tmp_path: Path) -> None:
 
 
 def test_parity_script_compare_on_cpu(vl_model, tiny_ckpt: Path) -> None:
-    """The GPU script's bookkeeping (which logprob position belongs to which token), fed with our model's
-    logprobs computed the way vLLM reports them; the reference side is the script's own code, on CPU."""
-    from gpu import qwen_vl_parity as parity
+    """The GPU parity script's bookkeeping (tests/reference/qwen_vl_compare.py: which logprob position belongs
+    to which token), fed with our model's logprobs computed the way vLLM reports them; the reference side is
+    the script's own code, on CPU."""
+    from reference import qwen_vl_compare as parity
 
     model, _, _ = vl_model
     processor = _processor(tiny_ckpt)
-    reqs = [r for r in parity._requests(has_visual=True) if r["name"] in ("one_image", "text")]
+    reqs = [r for r in parity.parity_requests(has_visual=True) if r["name"] in ("one_image", "text")]
     got = []
     for req in reqs:
         out = _process(processor, req["prompt"], req["images"])
