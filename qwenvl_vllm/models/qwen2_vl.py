@@ -9,7 +9,6 @@ GPTQ/AWQ checkpoints store it.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated, Literal
@@ -42,6 +41,7 @@ from vllm.utils.tensor_schema import TensorSchema, TensorShape
 from qwenvl_vllm.geometry import grid_tokens
 from qwenvl_vllm.mrope import mrope_positions_from_features
 
+from ..log import logger
 from .qwen2_vl_processing import (
     IMAGE_PLACEHOLDER,
     VIDEO_PLACEHOLDER,
@@ -51,7 +51,6 @@ from .qwen2_vl_processing import (
 )
 from .qwen2_vl_vision import Qwen2VisionTower
 
-logger = logging.getLogger("vllm.qwenvl_vllm")
 logger.info(
     "qwenvl-vllm: Qwen2VLForConditionalGeneration served by qwenvl_vllm.models.qwen2_vl (not in-tree)"
 )
