@@ -35,7 +35,7 @@ for path in (REPO, REPO / "tests"):  # this checkout's package, and the `referen
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from gpu.qwen_vl_parity import SYSTEM, TOP_K, _max_abs, _rel_err  # noqa: E402
+from reference.qwen_vl_compare import SYSTEM, TOP_K, max_abs, rel_err  # noqa: E402
 
 from qwenvl_vllm.models.qwen_ntk import ntk_alpha  # noqa: E402
 
@@ -197,13 +197,13 @@ def _entry(
         "prompt_tokens": t,
         "images": len(req["images"]),
         "alpha": ntk_alpha(t, seq_length),
-        **{f"{k}_rel_err": _rel_err(got[k], want[k]) for k in want},
-        "max_abs_err": max(_max_abs(got[k], want[k]) for k in want),
+        **{f"{k}_rel_err": rel_err(got[k], want[k]) for k in want},
+        "max_abs_err": max(max_abs(got[k], want[k]) for k in want),
     }
     entry["max_rel_err"] = max(entry[f"{k}_rel_err"] for k in want)
     if entry["alpha"] > 1:  # the same tokens under alpha 1 (a 1-token prompt's alpha)
         plain = logprobs(1)
-        entry["alpha_effect_max_abs"] = max(_max_abs(plain[k], want[k]) for k in want)
+        entry["alpha_effect_max_abs"] = max(max_abs(plain[k], want[k]) for k in want)
     return entry
 
 

@@ -48,13 +48,13 @@ def parity_requests(has_visual: bool) -> list[dict[str, Any]]:
     return reqs
 
 
-def _rel_err(a: list[float], b: list[float]) -> float:
+def rel_err(a: list[float], b: list[float]) -> float:
     num = math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b, strict=True)))
     den = math.sqrt(sum(y * y for y in b)) or 1.0
     return num / den
 
 
-def _max_abs(a: list[float], b: list[float]) -> float:
+def max_abs(a: list[float], b: list[float]) -> float:
     return max((abs(x - y) for x, y in zip(a, b, strict=True)), default=0.0)
 
 
@@ -92,11 +92,11 @@ def compare(
                 "name": req["name"],
                 "prompt_tokens": t,
                 "images": len(req["images"]),
-                "prompt_logprob_rel_err": _rel_err(res["prompt_lp"], ref_prompt),
-                "prompt_logprob_max_abs": _max_abs(res["prompt_lp"], ref_prompt),
-                "decode_logprob_rel_err": _rel_err(res["decode_lp"], ref_decode),
-                "decode_logprob_max_abs": _max_abs(res["decode_lp"], ref_decode),
-                "final_top20_rel_err": _rel_err([res["topk"][i] for i in topk_ids], ref_topk),
+                "prompt_logprob_rel_err": rel_err(res["prompt_lp"], ref_prompt),
+                "prompt_logprob_max_abs": max_abs(res["prompt_lp"], ref_prompt),
+                "decode_logprob_rel_err": rel_err(res["decode_lp"], ref_decode),
+                "decode_logprob_max_abs": max_abs(res["decode_lp"], ref_decode),
+                "final_top20_rel_err": rel_err([res["topk"][i] for i in topk_ids], ref_topk),
                 "final_top1_agrees": int(lp[t - 1].argmax()) == max(res["topk"], key=res["topk"].get),
             }
             if pixels is not None:
