@@ -10,6 +10,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
+
 from qwenvl_vllm.constants import PATCH_SIZE, SPATIAL_MERGE_SIZE, TEMPORAL_PATCH_SIZE
 
 
@@ -17,6 +19,11 @@ def grid_tokens(grid_thw: Sequence[int], merge_size: int = SPATIAL_MERGE_SIZE) -
     """LLM tokens of a (t, h, w) patch grid: the merger joins merge_size x merge_size patches."""
     t, h, w = (int(x) for x in grid_thw)
     return t * h * w // (merge_size * merge_size)
+
+
+def grids_tokens(grids_thw: torch.Tensor, merge_size: int = SPATIAL_MERGE_SIZE) -> torch.Tensor:
+    """`grid_tokens` of every row of a [n, 3] grid tensor."""
+    return grids_thw.prod(-1) // (merge_size * merge_size)
 
 
 @dataclass(frozen=True)

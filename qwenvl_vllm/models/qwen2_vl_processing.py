@@ -52,7 +52,7 @@ from vllm.multimodal.processing import (
 from vllm.multimodal.processing.processor import MultiModalProcessingInfo
 
 from qwenvl_vllm.constants import CLIP_MEAN, CLIP_STD, IMAGE_PAD, VIDEO_PAD, VISION_END, VISION_START
-from qwenvl_vllm.geometry import VisionGeometry
+from qwenvl_vllm.geometry import VisionGeometry, grids_tokens
 from qwenvl_vllm.processors.image import target_size, to_rgb
 from qwenvl_vllm.processors.patchify import patchify
 from qwenvl_vllm.processors.sizing import (
@@ -244,15 +244,15 @@ def qwen2vl_field_config(merge_size: int) -> Callable[[Mapping[str, torch.Tensor
 
     def fields(hf_inputs: Mapping[str, torch.Tensor]) -> Mapping[str, MultiModalFieldConfig]:
         empty = torch.empty((0, 3), dtype=torch.long)
-        image_patches = hf_inputs.get("image_grid_thw", empty).prod(-1)
-        video_patches = hf_inputs.get("video_grid_thw", empty).prod(-1)
-        merge = merge_size * merge_size
+        image_grids = hf_inputs.get("image_grid_thw", empty)
+        video_grids = hf_inputs.get("video_grid_thw", empty)
+        image_tokens, video_tokens = (grids_tokens(g, merge_size) for g in (image_grids, video_grids))
         return dict(
-            pixel_values=MultiModalFieldConfig.flat_from_sizes("image", image_patches),
-            image_embeds=MultiModalFieldConfig.flat_from_sizes("image", image_patches // merge),
+            pixel_values=MultiModalFieldConfig.flat_from_sizes("image", image_grids.prod(-1)),
+            image_embeds=MultiModalFieldConfig.flat_from_sizes("image", image_tokens),
             image_grid_thw=MultiModalFieldConfig.batched("image", keep_on_cpu=True),
-            pixel_values_videos=MultiModalFieldConfig.flat_from_sizes("video", video_patches),
-            video_embeds=MultiModalFieldConfig.flat_from_sizes("video", video_patches // merge),
+            pixel_values_videos=MultiModalFieldConfig.flat_from_sizes("video", video_grids.prod(-1)),
+            video_embeds=MultiModalFieldConfig.flat_from_sizes("video", video_tokens),
             video_grid_thw=MultiModalFieldConfig.batched("video", keep_on_cpu=True),
         )
 
