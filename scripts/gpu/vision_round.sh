@@ -21,22 +21,22 @@ wait_health() {  # port: up to 240 s
 case ${1:?call a, b or c} in
 a)
   mk 2b-gptq qwen2-vl-2b gptq-int4 & mk 2b-bf16 qwen2-vl-2b bf16 & wait
-  timeout 180 py -m pytest -q tests/gpu/test_vision_kernels_gpu.py tests/gpu/test_kernels_gpu.py \
+  timeout 180 python3 -m pytest -q tests/gpu/test_vision_kernels_gpu.py tests/gpu/test_kernels_gpu.py \
     tests/gpu/test_qwen2_vl_vision_gpu.py >"$R/gpu_tests.log" 2>&1; status gpu_tests $?; tail -3 "$R/gpu_tests.log"
   pack a
-  timeout 330 py benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W1 W3 --out-dir "$R/offline" \
+  timeout 330 python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W1 W3 --out-dir "$R/offline" \
     >"$R/compare.log" 2>&1; status compare $?; tail -6 "$R/compare.log"
   pack a ;;
 b)
-  timeout 300 py scripts/gpu/qwen2_vl_parity.py --ckpt "$CK/2b-bf16" \
+  timeout 300 python3 scripts/gpu/qwen2_vl_parity.py --ckpt "$CK/2b-bf16" \
     --out "$R/parity_bf16.json" >"$R/parity.log" 2>&1; status parity $?; tail -c 800 "$R/parity_bf16.json"
   pack b
   QWENVL_VLLM_MAX_MEDIA_BYTES=67108864 python3 -m vllm.entrypoints.cli.main serve "$CK/2b-gptq" \
     --max-model-len 8192 --port 8000 >"$R/serve_media.log" 2>&1 &
   if wait_health 8000; then
-    timeout 120 py scripts/gpu/serve_media_check.py --base-url http://127.0.0.1:8000 --out "$R/serve_media.json" \
+    timeout 120 python3 scripts/gpu/serve_media_check.py --base-url http://127.0.0.1:8000 --out "$R/serve_media.json" \
       >"$R/serve_media_check.log" 2>&1; status media $?; tail -5 "$R/serve_media_check.log"
-    timeout 200 py scripts/gpu/serve_media_check.py --base-url http://127.0.0.1:8000 --out "$R/serve_load.json" \
+    timeout 200 python3 scripts/gpu/serve_media_check.py --base-url http://127.0.0.1:8000 --out "$R/serve_load.json" \
       --load 1000 --concurrency 64 >"$R/serve_load.log" 2>&1; status load $?; tail -5 "$R/serve_load.log"
   else
     echo "server did not come up"; tail -20 "$R/serve_media.log"
@@ -44,6 +44,6 @@ b)
   kill %1 2>/dev/null; wait 2>/dev/null
   pack b ;;
 c)
-  timeout 240 py benchmarks/vision_tower.py --out-dir "$R/tower" --iters 5 >"$R/tower.log" 2>&1; status tower $?
+  timeout 240 python3 benchmarks/vision_tower.py --out-dir "$R/tower" --iters 5 >"$R/tower.log" 2>&1; status tower $?
   pack c ;;
 esac

@@ -62,3 +62,17 @@ def test_fp8_tower_close_to_16bit_tower_on_cpu(vllm_cpu, fp8):
         ref, got = (towers[f](pixels, grids) for f in (False, True))
     rel = ((got - ref).norm() / ref.norm()).item()
     assert 0 < rel < 0.1
+
+
+def test_quick_gelu_needs_no_vllm_config():
+    # The engine calls the tower's forward with no vLLM config current: building a CustomOp there fails.
+    import subprocess
+    import sys
+
+    code = (
+        "import torch; from qwenvl_vllm.kernels.quick_gelu import quick_gelu; "
+        "x = torch.randn(4, 8); assert torch.equal(quick_gelu(x), x * torch.sigmoid(1.702 * x)); "
+        "quick_gelu(x, fp8=True)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
