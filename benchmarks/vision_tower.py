@@ -29,6 +29,7 @@ from qwenvl_vllm.processors.video import video_size  # noqa: E402
 from qwenvl_vllm.synthetic import random_rgb  # noqa: E402
 
 PEAK_BF16_FLOPS = 790e12  # H200 dense bf16 rate used for the floor
+GRAPH_MAX_PATCHES = 16384  # ours_bf16 / ours_fp8 run batches up to this size as CUDA graphs
 VISION_2B = dict(
     depth=32, embed_dim=1280, hidden_size=1536, num_heads=16, mlp_ratio=4, patch_size=14,
     temporal_patch_size=2, spatial_merge_size=2, in_channels=3, hidden_act="quick_gelu",
@@ -177,9 +178,9 @@ def build_paths(attn_backends: list[str]) -> dict[str, torch.nn.Module]:
         return model.eval()
 
     paths = {
-        "ours_bf16": build(Qwen2VisionTower, use_fp8=False),  # CUDA graphs up to the default patch count
+        "ours_bf16": build(Qwen2VisionTower, use_fp8=False, graph_max_patches=GRAPH_MAX_PATCHES),
         "ours_bf16_eager": build(Qwen2VisionTower, use_fp8=False, graph_max_patches=0),
-        "ours_fp8": build(Qwen2VisionTower, use_fp8=True),
+        "ours_fp8": build(Qwen2VisionTower, use_fp8=True, graph_max_patches=GRAPH_MAX_PATCHES),
         "in_tree": build(Qwen2VisionTransformer),
     }
     for backend in attn_backends:

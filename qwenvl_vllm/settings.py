@@ -38,7 +38,8 @@ class Settings:
     allowed_local_media_path: str | None
     # Qwen2-VL vision tower in fp8 (e4m3 weights per channel, activations per token): faster, less exact.
     vit_fp8: bool
-    # Batches of up to this many patches run the vision tower as a CUDA graph (0: always eager).
+    # Batches of up to this many patches run the vision tower as a CUDA graph (0: always eager). Off by
+    # default until an engine-level GPU run validates capture inside vLLM's engine (tower tests pass).
     vit_graph_max_patches: int
     # qwen-vl-utils' MODEL_SEQ_LEN: the default total_pixels budget of a video is 90% of it in tokens.
     model_seq_len: int
@@ -52,6 +53,6 @@ def get_settings() -> Settings:
         max_image_pixels=_env_int("QWENVL_VLLM_MAX_IMAGE_PIXELS", 178_956_970),
         allowed_local_media_path=os.environ.get("QWENVL_VLLM_ALLOWED_LOCAL_MEDIA_PATH") or None,
         vit_fp8=_env_flag(VIT_FP8_ENV),
-        vit_graph_max_patches=_env_int("QWENVL_VLLM_VIT_GRAPH_MAX_PATCHES", 16384),
+        vit_graph_max_patches=_env_int("QWENVL_VLLM_VIT_GRAPH_MAX_PATCHES", 0),
         model_seq_len=int(_env_float("MODEL_SEQ_LEN", 128000)),  # qwen-vl-utils reads it as a float
     )
