@@ -27,6 +27,9 @@ Backend = Literal["auto", "torch", "triton"]
 
 # Pillow runs the vertical pass first when the height loses more than this many times the width's pixels.
 VERTICAL_FIRST_FACTOR = 2
+# The Pillow release line whose bytes these rules reproduce (pinned in pyproject.toml); older releases
+# always run the horizontal pass first.
+PILLOW_SERIES = "13."
 
 
 def vertical_first(in_height: int, in_width: int, height: int, width: int) -> bool:

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # This round's GPU checks and measurements (vision tower, device kernels, media through `vllm serve`), run
-# after staging .gpu/partNN (../shared/gpu/README.md), carrying .gpu/install.sh and .gpu/nparts:
+# after `bash ../shared/gpu/bundle.sh pillow==13.0.0` (the GPU image's own Pillow is older; the resize
+# kernels reproduce 13.0) and staging .gpu/partNN (../shared/gpu/README.md), carrying .gpu/install.sh and
+# .gpu/nparts:
 #   bash scripts/gpu/vision_round.sh a   # checkpoints, GPU pytest, W1 + W3 ours vs in-tree (~5 min)
 #   bash scripts/gpu/vision_round.sh b   # parity vs transformers / in-tree; media checks + 1000-request load
 #                                          through `vllm serve` (~6 min)

@@ -38,6 +38,15 @@ def _random_cases(count: int) -> list[tuple[int, int, int, int]]:
 
 
 def _pil(array: np.ndarray, height: int, width: int) -> np.ndarray:
+    import PIL
+
+    from qwenvl_vllm.kernels.resize import PILLOW_SERIES
+
+    # The GPU image has its own Pillow; an older one orders the passes differently (carry the pinned one:
+    # `bash ../shared/gpu/bundle.sh pillow==13.0.0`).
+    assert PIL.__version__.startswith(PILLOW_SERIES), (
+        f"reference needs Pillow {PILLOW_SERIES}x, found {PIL.__version__}"
+    )
     return np.asarray(Image.fromarray(array).resize((width, height), Image.Resampling.BICUBIC))
 
 
