@@ -75,31 +75,8 @@ def test_fp8_linear_matches_dequantized_matmul(cuda_env):
     torch.testing.assert_close(got, want, rtol=2 * BF16_ULP, atol=1e-2 * want.abs().max().item())
 
 
-def test_fp8_tower_close_to_bf16_tower(cuda_env):
-    from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLVisionConfig
-    from vllm.utils.torch_utils import set_default_torch_dtype
-
-    from qwenvl_vllm.models.qwen2_vl_vision import Qwen2VisionTower, hf_weight_shapes
-
-    cfg = Qwen2VLVisionConfig(depth=4, embed_dim=1280, hidden_size=1536, num_heads=16, mlp_ratio=4)
-    gen = torch.Generator().manual_seed(0)
-    weights = [(k, torch.randn(s, generator=gen) * (s[-1] ** -0.5 if len(s) > 1 else 0.1)) for k, s in
-               hf_weight_shapes(cfg).items()]  # fmt: skip
-    towers = {}
-    for fp8 in (False, True):
-        with set_default_torch_dtype(torch.bfloat16), torch.device("cuda"):
-            towers[fp8] = Qwen2VisionTower(cfg, use_fp8=fp8, prefix="visual")
-        towers[fp8].load_weights(iter(weights))
-    grids = [[1, 54, 74], [2, 8, 12]]
-    pixels = torch.randn(sum(t * h * w for t, h, w in grids), 1176, device="cuda", dtype=torch.bfloat16)
-    with torch.inference_mode():
-        ref, got = (towers[f](pixels, grids).float() for f in (False, True))
-    rel = ((got - ref).norm() / ref.norm()).item()
-    print(f"\nfp8 tower (depth 4) relative error vs bf16: {rel:.4f}")
-    assert rel < 0.1
-
-
-def test_cuda_graph_replays_match_eager(cuda_env):
+def _tower(**kwargs):
+    """A 4-block tower of Qwen2-VL-2B widths on CUDA in bf16, random O(1)-activation weights (seed 0)."""
     from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLVisionConfig
     from vllm.utils.torch_utils import set_default_torch_dtype
 
@@ -110,8 +87,24 @@ def test_cuda_graph_replays_match_eager(cuda_env):
     weights = [(k, torch.randn(s, generator=gen) * (s[-1] ** -0.5 if len(s) > 1 else 0.1)) for k, s in
                hf_weight_shapes(cfg).items()]  # fmt: skip
     with set_default_torch_dtype(torch.bfloat16), torch.device("cuda"):
-        tower = Qwen2VisionTower(cfg, graph_max_patches=16384, prefix="visual")
+        tower = Qwen2VisionTower(cfg, prefix="visual", **kwargs)
     tower.load_weights(iter(weights))
+    return tower
+
+
+def test_fp8_tower_close_to_bf16_tower(cuda_env):
+    towers = {fp8: _tower(use_fp8=fp8) for fp8 in (False, True)}
+    grids = [[1, 54, 74], [2, 8, 12]]
+    pixels = torch.randn(sum(t * h * w for t, h, w in grids), 1176, device="cuda", dtype=torch.bfloat16)
+    with torch.inference_mode():
+        ref, got = (towers[f](pixels, grids).float() for f in (False, True))
+    rel = ((got - ref).norm() / ref.norm()).item()
+    print(f"\nfp8 tower (depth 4) relative error vs bf16: {rel:.4f}")
+    assert rel < 0.1
+
+
+def test_cuda_graph_replays_match_eager(cuda_env):
+    tower = _tower(graph_max_patches=16384)
     # Same bucket twice with other contents (stale pad rows / positions), an exact bucket size, a video.
     batches = [[(1, 54, 74)], [(1, 32, 32), (1, 40, 60), (1, 4, 4)], [(1, 32, 32)], [(4, 26, 46), (1, 2, 2)]]
     with torch.inference_mode():
