@@ -42,6 +42,7 @@ from qwenvl_vllm.geometry import grid_tokens
 from qwenvl_vllm.mrope import mrope_positions_from_features
 
 from ..log import logger
+from .quant_shards import check_quant_shards
 from .qwen2_vl_processing import (
     IMAGE_PLACEHOLDER,
     VIDEO_PLACEHOLDER,
@@ -232,6 +233,11 @@ class Qwen2VLForConditionalGeneration(
         super().__init__()
         config = vllm_config.model_config.hf_config
         check_quant_config(vllm_config.quant_config)
+        check_quant_shards(
+            config.get_text_config(),
+            getattr(vllm_config.quant_config, "group_size", None),
+            vllm_config.parallel_config.tensor_parallel_size,
+        )
         self.config = config
         self.merge_size = config.vision_config.spatial_merge_size
         with self._mark_tower_model(vllm_config, {"image", "video"}):
