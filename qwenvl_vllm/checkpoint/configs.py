@@ -8,6 +8,7 @@ GPTQ/AWQ with group 128 (and vLLM's Marlin tile limits: k % 128, n % 64) also ap
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from qwenvl_vllm.constants import (
@@ -82,8 +83,21 @@ QWEN_VL_SIZES = {
 }
 
 
-def qwen2_vl_config(model: str, torch_dtype: str) -> dict:
+# Qwen re-released its quantized 72B checkpoints with intermediate_size zero-padded from 29568 (231 groups
+# of 128) to 29696 (232), so that the LLM splits into whole groups on 2, 4 and 8 ranks.
+QUANTIZED_INTERMEDIATE = {"qwen2-vl-72b": 29696}
+
+
+def qwen2_vl_sizes(model: str, quantized: bool = False) -> Qwen2VLSizes:
+    """The released sizes of `model`; quantized=True: those of its GPTQ/AWQ releases (and their twins)."""
     s = QWEN2_VL_SIZES[model]
+    if quantized and model in QUANTIZED_INTERMEDIATE:
+        return dataclasses.replace(s, intermediate=QUANTIZED_INTERMEDIATE[model])
+    return s
+
+
+def qwen2_vl_config(model: str, torch_dtype: str, quantized: bool = False) -> dict:
+    s = qwen2_vl_sizes(model, quantized)
     return {
         "architectures": ["Qwen2VLForConditionalGeneration"],
         "attention_dropout": 0.0,

@@ -16,7 +16,7 @@ import torch
 
 from qwenvl_vllm.constants import QWEN_VL_PATCH_SIZE, QWEN_VL_POS_EMBED_ROWS, QWEN_VL_QUERIES
 
-from .configs import QWEN2_VL_SIZES, QWEN_VL_SIZES
+from .configs import QWEN_VL_SIZES, qwen2_vl_sizes
 
 STD = 0.02
 _FP16_EXACT_MIN = 2.0**-17  # smaller bf16 magnitudes would lose bits as fp16 subnormals
@@ -46,9 +46,9 @@ def _layer_norm(prefix: str, dim: int, bias: bool = True) -> list[TensorSpec]:
     return specs
 
 
-def qwen2_vl_specs(model: str) -> list[TensorSpec]:
+def qwen2_vl_specs(model: str, quantized: bool = False) -> list[TensorSpec]:
     """Canonical (transformers >= 4.52) names: model.visual.*, model.language_model.*, lm_head.weight."""
-    s = QWEN2_VL_SIZES[model]
+    s = qwen2_vl_sizes(model, quantized)
     e, m = s.vision_embed, s.vision_embed * s.vision_mlp_ratio
     v = "model.visual"
     specs = [TensorSpec(f"{v}.patch_embed.proj.weight", (e, 3, 2, 14, 14))]

@@ -170,10 +170,12 @@ def _dump(path: Path, obj: object) -> None:
     path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def _write_configs(out: Path, model: str, scheme: quantization.QuantScheme | None) -> None:
+def _write_configs(
+    out: Path, model: str, scheme: quantization.QuantScheme | None, quantized_sizes: bool
+) -> None:
     torch_dtype = "bfloat16" if scheme is None else "float16"  # the GPTQ/AWQ releases are fp16
     if model in configs.QWEN2_VL_MODELS:
-        config = configs.qwen2_vl_config(model, torch_dtype)
+        config = configs.qwen2_vl_config(model, torch_dtype, quantized_sizes)
         generation = configs.qwen2_vl_generation_config()
         _dump(out / "preprocessor_config.json", configs.qwen2_vl_preprocessor_config())
     else:
@@ -213,7 +215,7 @@ def write_checkpoint(
     written_scheme = None if dequantized else scheme
     if model in configs.QWEN2_VL_MODELS:
         tokenizer.write_qwen2_tokenizer(out_dir)
-        specs = weights.qwen2_vl_specs(model)
+        specs = weights.qwen2_vl_specs(model, scheme is not None)
     else:
         tokenizer.write_qwen_vl_tokenizer(out_dir)
         specs = weights.qwen_vl_specs(model)
@@ -221,5 +223,6 @@ def write_checkpoint(
     units = _plan(specs, written_scheme, _renamer(model, name_scheme), dtype)
     _write_weights(out_dir, units, seed, scheme, dequantized, max_shard_bytes)
     # config.json last (atomically): its presence means the directory is complete.
-    _write_configs(out_dir, model, written_scheme)
+    # a dequantized twin keeps its quantized variant's (padded) sizes
+    _write_configs(out_dir, model, written_scheme, scheme is not None)
     return out_dir

@@ -150,20 +150,30 @@ def test_legacy_names_load_to_the_same_model(ckpts: dict[str, Path], tmp_path: P
     assert all(torch.equal(v, reference[k]) for k, v in model.state_dict().items())
 
 
+@pytest.mark.parametrize("quantized", [False, True])
 @pytest.mark.parametrize("model", ["qwen2-vl-2b", "qwen2-vl-7b", "qwen2-vl-72b"])
-def test_real_sizes_match_transformers_model(model: str, tmp_path: Path) -> None:
+def test_real_sizes_match_transformers_model(model: str, quantized: bool, tmp_path: Path) -> None:
     """Released configs build (on the meta device) exactly the tensors our inventory lists."""
     transformers = pytest.importorskip("transformers")
     from qwenvl_vllm.checkpoint import configs
 
-    (tmp_path / "config.json").write_text(json.dumps(configs.qwen2_vl_config(model, "bfloat16")))
+    config = configs.qwen2_vl_config(model, "bfloat16", quantized)
+    (tmp_path / "config.json").write_text(json.dumps(config))
     config = transformers.AutoConfig.from_pretrained(tmp_path)
     with torch.device("meta"):
         hf = transformers.Qwen2VLForConditionalGeneration(config)
     expected = {k: tuple(v.shape) for k, v in hf.state_dict().items()}
     if config.tie_word_embeddings:
         expected.pop("lm_head.weight")  # tied: not in the release's safetensors
-    assert {s.name: s.shape for s in W.qwen2_vl_specs(model)} == expected
+    assert {s.name: s.shape for s in W.qwen2_vl_specs(model, quantized)} == expected
+
+
+def test_quantized_72b_has_the_released_padded_intermediate_size() -> None:
+    from qwenvl_vllm.checkpoint import configs
+
+    assert configs.qwen2_vl_config("qwen2-vl-72b", "float16")["intermediate_size"] == 29568
+    assert configs.qwen2_vl_config("qwen2-vl-72b", "float16", quantized=True)["intermediate_size"] == 29696
+    assert configs.qwen2_vl_config("qwen2-vl-7b", "float16", quantized=True)["intermediate_size"] == 18944
 
 
 def test_gptq_tiny_layout(ckpts: dict[str, Path]) -> None:
