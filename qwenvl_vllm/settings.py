@@ -41,6 +41,9 @@ class Settings:
     # Batches of up to this many patches run the vision tower as a CUDA graph (0: always eager). Off by
     # default until an engine-level GPU run validates capture inside vLLM's engine (tower tests pass).
     vit_graph_max_patches: int
+    # Qwen2-VL processor ships decoded uint8 pixels; the model resizes / patchifies them on its device
+    # (bit-identical rows). Off until a GPU run confirms it end to end.
+    device_pixels: bool
     # qwen-vl-utils' MODEL_SEQ_LEN: the default total_pixels budget of a video is 90% of it in tokens.
     model_seq_len: int
 
@@ -54,5 +57,6 @@ def get_settings() -> Settings:
         allowed_local_media_path=os.environ.get("QWENVL_VLLM_ALLOWED_LOCAL_MEDIA_PATH") or None,
         vit_fp8=_env_flag(VIT_FP8_ENV),
         vit_graph_max_patches=_env_int("QWENVL_VLLM_VIT_GRAPH_MAX_PATCHES", 0),
+        device_pixels=_env_flag("QWENVL_VLLM_DEVICE_PIXELS"),
         model_seq_len=int(_env_float("MODEL_SEQ_LEN", 128000)),  # qwen-vl-utils reads it as a float
     )

@@ -52,3 +52,40 @@ def http_server(tmp_path):
 
     yield publish
     server.shutdown()
+
+
+CPU_ATTENTION = "vllm.v1.attention.backends.cpu_attn.CPUAttentionBackend"
+
+
+@pytest.fixture
+def build(vllm_cpu, monkeypatch):
+    """build(ckpt) -> our Qwen2-VL model on CPU in float32.
+
+    vLLM's paged Attention has no CPU backend in the CUDA wheel ("Invalid attention backend for None"), so
+    the platform is told to hand out vLLM's CPU attention backend class: enough to construct the language
+    model (its attention is never run on CPU); the vision tower runs.
+    """
+    from vllm.config import CompilationConfig, CompilationMode, VllmConfig, set_current_vllm_config
+    from vllm.config.model import ModelConfig
+    from vllm.platforms import current_platform
+    from vllm.v1.attention import selector
+
+    from qwenvl_vllm.models.qwen2_vl import Qwen2VLForConditionalGeneration
+
+    monkeypatch.setattr(
+        type(current_platform), "get_attn_backend_cls", classmethod(lambda *a, **k: CPU_ATTENTION)
+    )
+
+    def _build(ckpt: str, dtype: str = "float32"):
+        model_config = ModelConfig(model=ckpt, dtype=dtype, max_model_len=1024)
+        cfg = VllmConfig(
+            model_config=model_config,
+            device_config=vllm_cpu.device_config,
+            # a fresh one per model: it records layer names and refuses duplicates
+            compilation_config=CompilationConfig(mode=CompilationMode.NONE, custom_ops=["none"]),
+        )
+        with set_current_vllm_config(cfg):
+            return Qwen2VLForConditionalGeneration(vllm_config=cfg).eval()
+
+    yield _build
+    selector._cached_get_attn_backend.cache_clear()  # forget the CPU backend picked under the patch

@@ -38,11 +38,12 @@ from vllm.multimodal.inputs import MultiModalFeatureSpec
 from vllm.sequence import IntermediateTensors
 from vllm.utils.tensor_schema import TensorSchema, TensorShape
 
-from qwenvl_vllm.geometry import grid_tokens
+from qwenvl_vllm.geometry import VisionGeometry, grid_tokens
 from qwenvl_vllm.mrope import mrope_positions_from_features
 
 from ..log import logger
 from .quant_shards import check_quant_shards
+from .qwen2_vl_device_pixels import UINT8_KEYS, uint8_rows
 from .qwen2_vl_processing import (
     IMAGE_PLACEHOLDER,
     VIDEO_PLACEHOLDER,
@@ -145,12 +146,48 @@ class Qwen2VLVideoEmbeddingInputs(TensorSchema):
     video_grid_thw: Annotated[torch.Tensor, TensorShape("nv", 3)]
 
 
+class Qwen2VLImageUint8Inputs(TensorSchema):
+    """Decoded images, resized and patchified on the tower's device (QWENVL_VLLM_DEVICE_PIXELS).
+
+    Dimensions:
+        - ni: Number of images
+        - h: Decoded height of each image
+        - w: Decoded width of each image
+    """
+
+    type: Literal["image_pixels_u8"]
+    image_pixels_u8: Annotated[
+        torch.Tensor | list[torch.Tensor], TensorShape("ni", "h", "w", 3, dynamic_dims={"h", "w"})
+    ]
+    image_grid_thw: Annotated[torch.Tensor, TensorShape("ni", 3)]
+
+
+class Qwen2VLVideoUint8Inputs(TensorSchema):
+    """Sampled video frames, resized and patchified on the tower's device (QWENVL_VLLM_DEVICE_PIXELS).
+
+    Dimensions:
+        - nv: Number of videos
+        - nt: Number of frames of each video
+        - h: Decoded frame height of each video
+        - w: Decoded frame width of each video
+    """
+
+    type: Literal["video_pixels_u8"]
+    video_pixels_u8: Annotated[
+        torch.Tensor | list[torch.Tensor], TensorShape("nv", "nt", 3, "h", "w", dynamic_dims={"nt", "h", "w"})
+    ]
+    video_grid_thw: Annotated[torch.Tensor, TensorShape("nv", 3)]
+
+
 Qwen2VLInputs = (
     Qwen2VLImagePixelInputs
     | Qwen2VLImageEmbeddingInputs
+    | Qwen2VLImageUint8Inputs
     | Qwen2VLVideoPixelInputs
     | Qwen2VLVideoEmbeddingInputs
+    | Qwen2VLVideoUint8Inputs
 )
+_UINT8_SCHEMAS = {"image": Qwen2VLImageUint8Inputs, "video": Qwen2VLVideoUint8Inputs}
 
 # modality -> (pixel key, embedding key, grid key, pixel schema, embedding schema)
 _MODALITY_KEYS = {
@@ -240,6 +277,10 @@ class Qwen2VLForConditionalGeneration(
         )
         self.config = config
         self.merge_size = config.vision_config.spatial_merge_size
+        vision = config.vision_config
+        self.geometry = VisionGeometry(
+            vision.patch_size, vision.temporal_patch_size, vision.spatial_merge_size
+        )
         with self._mark_tower_model(vllm_config, {"image", "video"}):
             # quant_config=None: the released quantized checkpoints keep the vision tower in fp16/bf16.
             self.visual = Qwen2VisionTower(
@@ -266,11 +307,15 @@ class Qwen2VLForConditionalGeneration(
 
     def _parse_modality(self, modality: str, kwargs: dict[str, object]) -> Qwen2VLInputs | None:
         pixel_key, embed_key, grid_key, pixel_schema, embed_schema = _MODALITY_KEYS[modality]
+        uint8_key = UINT8_KEYS[modality]
         pixels, embeds, grid = kwargs.get(pixel_key), kwargs.get(embed_key), kwargs.get(grid_key)
-        if pixels is None and embeds is None:
+        uint8 = kwargs.get(uint8_key)
+        if pixels is None and embeds is None and uint8 is None:
             return None
         if grid is None:
             raise ValueError(f"{modality} inputs need {grid_key}")
+        if uint8 is not None:
+            return _UINT8_SCHEMAS[modality](type=uint8_key, **{uint8_key: uint8, grid_key: grid})
         if pixels is not None:
             return pixel_schema(type=pixel_key, **{pixel_key: pixels, grid_key: grid})
         return embed_schema(type=embed_key, **{embed_key: embeds, grid_key: grid})
@@ -280,7 +325,7 @@ class Qwen2VLForConditionalGeneration(
         order: list[str] = []
         for key in kwargs:
             for modality, keys in _MODALITY_KEYS.items():
-                if key in keys[:2] and modality not in order:
+                if key in (*keys[:2], UINT8_KEYS[modality]) and modality not in order:
                     order.append(modality)
         parsed = [(m, self._parse_modality(m, kwargs)) for m in order]
         return [(m, inputs) for m, inputs in parsed if inputs is not None]
@@ -294,6 +339,14 @@ class Qwen2VLForConditionalGeneration(
             return list(embeds)
         sizes = [grid_tokens(g, self.merge_size) for g in grid]
         return list(self.visual(pixel_values, grid).split(sizes))
+
+    def _rows(self, item: Qwen2VLInputs, modality: str, grid: list[list[int]]) -> torch.Tensor:
+        """Patch rows, on the tower's device, of items shipped as decoded uint8 pixels."""
+        device, dtype = self.visual.device, self.visual.dtype
+        pixels = item[UINT8_KEYS[modality]]
+        return torch.cat(
+            [uint8_rows(p, g, self.geometry, device, dtype) for p, g in zip(pixels, grid, strict=True)]
+        )
 
     def embed_multimodal(self, **kwargs: object) -> MultiModalEmbeddings:
         inputs = self._parse_inputs(kwargs)
@@ -309,7 +362,9 @@ class Qwen2VLForConditionalGeneration(
                 slots.extend(item[embed_key].split(sizes))
                 continue
             slots.extend(range(len(pixel_grid), len(pixel_grid) + len(grid)))
-            pixel_parts.append(item[pixel_key])
+            pixel_parts.append(
+                self._rows(item, modality, grid) if item["type"] == UINT8_KEYS[modality] else item[pixel_key]
+            )
             pixel_grid.extend(grid)
         if not slots:
             return []

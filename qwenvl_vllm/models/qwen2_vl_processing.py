@@ -53,6 +53,7 @@ from vllm.multimodal.processing.processor import MultiModalProcessingInfo
 
 from qwenvl_vllm.constants import CLIP_MEAN, CLIP_STD, IMAGE_PAD, VIDEO_PAD, VISION_END, VISION_START
 from qwenvl_vllm.geometry import VisionGeometry, grids_tokens
+from qwenvl_vllm.models.qwen2_vl_device_pixels import UINT8_KEYS, rows_match_cpu_path
 from qwenvl_vllm.processors.image import target_size, to_rgb
 from qwenvl_vllm.processors.patchify import patchify
 from qwenvl_vllm.processors.sizing import (
@@ -73,6 +74,7 @@ from qwenvl_vllm.serving.item_options import (
     item_keyed_inputs,
     parse_items,
 )
+from qwenvl_vllm.settings import get_settings
 
 IMAGE_PLACEHOLDER = VISION_START + IMAGE_PAD + VISION_END
 VIDEO_PLACEHOLDER = VISION_START + VIDEO_PAD + VISION_END
@@ -254,6 +256,7 @@ def qwen2vl_field_config(merge_size: int) -> Callable[[Mapping[str, torch.Tensor
             pixel_values_videos=MultiModalFieldConfig.flat_from_sizes("video", video_grids.prod(-1)),
             video_embeds=MultiModalFieldConfig.flat_from_sizes("video", video_tokens),
             video_grid_thw=MultiModalFieldConfig.batched("video", keep_on_cpu=True),
+            **{key: MultiModalFieldConfig.batched(modality) for modality, key in UINT8_KEYS.items()},
         )
 
     return fields
@@ -468,10 +471,18 @@ class Qwen2VLMultiModalProcessor(BaseMultiModalProcessor[Qwen2VLProcessingInfo])
 
     # -- media ---------------------------------------------------------------------------------------------
 
+    @cached_property
+    def _ships_uint8(self) -> bool:
+        """Decoded uint8 pixels go to the model, which resizes and patchifies them on its device."""
+        d = self.info.defaults
+        return get_settings().device_pixels and rows_match_cpu_path(d.mean, d.std, d.rescale)
+
     def _image_rows(self, image: Any, options: SizeOptions) -> tuple[torch.Tensor, tuple[int, int, int]]:
         pixels = _image_array(image)
         height, width = (pixels.height, pixels.width) if isinstance(pixels, Image.Image) else pixels.shape[:2]
         target = self.info.image_size(height, width, options)
+        if self._ships_uint8:
+            return torch.from_numpy(np.array(pixels, dtype=np.uint8)), self.info.geometry.grid(1, *target)
         if target != (height, width):
             if not isinstance(pixels, Image.Image):
                 pixels = Image.fromarray(pixels)
@@ -482,6 +493,8 @@ class Qwen2VLMultiModalProcessor(BaseMultiModalProcessor[Qwen2VLProcessingInfo])
         frames = _video_tchw(video)
         num_frames, _, height, width = frames.shape
         target = self.info.video_size(num_frames, height, width, options)
+        if self._ships_uint8 and frames.dtype == torch.uint8:
+            return frames.contiguous(), self.info.geometry.grid(num_frames, *target)
         if target != (height, width):
             frames = resize_frames(frames, target)
         return self._patchify(frames)
@@ -517,8 +530,11 @@ class Qwen2VLMultiModalProcessor(BaseMultiModalProcessor[Qwen2VLProcessingInfo])
                 continue
             results = [rows_of(item, options.for_item(modality, i)) for i, item in enumerate(items)]
             rows = [rows for rows, _ in results]  # already in the model's dtype
-            out[values] = rows[0] if len(rows) == 1 else torch.cat(rows)
             out[grids] = torch.tensor([grid for _, grid in results], dtype=torch.long)
+            if rows[0].dtype == torch.uint8:  # decoded pixels, one tensor per item (_ships_uint8)
+                out[UINT8_KEYS[modality]] = rows
+                continue
+            out[values] = rows[0] if len(rows) == 1 else torch.cat(rows)
         return out
 
     # -- BaseMultiModalProcessor hooks ---------------------------------------------------------------------

@@ -1,9 +1,8 @@
 """Qwen2VLForConditionalGeneration built on CPU from a tiny checkpoint: weights and multimodal embedding.
 
-vLLM's paged Attention has no CPU backend in the CUDA wheel ("Invalid attention backend for None"), so the
-platform is told to hand out vLLM's CPU attention backend class: that is enough to construct the language
-model (its attention is never run here). Weight checks compare every parameter with the checkpoint tensor(s)
-it must hold, through a name mapping written independently here (fused q|k|v and gate|up, Conv3d -> linear).
+The model comes from the `build` fixture (tests/conftest.py: construction on CPU). Weight checks compare
+every parameter with the checkpoint tensor(s) it must hold, through a name mapping written independently
+here (fused q|k|v and gate|up, Conv3d -> linear).
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from safetensors.torch import load_file
 
 from qwenvl_vllm.checkpoint.writer import write_checkpoint
 
-CPU_ATTENTION = "vllm.v1.attention.backends.cpu_attn.CPUAttentionBackend"
 STACKED = {"q_proj": ("qkv_proj", 0), "k_proj": ("qkv_proj", 1), "v_proj": ("qkv_proj", 2)}
 STACKED |= {"gate_proj": ("gate_up_proj", 0), "up_proj": ("gate_up_proj", 1)}
 
@@ -31,35 +29,6 @@ def ckpts(tmp_path_factory) -> dict[str, str]:
         scheme: str(write_checkpoint("tiny-qwen2-vl", "bf16", root / scheme, name_scheme=scheme))
         for scheme in ("default", "legacy")
     }
-
-
-@pytest.fixture
-def build(vllm_cpu, monkeypatch):
-    """build(ckpt) -> our model on CPU in float32 (construction only; see the module docstring)."""
-    from vllm.config import CompilationConfig, CompilationMode, VllmConfig, set_current_vllm_config
-    from vllm.config.model import ModelConfig
-    from vllm.platforms import current_platform
-    from vllm.v1.attention import selector
-
-    from qwenvl_vllm.models.qwen2_vl import Qwen2VLForConditionalGeneration
-
-    monkeypatch.setattr(
-        type(current_platform), "get_attn_backend_cls", classmethod(lambda *a, **k: CPU_ATTENTION)
-    )
-
-    def _build(ckpt: str, dtype: str = "float32"):
-        model_config = ModelConfig(model=ckpt, dtype=dtype, max_model_len=1024)
-        cfg = VllmConfig(
-            model_config=model_config,
-            device_config=vllm_cpu.device_config,
-            # a fresh one per model: it records layer names and refuses duplicates
-            compilation_config=CompilationConfig(mode=CompilationMode.NONE, custom_ops=["none"]),
-        )
-        with set_current_vllm_config(cfg):
-            return Qwen2VLForConditionalGeneration(vllm_config=cfg).eval()
-
-    yield _build
-    selector._cached_get_attn_backend.cache_clear()  # forget the CPU backend picked under the patch
 
 
 def _param_name(hf_name: str) -> tuple[str, int | None]:

@@ -1,0 +1,120 @@
+"""QWENVL_VLLM_DEVICE_PIXELS: the processor ships decoded uint8 pixels and the model's conversion
+(`uint8_rows`, run here on the CPU: the same code and kernels' torch paths) gives exactly the patch rows of
+the processor's own CPU path, for images (resized up, down, kept) and videos (odd frame counts)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from qwenvl_vllm.checkpoint.writer import write_checkpoint
+from qwenvl_vllm.geometry import QWEN2_VL
+from qwenvl_vllm.models.qwen2_vl_device_pixels import UINT8_KEYS, rows_match_cpu_path, uint8_rows
+from qwenvl_vllm.synthetic import make_image
+
+IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
+VIDEO = "<|vision_start|><|video_pad|><|vision_end|>"
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> str:
+    from qwenvl_vllm.model_registry import register
+
+    register()
+    return str(write_checkpoint("tiny-qwen2-vl", "bf16", tmp_path_factory.mktemp("tiny-qwen2-vl")))
+
+
+def _apply(ckpt: str, dtype: str, prompt: str, mm_data: dict, mm_kwargs: dict | None = None):
+    from vllm.config import ModelConfig
+    from vllm.multimodal import MULTIMODAL_REGISTRY
+    from vllm.multimodal.processing import ProcessorInputs, TimingContext
+
+    config = ModelConfig(
+        model=ckpt, dtype=dtype, max_model_len=8192, limit_mm_per_prompt={"image": 3, "video": 2}
+    )
+    proc = MULTIMODAL_REGISTRY.create_processor(config)
+    inputs = ProcessorInputs(prompt, proc.info.parse_mm_data(mm_data), hf_processor_mm_kwargs=mm_kwargs or {})
+    return proc.apply(inputs, TimingContext(enabled=False))
+
+
+def _items(out, modality: str, key: str) -> list[torch.Tensor]:
+    return [item[key].data for item in out["mm_kwargs"][modality]]
+
+
+def _both(ckpt, monkeypatch, dtype, prompt, mm_data, mm_kwargs=None):
+    monkeypatch.setenv("QWENVL_VLLM_DEVICE_PIXELS", "0")
+    cpu = _apply(ckpt, dtype, prompt, mm_data, mm_kwargs)
+    monkeypatch.setenv("QWENVL_VLLM_DEVICE_PIXELS", "1")
+    return cpu, _apply(ckpt, dtype, prompt, mm_data, mm_kwargs)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_images_give_the_cpu_paths_rows(ckpt, monkeypatch, dtype):
+    images = [make_image(300, 200, seed=1), make_image(40, 50, seed=2), make_image(56, 84, seed=3)]
+    prompt = IMAGE * len(images)
+    cpu, dev = _both(ckpt, monkeypatch, dtype, prompt, {"image": images}, {"max_pixels": 128 * 28 * 28})
+    assert dev["prompt_token_ids"] == cpu["prompt_token_ids"]
+    shipped = _items(dev, "image", UINT8_KEYS["image"])
+    assert [p.dtype for p in shipped] == [torch.uint8] * 3
+    assert [tuple(p.shape) for p in shipped] == [(200, 300, 3), (50, 40, 3), (84, 56, 3)]  # not resized
+    grids = _items(dev, "image", "image_grid_thw")
+    assert [g.tolist() for g in grids] == [g.tolist() for g in _items(cpu, "image", "image_grid_thw")]
+    for pixels, grid, want in zip(shipped, grids, _items(cpu, "image", "pixel_values"), strict=True):
+        got = uint8_rows(pixels, grid.tolist(), QWEN2_VL, torch.device("cpu"), getattr(torch, dtype))
+        assert got.dtype == want.dtype and torch.equal(got, want)
+
+
+def test_videos_give_the_cpu_paths_rows(ckpt, monkeypatch):
+    video = np.stack([np.asarray(make_image(90, 60, seed=s)) for s in range(5)])  # [5, 60, 90, 3], odd count
+    cpu, dev = _both(ckpt, monkeypatch, "bfloat16", VIDEO, {"video": [video]}, {"max_pixels": 64 * 28 * 28})
+    assert dev["prompt_token_ids"] == cpu["prompt_token_ids"]
+    (pixels,) = _items(dev, "video", UINT8_KEYS["video"])
+    assert pixels.dtype == torch.uint8 and tuple(pixels.shape) == (5, 3, 60, 90)
+    (grid,) = _items(dev, "video", "video_grid_thw")
+    (want,) = _items(cpu, "video", "pixel_values_videos")
+    got = uint8_rows(pixels, grid.tolist(), QWEN2_VL, torch.device("cpu"), torch.bfloat16)
+    assert torch.equal(got, want)
+
+
+def test_only_the_clip_normalisation_ships_uint8():
+    from qwenvl_vllm.constants import CLIP_MEAN, CLIP_STD
+
+    assert rows_match_cpu_path(CLIP_MEAN, CLIP_STD, 1 / 255)
+    assert not rows_match_cpu_path((0.5, 0.5, 0.5), CLIP_STD, 1 / 255)
+    assert not rows_match_cpu_path(CLIP_MEAN, CLIP_STD, None)
+
+
+def test_a_grid_that_does_not_fit_the_pixels_is_refused():
+    pixels = torch.zeros(5, 3, 56, 56, dtype=torch.uint8)  # 5 frames -> 3 temporal groups, not 2
+    with pytest.raises(ValueError, match="expected"):
+        uint8_rows(pixels, [2, 4, 4], QWEN2_VL, torch.device("cpu"), torch.float32)
+
+
+def test_model_embeds_uint8_items_as_their_rows(ckpt, build, monkeypatch):
+    from safetensors.torch import load_file
+
+    model = build(ckpt)
+    model.load_weights(load_file(f"{ckpt}/model.safetensors").items())
+    images = [make_image(90, 60, seed=4), make_image(60, 90, seed=5)]
+    video = np.stack([np.asarray(make_image(56, 56, seed=s)) for s in range(4)])
+    mm_data = {"image": images, "video": [video]}
+    cpu, dev = _both(ckpt, monkeypatch, "float32", IMAGE * 2 + VIDEO, mm_data)
+
+    def kwargs(out) -> dict:
+        merged: dict = {}
+        for modality in ("image", "video"):
+            for key in out["mm_kwargs"][modality][0]:
+                values = _items(out, modality, key)
+                merged[key] = torch.stack(values) if key.endswith("grid_thw") else values
+        return merged
+
+    cpu_kwargs, dev_kwargs = kwargs(cpu), kwargs(dev)
+    cpu_kwargs = {k: torch.cat(v) if isinstance(v, list) else v for k, v in cpu_kwargs.items()}
+    assert set(dev_kwargs) == {"image_pixels_u8", "image_grid_thw", "video_pixels_u8", "video_grid_thw"}
+    with torch.inference_mode():
+        want = model.embed_multimodal(**cpu_kwargs)
+        got = model.embed_multimodal(**dev_kwargs)
+    assert len(got) == len(want) == 3
+    for g, w in zip(got, want, strict=True):
+        assert torch.equal(g, w)  # identical tower inputs, same (deterministic CPU) tower
