@@ -7,6 +7,8 @@
 #   bash scripts/gpu/vision_round.sh b   # parity vs transformers / in-tree; media checks + 1000-request load
 #                                          through `vllm serve` (~6 min)
 #   bash scripts/gpu/vision_round.sh c   # the vision tower benchmark (~2 min)
+#   bash scripts/gpu/vision_round.sh d   # opt-in paths in the engine: greedy vs in-tree with device pixels
+#                                          and tower CUDA graphs on; W1 with them (~6 min)
 # The calls on one machine, back to back (checkpoints live in /tmp/ckpt). Results: $OUT/round_<call>.tgz.
 set -uo pipefail
 source "$(dirname "$0")/common.sh"
@@ -20,7 +22,7 @@ wait_health() {  # port: up to 240 s
   done
   return 1
 }
-case ${1:?call a, b or c} in
+case ${1:?call a, b, c or d} in
 a)
   mk 2b-gptq qwen2-vl-2b gptq-int4 & mk 2b-bf16 qwen2-vl-2b bf16 & wait
   timeout 180 python3 -m pytest -q tests/gpu/test_vision_kernels_gpu.py tests/gpu/test_kernels_gpu.py \
@@ -45,6 +47,13 @@ b)
   fi
   kill %1 2>/dev/null; wait 2>/dev/null
   pack b ;;
+d)
+  export QWENVL_VLLM_DEVICE_PIXELS=1 QWENVL_VLLM_VIT_GRAPH_MAX_PATCHES=16384
+  timeout 300 python3 scripts/gpu/qwen2_vl_parity.py --ckpt "$CK/2b-bf16" --skip-transformers \
+    --out "$R/parity_device_pixels_graphs.json" >"$R/parity_opt_in.log" 2>&1; status parity_opt_in $?
+  timeout 240 python3 benchmarks/throughput.py --ckpt "$CK/2b-gptq" --workloads W1 --impl ours \
+    --out-dir "$R/opt_in" >"$R/w1_opt_in.log" 2>&1; status w1_opt_in $?
+  pack d ;;
 c)
   timeout 240 python3 benchmarks/vision_tower.py --out-dir "$R/tower" --iters 5 >"$R/tower.log" 2>&1; status tower $?
   pack c ;;
