@@ -1,6 +1,6 @@
-"""Qwen-VL v1 (Qwen-VL, Qwen-VL-Chat) prompts and image preprocessing, as the released remote code does them.
+"""Qwen-VL v1 (Qwen-VL, Qwen-VL-Chat) prompts, as the released remote code builds them.
 
-- `qwen_vl_pixel_values`: the released visual.py transform (448x448 bicubic, /255, CLIP mean/std).
+- `qwen_vl_pixel_values` (qwen_vl_pixels.py): the released visual.py transform.
 - The released tokenizer's list-format helpers (`from_list_format`, `to_list_format`,
   `draw_bbox_on_latest_picture`) live in list_format.py.
 - `build_qwen_vl_prompt`: ChatML prompt + images for vLLM from chat messages (OpenAI / qwen-vl-utils style)
@@ -15,13 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-import torch
-from PIL import Image
-
 from qwenvl_vllm.constants import (
-    CLIP_MEAN,
-    CLIP_STD,
     IMG_END,
     IMG_END_ID,
     IMG_PAD_ID,
@@ -39,26 +33,6 @@ from .media import load_image
 
 # content-part types that carry an image (vLLM hands the template {"type": "image"} for all of them)
 IMAGE_PART_TYPES = ("image", "image_url", "input_image", "image_pil", "image_embeds")
-
-
-# ---- pixels ----------------------------------------------------------------------------------------------
-
-
-def qwen_vl_pixel_values(images: Sequence[Image.Image], image_size: int = QWEN_VL_IMAGE_SIZE) -> torch.Tensor:
-    """float32 [N, 3, image_size, image_size]: RGB, PIL bicubic resize, /255, CLIP normalisation.
-
-    The same operations in the same order as torchvision's Resize + ToTensor + Normalize on a PIL image.
-    """
-    mean = torch.tensor(CLIP_MEAN, dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(CLIP_STD, dtype=torch.float32).view(3, 1, 1)
-    out = torch.empty(len(images), 3, image_size, image_size, dtype=torch.float32)
-    for i, image in enumerate(images):
-        if not isinstance(image, Image.Image):
-            raise ValueError(f"Qwen-VL images must be PIL images, got {type(image).__name__}")
-        rgb = image.convert("RGB").resize((image_size, image_size), Image.Resampling.BICUBIC)
-        pixels = torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1)  # [3, S, S]
-        out[i] = pixels.float().div(255).sub(mean).div(std)
-    return out
 
 
 # ---- prompts ---------------------------------------------------------------------------------------------

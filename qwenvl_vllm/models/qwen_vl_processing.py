@@ -36,7 +36,7 @@ from vllm.multimodal.processing import (
 from qwenvl_vllm.constants import IMG_START_ID, QWEN_VL_IMAGE_SIZE
 from qwenvl_vllm.models.qwen_vl_visual import vision_n_queries
 from qwenvl_vllm.processors.list_format import tag_runs
-from qwenvl_vllm.processors.qwen_vl import qwen_vl_pixel_values
+from qwenvl_vllm.processors.qwen_vl_pixels import qwen_vl_pixel_values
 
 
 def image_token_ids(visual: Mapping[str, Any]) -> tuple[int, int, int]:

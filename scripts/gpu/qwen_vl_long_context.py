@@ -179,7 +179,7 @@ def _entry(
 ) -> dict[str, Any]:
     import torch
 
-    from qwenvl_vllm.processors.qwen_vl import qwen_vl_pixel_values
+    from qwenvl_vllm.processors.qwen_vl_pixels import qwen_vl_pixel_values
 
     ids, gen_ids = res["prompt_ids"], res["gen_ids"]
     full = torch.tensor(ids + gen_ids, device=device)

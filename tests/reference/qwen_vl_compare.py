@@ -69,7 +69,7 @@ def compare(
     """Reference logprobs for vLLM's token ids; `got` holds what run_vllm extracted from vLLM's outputs."""
     import torch
 
-    from qwenvl_vllm.processors.qwen_vl import qwen_vl_pixel_values
+    from qwenvl_vllm.processors.qwen_vl_pixels import qwen_vl_pixel_values
 
     from .qwen_vl_ref import build_reference  # torch-heavy: imported when the comparison runs
 

@@ -386,7 +386,7 @@ def _expanded(ids: list[int]) -> list[int]:
 
 
 def test_processor_expands_each_image_tag(tiny_ckpt: Path) -> None:
-    from qwenvl_vllm.processors.qwen_vl import qwen_vl_pixel_values
+    from qwenvl_vllm.processors.qwen_vl_pixels import qwen_vl_pixel_values
 
     processor = _processor(tiny_ckpt)
     tokenizer = processor.info.get_tokenizer()

@@ -33,9 +33,9 @@ from qwenvl_vllm.processors.list_format import (
 from qwenvl_vllm.processors.qwen_vl import (
     build_qwen_vl_prompt,
     expand_image_placeholders,
-    qwen_vl_pixel_values,
     render_qwen_vl_chat,
 )
+from qwenvl_vllm.processors.qwen_vl_pixels import qwen_vl_pixel_values
 from qwenvl_vllm.tokenizers.bpe import SPLIT_REGEX
 
 SYSTEM = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"

@@ -357,7 +357,7 @@ def test_qwen_vl_v1_processes_connector_images(tmp_path) -> None:
 
     from qwenvl_vllm.checkpoint.writer import write_checkpoint
     from qwenvl_vllm.model_registry import register
-    from qwenvl_vllm.processors.qwen_vl import qwen_vl_pixel_values
+    from qwenvl_vllm.processors.qwen_vl_pixels import qwen_vl_pixel_values
 
     register()
     ckpt = write_checkpoint("tiny-qwen-vl", "bf16", tmp_path / "tiny-qwen-vl", seed=3)
