@@ -84,3 +84,7 @@ QWEN_VL_QUERIES = 256
 IMG_TOKEN_SPAN = QWEN_VL_QUERIES
 # Rows of the ViT's stored positional embedding (a 16 x 16 grid, interpolated to the patch grid).
 QWEN_VL_POS_EMBED_ROWS = 256
+
+# Processor output keys of decoded uint8 pixels (QWENVL_VLLM_DEVICE_PIXELS), one tensor per item; the
+# model resizes / normalises them on its device.
+UINT8_PIXEL_KEYS = {"image": "image_pixels_u8", "video": "video_pixels_u8"}

@@ -38,12 +38,13 @@ from vllm.multimodal.inputs import MultiModalFeatureSpec
 from vllm.sequence import IntermediateTensors
 from vllm.utils.tensor_schema import TensorSchema, TensorShape
 
+from qwenvl_vllm.constants import UINT8_PIXEL_KEYS
 from qwenvl_vllm.geometry import VisionGeometry, grid_tokens
 from qwenvl_vllm.mrope import mrope_positions_from_features
 
 from ..log import logger
 from .quant_shards import check_quant_shards
-from .qwen2_vl_device_pixels import UINT8_KEYS, uint8_rows
+from .qwen2_vl_device_pixels import uint8_rows
 from .qwen2_vl_processing import (
     IMAGE_PLACEHOLDER,
     VIDEO_PLACEHOLDER,
@@ -307,7 +308,7 @@ class Qwen2VLForConditionalGeneration(
 
     def _parse_modality(self, modality: str, kwargs: dict[str, object]) -> Qwen2VLInputs | None:
         pixel_key, embed_key, grid_key, pixel_schema, embed_schema = _MODALITY_KEYS[modality]
-        uint8_key = UINT8_KEYS[modality]
+        uint8_key = UINT8_PIXEL_KEYS[modality]
         pixels, embeds, grid = kwargs.get(pixel_key), kwargs.get(embed_key), kwargs.get(grid_key)
         uint8 = kwargs.get(uint8_key)
         if pixels is None and embeds is None and uint8 is None:
@@ -325,7 +326,7 @@ class Qwen2VLForConditionalGeneration(
         order: list[str] = []
         for key in kwargs:
             for modality, keys in _MODALITY_KEYS.items():
-                if key in (*keys[:2], UINT8_KEYS[modality]) and modality not in order:
+                if key in (*keys[:2], UINT8_PIXEL_KEYS[modality]) and modality not in order:
                     order.append(modality)
         parsed = [(m, self._parse_modality(m, kwargs)) for m in order]
         return [(m, inputs) for m, inputs in parsed if inputs is not None]
@@ -343,7 +344,7 @@ class Qwen2VLForConditionalGeneration(
     def _rows(self, item: Qwen2VLInputs, modality: str, grid: list[list[int]]) -> torch.Tensor:
         """Patch rows, on the tower's device, of items shipped as decoded uint8 pixels."""
         device, dtype = self.visual.device, self.visual.dtype
-        pixels = item[UINT8_KEYS[modality]]
+        pixels = item[UINT8_PIXEL_KEYS[modality]]
         return torch.cat(
             [uint8_rows(p, g, self.geometry, device, dtype) for p, g in zip(pixels, grid, strict=True)]
         )
@@ -363,7 +364,9 @@ class Qwen2VLForConditionalGeneration(
                 continue
             slots.extend(range(len(pixel_grid), len(pixel_grid) + len(grid)))
             pixel_parts.append(
-                self._rows(item, modality, grid) if item["type"] == UINT8_KEYS[modality] else item[pixel_key]
+                self._rows(item, modality, grid)
+                if item["type"] == UINT8_PIXEL_KEYS[modality]
+                else item[pixel_key]
             )
             pixel_grid.extend(grid)
         if not slots:

@@ -21,8 +21,6 @@ from qwenvl_vllm.kernels.frames import resize_frames_like_qwen_vl_utils
 from qwenvl_vllm.kernels.patchify import patchify_on_device
 from qwenvl_vllm.kernels.resize import resize_like_pil
 
-# modality -> the processor output key holding uint8 pixels (one tensor per item)
-UINT8_KEYS = {"image": "image_pixels_u8", "video": "video_pixels_u8"}
 RESCALE = 1 / 255
 
 

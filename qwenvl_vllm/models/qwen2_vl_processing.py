@@ -51,9 +51,17 @@ from vllm.multimodal.processing import (
 )
 from vllm.multimodal.processing.processor import MultiModalProcessingInfo
 
-from qwenvl_vllm.constants import CLIP_MEAN, CLIP_STD, IMAGE_PAD, VIDEO_PAD, VISION_END, VISION_START
+from qwenvl_vllm.constants import (
+    CLIP_MEAN,
+    CLIP_STD,
+    IMAGE_PAD,
+    UINT8_PIXEL_KEYS,
+    VIDEO_PAD,
+    VISION_END,
+    VISION_START,
+)
 from qwenvl_vllm.geometry import VisionGeometry, grids_tokens
-from qwenvl_vllm.models.qwen2_vl_device_pixels import UINT8_KEYS, rows_match_cpu_path
+from qwenvl_vllm.models.qwen2_vl_device_pixels import rows_match_cpu_path
 from qwenvl_vllm.processors.image import target_size, to_rgb
 from qwenvl_vllm.processors.patchify import patchify
 from qwenvl_vllm.processors.sizing import (
@@ -256,7 +264,7 @@ def qwen2vl_field_config(merge_size: int) -> Callable[[Mapping[str, torch.Tensor
             pixel_values_videos=MultiModalFieldConfig.flat_from_sizes("video", video_grids.prod(-1)),
             video_embeds=MultiModalFieldConfig.flat_from_sizes("video", video_tokens),
             video_grid_thw=MultiModalFieldConfig.batched("video", keep_on_cpu=True),
-            **{key: MultiModalFieldConfig.batched(modality) for modality, key in UINT8_KEYS.items()},
+            **{key: MultiModalFieldConfig.batched(modality) for modality, key in UINT8_PIXEL_KEYS.items()},
         )
 
     return fields
@@ -532,7 +540,7 @@ class Qwen2VLMultiModalProcessor(BaseMultiModalProcessor[Qwen2VLProcessingInfo])
             rows = [rows for rows, _ in results]  # already in the model's dtype
             out[grids] = torch.tensor([grid for _, grid in results], dtype=torch.long)
             if rows[0].dtype == torch.uint8:  # decoded pixels, one tensor per item (_ships_uint8)
-                out[UINT8_KEYS[modality]] = rows
+                out[UINT8_PIXEL_KEYS[modality]] = rows
                 continue
             out[values] = rows[0] if len(rows) == 1 else torch.cat(rows)
         return out

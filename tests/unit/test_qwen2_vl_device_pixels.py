@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from qwenvl_vllm.checkpoint.writer import write_checkpoint
+from qwenvl_vllm.constants import UINT8_PIXEL_KEYS
 from qwenvl_vllm.geometry import QWEN2_VL
-from qwenvl_vllm.models.qwen2_vl_device_pixels import UINT8_KEYS, rows_match_cpu_path, uint8_rows
+from qwenvl_vllm.models.qwen2_vl_device_pixels import rows_match_cpu_path, uint8_rows
 from qwenvl_vllm.synthetic import make_image
 
 IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
@@ -55,7 +56,7 @@ def test_images_give_the_cpu_paths_rows(ckpt, monkeypatch, dtype):
     prompt = IMAGE * len(images)
     cpu, dev = _both(ckpt, monkeypatch, dtype, prompt, {"image": images}, {"max_pixels": 128 * 28 * 28})
     assert dev["prompt_token_ids"] == cpu["prompt_token_ids"]
-    shipped = _items(dev, "image", UINT8_KEYS["image"])
+    shipped = _items(dev, "image", UINT8_PIXEL_KEYS["image"])
     assert [p.dtype for p in shipped] == [torch.uint8] * 3
     assert [tuple(p.shape) for p in shipped] == [(200, 300, 3), (50, 40, 3), (84, 56, 3)]  # not resized
     grids = _items(dev, "image", "image_grid_thw")
@@ -69,7 +70,7 @@ def test_videos_give_the_cpu_paths_rows(ckpt, monkeypatch):
     video = np.stack([np.asarray(make_image(90, 60, seed=s)) for s in range(5)])  # [5, 60, 90, 3], odd count
     cpu, dev = _both(ckpt, monkeypatch, "bfloat16", VIDEO, {"video": [video]}, {"max_pixels": 64 * 28 * 28})
     assert dev["prompt_token_ids"] == cpu["prompt_token_ids"]
-    (pixels,) = _items(dev, "video", UINT8_KEYS["video"])
+    (pixels,) = _items(dev, "video", UINT8_PIXEL_KEYS["video"])
     assert pixels.dtype == torch.uint8 and tuple(pixels.shape) == (5, 3, 60, 90)
     (grid,) = _items(dev, "video", "video_grid_thw")
     (want,) = _items(cpu, "video", "pixel_values_videos")
