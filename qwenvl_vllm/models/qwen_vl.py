@@ -55,7 +55,7 @@ from vllm.multimodal.inputs import MultiModalFeatureSpec
 from vllm.sequence import IntermediateTensors
 from vllm.utils.tensor_schema import TensorSchema, TensorShape
 
-from qwenvl_vllm.constants import QWEN_VL_IMAGE_SIZE
+from qwenvl_vllm.constants import QWEN_VL_IMAGE_SIZE, UINT8_PIXEL_KEYS
 from qwenvl_vllm.models.qwen_ntk import (
     NTKLayout,
     get_ntk_rope,
@@ -72,6 +72,7 @@ from qwenvl_vllm.models.qwen_vl_processing import (
     QwenVLProcessingInfo,
 )
 from qwenvl_vllm.models.qwen_vl_visual import QwenVLVisionTransformer, vision_n_queries
+from qwenvl_vllm.processors.qwen_vl_pixels import qwen_vl_pixel_values_on_device
 
 # Checkpoint names that differ from module names: the tower lives at top level (`visual`) so that
 # vLLM can mark it as the tower; w2 (gate) and w1 (up) are stacked into one gate_up_proj.
@@ -400,12 +401,16 @@ class QwenVLForConditionalGeneration(
     def _parse_and_validate_image_input(self, **kwargs: object) -> QwenVLImageInputs | None:
         pixel_values = kwargs.pop("pixel_values", None)
         image_embeds = kwargs.pop("image_embeds", None)
-        if pixel_values is None and image_embeds is None:
+        uint8 = kwargs.pop(UINT8_PIXEL_KEYS["image"], None)
+        if pixel_values is None and image_embeds is None and uint8 is None:
             return None
         if self.visual_config is None:
             raise ValueError("this Qwen checkpoint has no vision tower; it cannot take images")
+        size = int(self.visual_config.get("image_size", QWEN_VL_IMAGE_SIZE))
+        if uint8 is not None:  # decoded images (QWENVL_VLLM_DEVICE_PIXELS): the release's transform here
+            device = next(self.visual.parameters()).device
+            pixel_values = qwen_vl_pixel_values_on_device(list(uint8), size, device)
         if pixel_values is not None:
-            size = int(self.visual_config.get("image_size", QWEN_VL_IMAGE_SIZE))
             return QwenVLImagePixelInputs(
                 type="pixel_values", data=_as_batch(pixel_values), resolve_bindings={"h": size, "w": size}
             )

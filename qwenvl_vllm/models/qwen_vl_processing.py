@@ -33,10 +33,11 @@ from vllm.multimodal.processing import (
     PromptUpdateDetails,
 )
 
-from qwenvl_vllm.constants import IMG_START_ID, QWEN_VL_IMAGE_SIZE
+from qwenvl_vllm.constants import IMG_START_ID, QWEN_VL_IMAGE_SIZE, UINT8_PIXEL_KEYS
 from qwenvl_vllm.models.qwen_vl_visual import vision_n_queries
 from qwenvl_vllm.processors.list_format import tag_runs
-from qwenvl_vllm.processors.qwen_vl_pixels import qwen_vl_pixel_values
+from qwenvl_vllm.processors.qwen_vl_pixels import qwen_vl_pixel_values, rgb_uint8
+from qwenvl_vllm.settings import get_settings
 
 
 def image_token_ids(visual: Mapping[str, Any]) -> tuple[int, int, int]:
@@ -134,7 +135,9 @@ class QwenVLMultiModalProcessor(BaseMultiModalProcessor[QwenVLProcessingInfo]):
         prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
         data: dict[str, object] = {"input_ids": [self._collapse(prompt_ids)]}
         images = mm_data.get("images") or []
-        if images:
+        if images and get_settings().device_pixels:  # the model resizes / normalises on its device
+            data[UINT8_PIXEL_KEYS["image"]] = [rgb_uint8(_to_pil(image)) for image in images]
+        elif images:
             data["pixel_values"] = pixel_values_for(images, self.info.get_image_size())
         return BatchFeature(data)
 
@@ -183,10 +186,11 @@ class QwenVLMultiModalProcessor(BaseMultiModalProcessor[QwenVLProcessingInfo]):
         hf_inputs: BatchFeature,
         hf_processor_mm_kwargs: Mapping[str, object],
     ) -> Mapping[str, MultiModalFieldConfig]:
-        return dict(
-            pixel_values=MultiModalFieldConfig.batched("image"),
-            image_embeds=MultiModalFieldConfig.batched("image"),
-        )
+        return {
+            "pixel_values": MultiModalFieldConfig.batched("image"),
+            "image_embeds": MultiModalFieldConfig.batched("image"),
+            UINT8_PIXEL_KEYS["image"]: MultiModalFieldConfig.batched("image"),
+        }
 
     def _get_prompt_updates(
         self,

@@ -441,3 +441,40 @@ def test_processor_dummy_inputs_for_profiling(tiny_ckpt: Path) -> None:
     out = processor.apply(inputs, TimingContext(enabled=False))
     assert out["prompt_token_ids"].count(IMG_PAD) == 512
     assert processor.info.get_mm_max_tokens_per_item(2048, {"image": 1}) == {"image": 256}
+
+
+def test_device_pixels_give_the_release_transform(vl_model, tiny_ckpt: Path, monkeypatch) -> None:
+    """QWENVL_VLLM_DEVICE_PIXELS: the processor ships decoded RGB uint8, the model's own transform of them
+    equals the CPU path's pixel values exactly, and so do the image embeddings."""
+    from qwenvl_vllm.constants import UINT8_PIXEL_KEYS
+    from qwenvl_vllm.processors.qwen_vl_pixels import qwen_vl_pixel_values
+
+    model, _, _ = vl_model
+    images = [*_images(), _images()[0].convert("L"), Image.new("RGBA", (40, 900), (10, 200, 30, 128))]
+    prompt = "".join(f"Picture {i + 1}: <img></img>\n" for i in range(len(images)))
+    processor = _processor_with(tiny_ckpt, len(images))
+    monkeypatch.setenv("QWENVL_VLLM_DEVICE_PIXELS", "0")
+    cpu_out = _process(processor, prompt, images)
+    want = torch.stack([item["pixel_values"].data for item in cpu_out["mm_kwargs"]["image"]])
+    monkeypatch.setenv("QWENVL_VLLM_DEVICE_PIXELS", "1")
+    out = _process(_processor_with(tiny_ckpt, len(images)), prompt, images)
+    shipped = [item[UINT8_PIXEL_KEYS["image"]].data for item in out["mm_kwargs"]["image"]]
+    assert [(p.dtype, tuple(p.shape)) for p in shipped] == [
+        (torch.uint8, (image.height, image.width, 3)) for image in images
+    ]
+    torch.testing.assert_close(want[:2], qwen_vl_pixel_values(images[:2]), rtol=0, atol=0)
+    with torch.inference_mode():
+        parsed = model._parse_and_validate_image_input(**{UINT8_PIXEL_KEYS["image"]: shipped})
+        assert torch.equal(parsed["data"], want)
+        got = model.embed_multimodal(**{UINT8_PIXEL_KEYS["image"]: shipped})
+        assert torch.equal(got, model.embed_multimodal(pixel_values=want))
+
+
+def _processor_with(model_dir: Path, images: int):
+    from vllm.config import ModelConfig
+    from vllm.multimodal import MULTIMODAL_REGISTRY
+
+    _register()
+    return MULTIMODAL_REGISTRY.create_processor(
+        ModelConfig(model=str(model_dir), limit_mm_per_prompt={"image": images})
+    )
