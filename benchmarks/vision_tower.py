@@ -123,8 +123,8 @@ def graph_ms(fn, iters: int) -> float:
     return time_ms(graph.replay, iters)
 
 
-def breakdown_ms(fn, items: int) -> dict[str, float]:
-    """GPU kernel time per item by category (one profiled call)."""
+def kernel_ms(fn) -> list[tuple[str, float]]:
+    """(kernel name, GPU ms) of one profiled call, longest first."""
     from torch.profiler import ProfilerActivity, profile
 
     fn()
@@ -132,26 +132,18 @@ def breakdown_ms(fn, items: int) -> dict[str, float]:
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         fn()
         torch.cuda.synchronize()
+    times = [(e.key, (getattr(e, "device_time_total", 0.0) or 0.0) / 1e3) for e in prof.key_averages()]
+    return sorted(((k, ms) for k, ms in times if ms > 0 and not k.startswith("cuda")), key=lambda kv: -kv[1])
+
+
+def breakdown_ms(kernels: list[tuple[str, float]], items: int) -> dict[str, float]:
+    """GPU kernel time per item by category."""
     totals: dict[str, float] = defaultdict(float)
-    for evt in prof.key_averages():
-        us = getattr(evt, "device_time_total", 0.0) or getattr(evt, "cuda_time_total", 0.0)
-        if us <= 0 or evt.key.startswith("cuda"):
-            continue
-        name = evt.key.lower()
+    for key, ms in kernels:
+        name = key.lower()
         cat = next((c for c, keys in CATEGORIES if any(k in name for k in keys)), "other")
-        totals[cat] += us / 1e3 / items
+        totals[cat] += ms / items
     return {k: round(v, 3) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
-
-
-def top_kernels(fn, n: int = 12) -> list[tuple[str, float]]:
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        fn()
-        torch.cuda.synchronize()
-    evts = [e for e in prof.key_averages() if (getattr(e, "device_time_total", 0.0) or 0) > 0]
-    evts.sort(key=lambda e: -e.device_time_total)
-    return [(e.key[:120], round(e.device_time_total / 1e3, 3)) for e in evts[:n]]
 
 
 def build_paths(attn_backends: list[str]) -> dict[str, torch.nn.Module]:
@@ -219,8 +211,9 @@ def run_case(paths, name, grids, items, iters, profile: bool) -> dict:
                     except Exception as exc:
                         entry["cuda_graph_error"] = f"{type(exc).__name__}: {exc}"[:300]
                 if profile:
-                    entry["breakdown_ms_per_item"] = breakdown_ms(call, items)
-                    entry["top_kernels_ms_per_call"] = top_kernels(call)
+                    kernels = kernel_ms(call)
+                    entry["breakdown_ms_per_item"] = breakdown_ms(kernels, items)
+                    entry["top_kernels_ms_per_call"] = [(k[:120], round(ms, 3)) for k, ms in kernels[:12]]
         except Exception as exc:  # a backend missing on this machine must not hide the others
             entry = {"error": f"{type(exc).__name__}: {exc}"[:500]}
         out[path] = entry

@@ -24,20 +24,23 @@ def _normalize(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.float().div(255).sub(mean).div(std)
 
 
-def rgb_uint8(image: Image.Image) -> torch.Tensor:
-    """uint8 [H, W, 3] of an image in RGB (the release converts every image to RGB first)."""
+def _rgb(image: Image.Image) -> Image.Image:
+    """The image in RGB: the release converts every image first."""
     if not isinstance(image, Image.Image):
         raise ValueError(f"Qwen-VL images must be PIL images, got {type(image).__name__}")
-    return torch.from_numpy(np.array(image.convert("RGB"), dtype=np.uint8))
+    return image.convert("RGB")
+
+
+def rgb_uint8(image: Image.Image) -> torch.Tensor:
+    """uint8 [H, W, 3] of an image in RGB."""
+    return torch.from_numpy(np.array(_rgb(image), dtype=np.uint8))
 
 
 def qwen_vl_pixel_values(images: Sequence[Image.Image], image_size: int = QWEN_VL_IMAGE_SIZE) -> torch.Tensor:
     """float32 [N, 3, image_size, image_size]: RGB, PIL bicubic resize, /255, CLIP normalisation."""
     out = torch.empty(len(images), 3, image_size, image_size, dtype=torch.float32)
     for i, image in enumerate(images):
-        if not isinstance(image, Image.Image):
-            raise ValueError(f"Qwen-VL images must be PIL images, got {type(image).__name__}")
-        rgb = image.convert("RGB").resize((image_size, image_size), Image.Resampling.BICUBIC)
+        rgb = _rgb(image).resize((image_size, image_size), Image.Resampling.BICUBIC)
         out[i] = _normalize(torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1))  # [3, S, S]
     return out
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .fp8 import FP8_DTYPE, Fp8Rows, quantize_rows_native
+from .fp8 import Fp8Rows, quantize_rows_native
 
 
 def add_layernorm_native(
@@ -46,6 +46,3 @@ def add_layernorm(
     from ._layernorm_triton import add_layernorm_cuda
 
     return add_layernorm_cuda(x, delta, weight, bias, eps, fp8)
-
-
-__all__ = ["FP8_DTYPE", "Fp8Rows", "add_layernorm", "add_layernorm_native"]

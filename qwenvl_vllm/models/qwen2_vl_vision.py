@@ -15,7 +15,6 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 from torch import nn
-from vllm.distributed import parallel_state
 from vllm.model_executor.layers.attention import MMEncoderAttention
 from vllm.model_executor.layers.linear import ReplicatedLinear
 from vllm.model_executor.layers.quantization import QuantizationConfig
@@ -27,7 +26,13 @@ from vllm.v1.attention.backends.registry import AttentionBackendEnum
 from ..kernels.layernorm import add_layernorm
 from ..settings import VIT_FP8_ENV, get_settings
 from .qwen2_vl_vision_graphs import VisionGraphs
-from .qwen2_vl_vision_layers import Qwen2VisionBlock, Qwen2VisionPatchMerger, VisionAttnMeta
+from .qwen2_vl_vision_layers import (
+    Qwen2VisionBlock,
+    Qwen2VisionPatchMerger,
+    VisionAttnMeta,
+    frame_seqlens,
+    vision_tp_size,
+)
 from .vision_rotary import axial_inv_freq, patch_positions, rotary_cos_sin
 
 Grid = list[tuple[int, int, int]]
@@ -94,7 +99,7 @@ class Qwen2VisionTower(nn.Module):
         self.patch_dim = cfg.in_channels * cfg.temporal_patch_size * cfg.patch_size**2
         # vLLM's "data" ViT mode (or heads not divisible by TP): whole weights on every rank.
         self.use_data_parallel = is_vit_use_data_parallel(cfg.num_heads)
-        self.tp_size = 1 if self.use_data_parallel else parallel_state.get_tensor_model_parallel_world_size()
+        self.tp_size = vision_tp_size(self.use_data_parallel)
 
         self.patch_embed = _PatchEmbed(self.patch_dim, cfg.embed_dim, prefix=f"{prefix}.patch_embed")
         self.blocks = nn.ModuleList(
@@ -171,9 +176,7 @@ class Qwen2VisionTower(nn.Module):
 
     def prepare_metadata(self, grid: Grid, device: torch.device) -> VisionAttnMeta:
         """cu_seqlens (one sequence per frame), max_seqlen and rotary cos/sin for a checked grid."""
-        frames = np.array([(t, h * w) for t, h, w in grid], dtype=np.int64)
-        seqlens = np.repeat(frames[:, 1], frames[:, 0])
-        cu = np.concatenate([[0], np.cumsum(seqlens)]).astype(np.int32)
+        cu = np.concatenate([[0], np.cumsum(frame_seqlens(grid))]).astype(np.int32)
         backend = self.attn_backend
         max_seqlen = torch.tensor(MMEncoderAttention.compute_max_seqlen(backend, cu), dtype=torch.int32)
         if backend == AttentionBackendEnum.TORCH_SDPA:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from vllm.v1.attention.backends.registry import AttentionBackendEnum
 
-from .qwen2_vl_vision_layers import VisionAttnMeta
+from .qwen2_vl_vision_layers import VisionAttnMeta, frame_seqlens
 from .vision_rotary import patch_positions, rotary_cos_sin
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ def bucket_size(num_patches: int) -> int:
 
 def padded_cu_seqlens(grid: Grid, size: int) -> np.ndarray:
     """int32 [MAX_SEQS + 2]: one sequence per frame, one for the pad rows up to `size`, then empty ones."""
-    return _padded_cu([h * w for t, h, w in grid for _ in range(t)], size)
+    return _padded_cu(frame_seqlens(grid), size)
 
 
 def _padded_cu(lengths: list[int], size: int) -> np.ndarray:

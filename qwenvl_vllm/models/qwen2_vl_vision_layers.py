@@ -25,7 +25,7 @@ from vllm.model_executor.layers.attention import MMEncoderAttention
 from vllm.model_executor.layers.linear import ColumnParallelLinear, QKVParallelLinear, RowParallelLinear
 from vllm.model_executor.layers.quantization import QuantizationConfig
 
-from ..kernels.fp8 import Fp8Rows, fp8_linear, quantize_rows, quantize_rows_native, quantize_weight
+from ..kernels.fp8 import Fp8Rows, fp8_linear, quantize_rows, quantize_weight
 from ..kernels.layernorm import add_layernorm
 from ..kernels.quick_gelu import quick_gelu
 from .vision_rotary import apply_vision_rotary_
@@ -44,8 +44,14 @@ class VisionAttnMeta:
     sin: torch.Tensor  # fp32 [N, head_dim/2]
 
 
-def _tp_size(use_data_parallel: bool) -> int:
+def vision_tp_size(use_data_parallel: bool) -> int:
+    """Ranks the tower's weights are split over: 1 in vLLM's data-parallel ViT mode."""
     return 1 if use_data_parallel else parallel_state.get_tensor_model_parallel_world_size()
+
+
+def frame_seqlens(grid: list[tuple[int, int, int]]) -> list[int]:
+    """Attention sequence lengths of a grid: one sequence per frame, h * w patches each."""
+    return [h * w for t, h, w in grid for _ in range(t)]
 
 
 def linear(layer: nn.Module, x: Activation) -> torch.Tensor:
@@ -77,7 +83,7 @@ class VisionActivation(nn.Module):
         if self.quick:
             return quick_gelu(x, fp8)
         y = self.act(x)
-        return (quantize_rows(y) if x.is_cuda else quantize_rows_native(y)) if fp8 else y
+        return quantize_rows(y) if fp8 else y
 
 
 class Qwen2VisionAttention(nn.Module):
@@ -91,7 +97,7 @@ class Qwen2VisionAttention(nn.Module):
         prefix: str = "",
     ) -> None:
         super().__init__()
-        tp_size = _tp_size(use_data_parallel)
+        tp_size = vision_tp_size(use_data_parallel)
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
         if num_heads % tp_size:
