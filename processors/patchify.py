@@ -14,7 +14,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from qwenvl_vllm.constants import CLIP_MEAN, CLIP_STD, PATCH_SIZE, SPATIAL_MERGE_SIZE, TEMPORAL_PATCH_SIZE
+from qwenvl_vllm.constants import (
+    CLIP_MEAN,
+    CLIP_STD,
+    PATCH_SIZE,
+    PIXEL_RESCALE,
+    SPATIAL_MERGE_SIZE,
+    TEMPORAL_PATCH_SIZE,
+)
 
 Frames = Image.Image | np.ndarray | torch.Tensor
 
@@ -74,7 +81,7 @@ def patchify(
     merge_size: int = SPATIAL_MERGE_SIZE,
     mean: Sequence[float] = CLIP_MEAN,
     std: Sequence[float] = CLIP_STD,
-    rescale: float | None = 1 / 255,
+    rescale: float | None = PIXEL_RESCALE,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, tuple[int, int, int]]:
     """(pixel_values [N, C*T*P*P], grid (t, h, w)) of an already-resized image or video.

@@ -18,6 +18,8 @@ ENDOFTEXT_ID = NUM_BPE_TOKENS
 # OpenAI CLIP's per-channel statistics: both families normalise pixels with them.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# uint8 pixels are scaled to [0, 1] before the CLIP normalisation.
+PIXEL_RESCALE = 1 / 255
 
 # ---- Qwen2-VL -------------------------------------------------------------------------------------------
 

@@ -15,18 +15,16 @@ from collections.abc import Sequence
 
 import torch
 
-from qwenvl_vllm.constants import CLIP_MEAN, CLIP_STD
+from qwenvl_vllm.constants import CLIP_MEAN, CLIP_STD, PIXEL_RESCALE
 from qwenvl_vllm.geometry import VisionGeometry
 from qwenvl_vllm.kernels.frames import resize_frames_like_qwen_vl_utils
 from qwenvl_vllm.kernels.patchify import patchify_on_device
 from qwenvl_vllm.kernels.resize import resize_like_pil
 
-RESCALE = 1 / 255
-
 
 def rows_match_cpu_path(mean: Sequence[float], std: Sequence[float], rescale: float | None) -> bool:
     """Whether a checkpoint's normalisation is the one `uint8_rows` applies."""
-    return tuple(mean) == CLIP_MEAN and tuple(std) == CLIP_STD and rescale == RESCALE
+    return tuple(mean) == CLIP_MEAN and tuple(std) == CLIP_STD and rescale == PIXEL_RESCALE
 
 
 def uint8_rows(
@@ -52,7 +50,7 @@ def uint8_rows(
         merge_size=geometry.merge_size,
         mean=CLIP_MEAN,
         std=CLIP_STD,
-        rescale=RESCALE,
+        rescale=PIXEL_RESCALE,
     )
     if tuple(got) != (t, h, w):
         raise ValueError(

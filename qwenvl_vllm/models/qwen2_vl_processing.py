@@ -55,6 +55,7 @@ from qwenvl_vllm.constants import (
     CLIP_MEAN,
     CLIP_STD,
     IMAGE_PAD,
+    PIXEL_RESCALE,
     UINT8_PIXEL_KEYS,
     VIDEO_PAD,
     VISION_END,
@@ -183,7 +184,7 @@ def pixel_defaults(config: Mapping[str, Any], factor: int) -> PixelDefaults:
     size = config.get("size") or {}
     min_pixels = config.get("min_pixels") or size.get("shortest_edge") or IMAGE_MIN_TOKEN_NUM * factor**2
     max_pixels = config.get("max_pixels") or size.get("longest_edge") or IMAGE_MAX_TOKEN_NUM * factor**2
-    rescale = config.get("rescale_factor", 1 / 255) if config.get("do_rescale", True) else None
+    rescale = config.get("rescale_factor", PIXEL_RESCALE) if config.get("do_rescale", True) else None
     return PixelDefaults(
         min_pixels=int(min_pixels),
         max_pixels=int(max_pixels),
