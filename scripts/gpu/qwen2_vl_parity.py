@@ -36,6 +36,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from engine_memory import KV_CACHE_HELP, kv_cache_bytes
+
 os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
 
 
@@ -125,15 +127,16 @@ def _mm_data(req: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _llm(ckpt: str, eager: bool, gpu_mem: float):
+def _llm(args: argparse.Namespace):
     from vllm import LLM
 
     return LLM(
-        model=ckpt,
+        model=args.ckpt,
         max_model_len=8192,
         limit_mm_per_prompt={"image": 2, "video": 1},
-        gpu_memory_utilization=gpu_mem,
-        enforce_eager=eager,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        kv_cache_memory_bytes=kv_cache_bytes(args.kv_cache_gib),
+        enforce_eager=args.eager,
         seed=0,
     )
 
@@ -158,7 +161,7 @@ def _inputs(reqs: list[dict[str, Any]]) -> list[Any]:
 def worker_parity(args: argparse.Namespace) -> dict[str, Any]:
     from vllm import SamplingParams
 
-    llm = _llm(args.ckpt, args.eager, args.gpu_memory_utilization)
+    llm = _llm(args)
     params = SamplingParams(
         temperature=0.0, max_tokens=DECODE_STEPS, logprobs=TOP_K, prompt_logprobs=1, ignore_eos=True
     )
@@ -181,7 +184,7 @@ def worker_parity(args: argparse.Namespace) -> dict[str, Any]:
 def worker_greedy(args: argparse.Namespace) -> dict[str, Any]:
     from vllm import SamplingParams
 
-    llm = _llm(args.ckpt, args.eager, args.gpu_memory_utilization)
+    llm = _llm(args)
     params = SamplingParams(temperature=0.0, max_tokens=GREEDY_STEPS, logprobs=2, ignore_eos=True)
     results = []
     for out in llm.generate(_inputs(greedy_requests()), params):
@@ -200,6 +203,8 @@ def run_worker(kind: str, ckpt: str, args: argparse.Namespace, in_tree: bool, ou
     cmd += ["--gpu-memory-utilization", str(args.gpu_memory_utilization)] + (
         ["--eager"] if args.eager else []
     )
+    if args.kv_cache_gib:
+        cmd += ["--kv-cache-gib", str(args.kv_cache_gib)]
     subprocess.run(cmd, env=env, check=True)
     return json.loads(out.read_text())
 
@@ -328,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tie-margin", type=float, default=0.1)
     parser.add_argument("--eager", action="store_true", help="enforce_eager (no torch.compile / CUDA graphs)")
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.45)
+    parser.add_argument("--kv-cache-gib", type=float, default=None, help=KV_CACHE_HELP)
     parser.add_argument("--skip-in-tree", action="store_true")
     parser.add_argument("--skip-transformers", action="store_true", help="only the greedy in-tree comparison")
     parser.add_argument(

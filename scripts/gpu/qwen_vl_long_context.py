@@ -35,6 +35,7 @@ for path in (REPO, REPO / "tests"):  # this checkout's package, and the `referen
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
+from engine_memory import KV_CACHE_HELP, kv_cache_bytes  # noqa: E402
 from reference.qwen_vl_compare import SYSTEM, TOP_K, max_abs, rel_err  # noqa: E402
 
 from qwenvl_vllm.models.qwen_ntk import ntk_alpha  # noqa: E402
@@ -115,6 +116,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         max_num_batched_tokens=args.max_num_batched_tokens,  # below the long prompts: chunked prefill
         limit_mm_per_prompt={"image": max(n for _, n in CASES)},
         gpu_memory_utilization=args.gpu_memory_utilization,
+        kv_cache_memory_bytes=kv_cache_bytes(args.kv_cache_gib),
         enforce_eager=args.eager,
         enable_prefix_caching=True,  # asked for: our config hook must turn it off (alphas differ per prompt)
         seed=0,
@@ -243,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-num-batched-tokens", type=int, default=2048)
     parser.add_argument("--decode-steps", type=int, default=8)
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.45)
+    parser.add_argument("--kv-cache-gib", type=float, default=None, help=KV_CACHE_HELP)
     parser.add_argument(
         "--eager", action="store_true", help="enforce_eager (skip torch.compile / CUDA graphs)"
     )
