@@ -78,6 +78,9 @@ IMG_START_ID = SPECIAL_TOKEN_IDS[IMG_START]  # 151857, config.json's visual.imag
 IMG_END_ID = SPECIAL_TOKEN_IDS[IMG_END]  # 151858
 IMG_PAD_ID = SPECIAL_TOKEN_IDS[IMG_PAD]  # 151859
 
+# qwen-vl-utils' per-image / per-video size keys (Qwen2-VL); Qwen-VL v1 refuses them (fixed size).
+SIZE_KEYS = ("min_pixels", "max_pixels", "resized_height", "resized_width", "total_pixels")
+
 QWEN_VL_IMAGE_SIZE = 448  # every image is resized to 448 x 448
 QWEN_VL_PATCH_SIZE = 14
 # The resampler's learned queries: each image becomes <img> + 256 positions + </img>, and the model

@@ -56,6 +56,7 @@ from qwenvl_vllm.constants import (
     CLIP_STD,
     IMAGE_PAD,
     PIXEL_RESCALE,
+    SIZE_KEYS,
     UINT8_PIXEL_KEYS,
     VIDEO_PAD,
     VISION_END,
@@ -88,7 +89,6 @@ from qwenvl_vllm.settings import get_settings
 IMAGE_PLACEHOLDER = VISION_START + IMAGE_PAD + VISION_END
 VIDEO_PLACEHOLDER = VISION_START + VIDEO_PAD + VISION_END
 
-SIZE_KEYS = ("min_pixels", "max_pixels", "resized_height", "resized_width", "total_pixels")
 # Frame-sampling keys: meaningless for frames that are already sampled (see the module docstring).
 IGNORED_KEYS = frozenset(
     {

@@ -28,15 +28,18 @@ from vllm.multimodal.processing import (
     BaseDummyInputsBuilder,
     BaseMultiModalProcessor,
     BaseProcessingInfo,
+    ProcessorInputs,
     PromptReplacement,
     PromptUpdate,
     PromptUpdateDetails,
+    TimingContext,
 )
 
-from qwenvl_vllm.constants import IMG_START_ID, QWEN_VL_IMAGE_SIZE, UINT8_PIXEL_KEYS
+from qwenvl_vllm.constants import IMG_START_ID, QWEN_VL_IMAGE_SIZE, SIZE_KEYS, UINT8_PIXEL_KEYS
 from qwenvl_vllm.models.qwen_vl_visual import vision_n_queries
 from qwenvl_vllm.processors.list_format import tag_runs
 from qwenvl_vllm.processors.qwen_vl_pixels import qwen_vl_pixel_values, rgb_uint8
+from qwenvl_vllm.serving.item_options import ITEMS_KEY
 from qwenvl_vllm.settings import get_settings
 
 
@@ -119,7 +122,23 @@ class QwenVLDummyInputsBuilder(BaseDummyInputsBuilder[QwenVLProcessingInfo]):
         }
 
 
+def refuse_sizing_options(mm_kwargs: Mapping[str, object], image_size: int) -> None:
+    """Qwen-VL resizes every image to one fixed size, so a size option would be silently ignored."""
+    given = sorted(set(mm_kwargs) & {*SIZE_KEYS, ITEMS_KEY})
+    if given:
+        raise ValueError(
+            f"Qwen-VL resizes every image to {image_size}x{image_size}; the size option(s) {given} in "
+            "mm_processor_kwargs do not apply to it (they are Qwen2-VL's)"
+        )
+
+
 class QwenVLMultiModalProcessor(BaseMultiModalProcessor[QwenVLProcessingInfo]):
+    def _cached_apply_hf_processor(
+        self, inputs: ProcessorInputs, timing_ctx: TimingContext
+    ) -> tuple[list[int], Any, bool]:
+        refuse_sizing_options(inputs.hf_processor_mm_kwargs, self.info.get_image_size())
+        return super()._cached_apply_hf_processor(inputs, timing_ctx)
+
     def _collapse(self, token_ids: Sequence[int]) -> list[int]:
         start, end, _ = self.info.get_image_token_ids()
         return collapse_image_spans(list(token_ids), start, end)

@@ -31,7 +31,8 @@ os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
 os.environ.setdefault("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")  # past seq_length 2048
 
 REPO = Path(__file__).resolve().parents[2]
-for path in (REPO, REPO / "tests"):  # this checkout's package, and the `reference` / `gpu` test helpers
+# this checkout's package, the `reference` test helpers and this folder's `engine_memory` (also when imported)
+for path in (REPO, REPO / "tests", REPO / "scripts" / "gpu"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 

@@ -478,3 +478,24 @@ def _processor_with(model_dir: Path, images: int):
     return MULTIMODAL_REGISTRY.create_processor(
         ModelConfig(model=str(model_dir), limit_mm_per_prompt={"image": images})
     )
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_pixels": 50_000},
+        {"items": {"image": {"0": {"max_pixels": -1}}}},
+        {"items": {"image": {"3": {}}}},
+    ],
+)
+def test_qwen_vl_refuses_sizing_options(tiny_ckpt: Path, kwargs: dict) -> None:
+    """Every Qwen-VL image is 448x448: a qwen-vl-utils size option must be a 400, not silently ignored."""
+    from vllm.multimodal.processing import ProcessorInputs, TimingContext
+
+    processor = _processor(tiny_ckpt)
+    items = processor.info.parse_mm_data({"image": _images()[:1]})
+    inputs = ProcessorInputs("Picture 1: <img></img>\nHi", items, hf_processor_mm_kwargs=kwargs)
+    with pytest.raises(ValueError, match="448x448"):
+        processor.apply(inputs, TimingContext(enabled=False))
+    plain = processor.apply(ProcessorInputs(inputs.prompt, items), TimingContext(enabled=False))
+    assert plain["prompt_token_ids"].count(IMG_PAD) == 256
