@@ -9,8 +9,9 @@ DISABLE_ENV = "QWENVL_VLLM_DISABLE"
 VIT_FP8_ENV = "QWENVL_VLLM_VIT_FP8"
 
 
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "0").lower() in ("1", "true", "yes")
+def _env_flag(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name)
+    return default if not raw else raw.lower() in ("1", "true", "yes")
 
 
 def _env_float(name: str, default: float) -> float:
@@ -38,12 +39,14 @@ class Settings:
     allowed_local_media_path: str | None
     # Qwen2-VL vision tower in fp8 (e4m3 weights per channel, activations per token): faster, less exact.
     vit_fp8: bool
-    # Batches of up to this many patches run the vision tower as a CUDA graph (0: always eager). Off by
-    # default until an engine-level GPU run validates capture inside vLLM's engine (tower tests pass).
+    # Batches of up to this many patches run the vision tower as a CUDA graph (0: always eager).
     vit_graph_max_patches: int
-    # Qwen2-VL processor ships decoded uint8 pixels; the model resizes / patchifies them on its device
-    # (bit-identical rows). Off until a GPU run confirms it end to end.
+    # The processors ship decoded uint8 pixels; the model resizes / patchifies them on its device
+    # (bit-identical rows). Off: the API server resizes and patchifies, as transformers' processors do.
     device_pixels: bool
+    # Encoder (vision tower) output tokens per engine step under our paced schedulers
+    # (qwenvl_vllm.serving.scheduler); 0 keeps vLLM's budget (= max_num_batched_tokens).
+    encoder_step_tokens: int
     # qwen-vl-utils' MODEL_SEQ_LEN: the default total_pixels budget of a video is 90% of it in tokens.
     model_seq_len: int
 
@@ -56,7 +59,8 @@ def get_settings() -> Settings:
         max_image_pixels=_env_int("QWENVL_VLLM_MAX_IMAGE_PIXELS", 178_956_970),
         allowed_local_media_path=os.environ.get("QWENVL_VLLM_ALLOWED_LOCAL_MEDIA_PATH") or None,
         vit_fp8=_env_flag(VIT_FP8_ENV),
-        vit_graph_max_patches=_env_int("QWENVL_VLLM_VIT_GRAPH_MAX_PATCHES", 0),
-        device_pixels=_env_flag("QWENVL_VLLM_DEVICE_PIXELS"),
+        vit_graph_max_patches=_env_int("QWENVL_VLLM_VIT_GRAPH_MAX_PATCHES", 16384),
+        device_pixels=_env_flag("QWENVL_VLLM_DEVICE_PIXELS", default=True),
+        encoder_step_tokens=_env_int("QWENVL_VLLM_ENCODER_STEP_TOKENS", 2048),
         model_seq_len=int(_env_float("MODEL_SEQ_LEN", 128000)),  # qwen-vl-utils reads it as a float
     )

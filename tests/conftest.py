@@ -30,6 +30,13 @@ def vllm_cpu():
 
 
 @pytest.fixture
+def cpu_pixels(monkeypatch):
+    """The processors' CPU pixel path (patch rows from the API server), which these tests hold against
+    qwen-vl-utils / transformers / the release; the default device path is checked against it."""
+    monkeypatch.setenv("QWENVL_VLLM_DEVICE_PIXELS", "0")
+
+
+@pytest.fixture
 def http_server(tmp_path):
     """Serves files from tmp_path on 127.0.0.1; returns a function that publishes an image or bytes."""
     import functools

@@ -1,12 +1,12 @@
 """Qwen2-VL pixels resized, normalised and patchified on the tower's device.
 
-Opt-in (QWENVL_VLLM_DEVICE_PIXELS=1) until a GPU run confirms it end to end. The multimodal processor
-then ships each item's decoded uint8 pixels (an image [H, W, 3], video frames [T, 3, H, W]) and its patch
-grid instead of bf16 patch rows: a quarter of the bytes, and no resize on the API server's CPU. The model
-turns them into the rows the CPU path would have made, byte for byte: images through `resize_like_pil`
-(Pillow 13's bicubic), videos through `resize_frames_like_qwen_vl_utils`, then the same float32
-normalisation and patch layout (`patchify_on_device`). The processor ships uint8 only when the
-checkpoint's normalisation is the CLIP / (1/255) one these rows use, so both paths always agree.
+On by default (QWENVL_VLLM_DEVICE_PIXELS=0 turns it off). The multimodal processor ships each item's decoded
+uint8 pixels (an image [H, W, 3], video frames [T, 3, H, W]) and its patch grid instead of bf16 patch rows:
+a quarter of the bytes, and no resize on the API server's CPU. The model turns them into the rows the CPU
+path would have made, byte for byte: images through `resize_like_pil` (Pillow 13's bicubic), videos through
+`resize_frames_like_qwen_vl_utils`, then the same float32 normalisation and patch layout
+(`patchify_on_device`). The processor ships uint8 only when the checkpoint's normalisation is the CLIP /
+(1/255) one these rows use, so both paths always agree.
 """
 
 from __future__ import annotations

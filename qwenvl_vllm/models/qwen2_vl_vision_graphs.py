@@ -11,6 +11,10 @@ as vLLM's own encoder graphs do) and a fixed max_seqlen, so graphs are keyed by 
 to a bucket): FlashAttention sizes its grid by max_seqlen, and a video's short frames under max_seqlen = B
 cost ~10% more than under their own length (measured). Rotary cos/sin are computed inside the graph from a
 positions buffer, with a table of B positions (every position of an item is below its patch count).
+
+Memory: graphs of one padded size share their input buffers, all graphs share one pool, and at most
+MAX_GRAPHS are kept (a batch whose key is new once that many exist runs eagerly), so mixed image sizes in
+a server cannot grow graph memory without bound.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ if TYPE_CHECKING:
 
 BUCKET = 1024  # patches; a multiple of merge^2, so pad rows never share a merge window with real ones
 MAX_SEQS = 64  # attention sequences (image frames) a graph takes, besides the pad sequence
+MAX_GRAPHS = 48  # (size, max_seqlen) keys; each keeps only its output rows beyond the shared buffers
 
 
 def bucket_size(num_patches: int) -> int:
@@ -53,11 +58,16 @@ def fits(grid: Grid, num_patches: int, max_patches: int) -> bool:
 
 
 @dataclass
-class _Graph:
-    graph: torch.cuda.CUDAGraph
+class _Inputs:
     pixels: torch.Tensor  # [B, patch_dim] model dtype
     positions: torch.Tensor  # [B, 2] int32
     cu_seqlens: torch.Tensor  # [MAX_SEQS + 2] int32
+
+
+@dataclass
+class _Graph:
+    graph: torch.cuda.CUDAGraph
+    inputs: _Inputs
     out: torch.Tensor  # [B / merge^2, hidden]
 
 
@@ -69,6 +79,7 @@ class VisionGraphs:
         self.tower = tower
         self.max_patches = max_patches
         self.graphs: dict[tuple[int, int], _Graph] = {}  # (padded patches, max_seqlen) -> graph
+        self.inputs: dict[int, _Inputs] = {}  # padded patches -> the buffers its graphs read
         self.pool = None
 
     def run(self, pixel_values: torch.Tensor, grid: Grid) -> torch.Tensor | None:
@@ -82,26 +93,40 @@ class VisionGraphs:
             return None
         size = bucket_size(n)
         key = (size, min(size, bucket_size(max(h * w for _, h, w in grid))))
-        g = self.graphs.get(key) or self._capture(*key)
-        g.pixels[:n].copy_(pixel_values)
-        g.positions[:n].copy_(
-            torch.from_numpy(patch_positions(grid, self.tower.merge_size)).pin_memory(), non_blocking=True
-        )
-        g.cu_seqlens.copy_(torch.from_numpy(padded_cu_seqlens(grid, size)).pin_memory(), non_blocking=True)
+        g = self.graphs.get(key)
+        if g is None:
+            if len(self.graphs) >= MAX_GRAPHS:
+                return None
+            g = self._capture(*key)
+        g.inputs.pixels[:n].copy_(pixel_values)
+        positions = torch.from_numpy(patch_positions(grid, self.tower.merge_size)).pin_memory()
+        g.inputs.positions[:n].copy_(positions, non_blocking=True)
+        cu = torch.from_numpy(padded_cu_seqlens(grid, size)).pin_memory()
+        g.inputs.cu_seqlens.copy_(cu, non_blocking=True)
         g.graph.replay()
         return g.out[: n // self.tower.merge_size**2].clone()
 
+    def _buffers(self, size: int) -> _Inputs:
+        if size not in self.inputs:
+            tower, dev = self.tower, self.tower.device
+            self.inputs[size] = _Inputs(
+                torch.zeros(size, tower.patch_dim, dtype=tower.dtype, device=dev),
+                torch.zeros(size, 2, dtype=torch.int32, device=dev),
+                torch.zeros(MAX_SEQS + 2, dtype=torch.int32, device=dev),
+            )
+        return self.inputs[size]
+
     def _capture(self, size: int, seq_limit: int) -> _Graph:
         tower, dev = self.tower, self.tower.device
-        pixels = torch.zeros(size, tower.patch_dim, dtype=tower.dtype, device=dev)
-        positions = torch.zeros(size, 2, dtype=torch.int32, device=dev)
+        inputs = self._buffers(size)
         # Capture-time contents only need to be valid: sequences no longer than max_seqlen.
-        cu = torch.from_numpy(_padded_cu([seq_limit] * (size // seq_limit), size)).to(dev)
+        inputs.cu_seqlens.copy_(torch.from_numpy(_padded_cu([seq_limit] * (size // seq_limit), size)))
         max_seqlen = torch.tensor(seq_limit, dtype=torch.int32)  # read on the host by the FA wrapper
 
         def forward() -> torch.Tensor:
-            cos, sin = rotary_cos_sin(positions, tower.inv_freq, size)
-            return tower.encode(pixels, VisionAttnMeta(cu, max_seqlen, None, cos, sin))
+            cos, sin = rotary_cos_sin(inputs.positions, tower.inv_freq, size)
+            meta = VisionAttnMeta(inputs.cu_seqlens, max_seqlen, None, cos, sin)
+            return tower.encode(inputs.pixels, meta)
 
         # Warm-up outside the capture: Triton compiles, cuBLAS picks its kernels and workspace.
         side = torch.cuda.Stream(device=dev)
@@ -114,5 +139,5 @@ class VisionGraphs:
         with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
             out = forward()
         self.pool = graph.pool()
-        self.graphs[size, seq_limit] = _Graph(graph, pixels, positions, cu, out)
+        self.graphs[size, seq_limit] = _Graph(graph, inputs, out)
         return self.graphs[size, seq_limit]

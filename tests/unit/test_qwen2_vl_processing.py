@@ -74,7 +74,7 @@ def test_our_processor_is_registered(ckpt: str) -> None:
     assert isinstance(_processor(ckpt), Qwen2VLMultiModalProcessor)
 
 
-def test_images_match_qwen_vl_utils_and_hf(ckpt: str) -> None:
+def test_images_match_qwen_vl_utils_and_hf(ckpt: str, cpu_pixels) -> None:
     raw = [make_image(500, 300, seed=1), make_image(97, 61, "RGBA", seed=2), make_image(1000, 40, seed=3)]
     prompt = f"<|im_start|>user\n{IMAGE}a{IMAGE}b{IMAGE}what?<|im_end|>\n<|im_start|>assistant\n"
     out = _apply(_processor(ckpt), prompt, {"image": raw})
@@ -90,7 +90,7 @@ def test_images_match_qwen_vl_utils_and_hf(ckpt: str) -> None:
     assert lengths == [(im.height // 28) * (im.width // 28) for im in resized]
 
 
-def test_video_matches_qwen_vl_utils_and_hf(ckpt: str, tmp_path) -> None:
+def test_video_matches_qwen_vl_utils_and_hf(ckpt: str, tmp_path, cpu_pixels) -> None:
     ele = {"video": _video_file(tmp_path), "nframes": 4}
     raw, _, _ = qvu._read_video_decord(ele)  # the reference's own sampled frames [T, C, H, W] uint8
     expected = qvu.fetch_video(ele)  # resized float frames [T, C, H, W]

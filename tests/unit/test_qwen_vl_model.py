@@ -214,7 +214,7 @@ def _ours_logits(model, input_ids: torch.Tensor, pixel_values: torch.Tensor | No
     return model.compute_logits(hidden)
 
 
-def test_image_prompt_logits_match_reference(vl_model, tiny_ckpt: Path) -> None:
+def test_image_prompt_logits_match_reference(vl_model, tiny_ckpt: Path, cpu_pixels) -> None:
     model, _, _ = vl_model
     processor = _processor(tiny_ckpt)
     images = _images()
@@ -258,7 +258,7 @@ def test_reference_gptq_dequantization_matches_writer(tmp_path: Path) -> None:
         torch.testing.assert_close(ours[name].float(), want[name].float(), rtol=0, atol=0, msg=name)
 
 
-def test_parity_script_compare_on_cpu(vl_model, tiny_ckpt: Path) -> None:
+def test_parity_script_compare_on_cpu(vl_model, tiny_ckpt: Path, cpu_pixels) -> None:
     """The GPU parity script's bookkeeping (tests/reference/qwen_vl_compare.py: which logprob position belongs
     to which token), fed with our model's logprobs computed the way vLLM reports them; the reference side is
     the script's own code, on CPU."""
@@ -385,7 +385,7 @@ def _expanded(ids: list[int]) -> list[int]:
     return out
 
 
-def test_processor_expands_each_image_tag(tiny_ckpt: Path) -> None:
+def test_processor_expands_each_image_tag(tiny_ckpt: Path, cpu_pixels) -> None:
     from qwenvl_vllm.processors.qwen_vl_pixels import qwen_vl_pixel_values
 
     processor = _processor(tiny_ckpt)

@@ -348,7 +348,7 @@ def test_jpeg_frame_list_video() -> None:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def test_qwen_vl_v1_processes_connector_images(tmp_path) -> None:
+def test_qwen_vl_v1_processes_connector_images(tmp_path, cpu_pixels) -> None:
     """Images our connector returns go through the v1 processor as the released recipe prescribes."""
     import torch
     from vllm.config import ModelConfig
