@@ -40,11 +40,19 @@ def jpeg_url(seed: int) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+SIDES = {  # name -> (plugin on, extra `vllm serve` arguments)
+    "ours": (True, []),
+    "ours_paced": (True, ["--scheduler-cls", "qwenvl_vllm.serving.scheduler.EncoderPacedAsyncScheduler"]),
+    "in_tree": (False, []),
+}
+
+
 def start(ckpt: str, impl: str, log: Path) -> subprocess.Popen:
-    env = dict(os.environ, QWENVL_VLLM_DISABLE="1" if impl == "in_tree" else "0")
+    plugin, extra = SIDES[impl]
+    env = dict(os.environ, QWENVL_VLLM_DISABLE="0" if plugin else "1")
     cmd = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", ckpt, "--served-model-name", "m"]
     cmd += ["--port", str(PORT), "--max-model-len", "16384", "--kv-cache-memory-bytes", str(KV_BUDGET)]
-    cmd += ["--limit-mm-per-prompt", '{"image": 1}']
+    cmd += ["--limit-mm-per-prompt", '{"image": 1}', *extra]
     return subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
@@ -154,13 +162,20 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--out-dir", required=True)
+    parser.add_argument(
+        "--extra-sides",
+        nargs="*",
+        default=[],
+        choices=["ours_paced"],
+        help="also run these (reported per side)",
+    )
     args = parser.parse_args()
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     total = sum(requests_for(c) for c in args.concurrency) + 4
     images = [jpeg_url(seed) for seed in range(total)]
     sides: dict[str, list[dict]] = {}
-    for impl in ("ours", "in_tree"):
+    for impl in ("ours", *args.extra_sides, "in_tree"):
         log = out_dir / f"serve_bench_{impl}.log"
         with PeakMemory() as memory:
             sides[impl] = run_server(args, impl, images, log, memory)
@@ -179,12 +194,14 @@ def main() -> None:
             "ours": ours,
             "in_tree": in_tree,
             "ratio": ours["req_per_s"] / in_tree["req_per_s"] if in_tree["req_per_s"] else None,
+            **{side: sides[side][i] for side in args.extra_sides},
             "config": {
                 "ckpt": args.ckpt,
                 "max_tokens": args.max_tokens,
                 "image": "1024x768 JPEG base64",
                 "max_model_len": 16384,
                 "kv_cache_budget_gib": KV_BUDGET / 2**30,
+                "extra_sides": {side: SIDES[side][1] for side in args.extra_sides},
             },
         }
         (out_dir / f"serve-c{c}.json").write_text(json.dumps(result, indent=2) + "\n")
