@@ -3,13 +3,14 @@
 # image's own Pillow is older; the resize kernels reproduce 13.0) and staging .gpu/partNN
 # (../shared/gpu/README.md), carrying .gpu/install.sh and .gpu/nparts. One machine, calls back to back
 # (checkpoints live in /tmp/ckpt); results in $OUT/round_<call>.tgz.
-#   a  benchmarks alone on the GPU: W1 ours vs in-tree (compare.py), then W1 of ours with the opt-in paths
-#      (device pixels + tower CUDA graphs); tower GPU tests; the Qwen-VL-Chat checkpoints are written on
-#      four CPU cores meanwhile (~8 min)
+#   a  benchmarks alone on the GPU: W1 ours vs in-tree (compare.py; a cold in-tree compile takes >2 min),
+#      then W1 of ours with device pixels and tower graphs off; tower GPU tests; the Qwen-VL-Chat checkpoints
+#      are written on eight CPU cores meanwhile (~9 min)
 #   b  correctness, two engines at once: media checks + 1000-request load through `vllm serve` (Qwen2-VL-2B
 #      Int4) beside the Qwen-VL-Chat bf16 long-context run vs its float32 reference (~8 min)
 #   c  the same for Qwen-VL-Chat-Int4 (media checks; long context vs its dequantized twin, then the combined
 #      result file), then Qwen2-VL parity vs transformers and in-tree on this round's tower (~9 min)
+#   e  `vllm serve` c=16/64: ours, ours with the encoder-paced scheduler, in-tree (~8 min)
 #   t  the vision tower benchmark (~2 min)
 set -uo pipefail
 source "$(dirname "$0")/common.sh"
@@ -41,7 +42,7 @@ long_context() {  # label ckpt [args]
     --gpu-memory-utilization 0.35 --kv-cache-gib 16 --out "$R/long_context_$label.json" "$@" >"$R/long_context_$label.log" 2>&1
   status "long_context_$label" $?; tail -c 400 "$R/long_context_$label.json"
 }
-case ${1:?call a, b, c or t} in
+case ${1:?call a, b, c, e or t} in
 a)
   mk 2b-gptq qwen2-vl-2b gptq-int4 & mk 2b-bf16 qwen2-vl-2b bf16 & wait
   (export OMP_NUM_THREADS=4; taskset -c 8-15 bash -c "source scripts/gpu/common.sh; OUT=$R
@@ -49,12 +50,13 @@ a)
     mk qvl-int4-deq qwen-vl-chat gptq-int4 --dequantized; echo written >$R/qvl_written") &
   timeout 150 python3 -m pytest -q tests/gpu/test_vision_kernels_gpu.py tests/gpu/test_kernels_gpu.py \
     tests/gpu/test_qwen2_vl_vision_gpu.py >"$R/gpu_tests.log" 2>&1; status gpu_tests $?; tail -2 "$R/gpu_tests.log"
-  timeout 280 python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W1 --out-dir "$R/offline" \
+  timeout 400 python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W1 --out-dir "$R/offline" \
     >"$R/compare.log" 2>&1; status compare $?; tail -4 "$R/compare.log"
   pack a
-  QWENVL_VLLM_DEVICE_PIXELS=1 QWENVL_VLLM_VIT_GRAPH_MAX_PATCHES=16384 timeout 150 python3 benchmarks/throughput.py \
-    --ckpt "$CK/2b-gptq" --workloads W1 --impl ours --out-dir "$R/opt_in" >"$R/w1_opt_in.log" 2>&1
-  status w1_opt_in $?; tail -c 600 "$R/opt_in/W1_ours.json"
+  mkdir -p "$R/cpu_pixels_eager"
+  QWENVL_VLLM_DEVICE_PIXELS=0 QWENVL_VLLM_VIT_GRAPH_MAX_PATCHES=0 timeout 150 python3 benchmarks/throughput.py \
+    --ckpt "$CK/2b-gptq" --workloads W1 --impl ours --out-dir "$R/cpu_pixels_eager" >"$R/w1_cpu_pixels.log" 2>&1
+  status w1_cpu_pixels_eager $?; tail -c 600 "$R/cpu_pixels_eager/W1_ours.json"
   for _ in $(seq 60); do [ -f "$R/qvl_written" ] && break; sleep 3; done
   du -sh "$CK"/*; pack a ;;
 b)
@@ -90,6 +92,10 @@ c)
   python3 scripts/gpu/qwen_vl_long_context.py --combine "$R/long_context_bf16.json" "$R/long_context_int4.json" \
     --out "$R/qwen_vl_chat_long_context.json" | tail -3
   pack c ;;
+e)
+  timeout 560 python3 benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency 16 64 --extra-sides ours_paced \
+    --out-dir "$R/serve" >"$R/serve_bench.log" 2>&1; status serve_bench $?; tail -6 "$R/serve_bench.log"
+  pack e ;;
 t)
   timeout 240 python3 benchmarks/vision_tower.py --out-dir "$R/tower" --iters 5 >"$R/tower.log" 2>&1; status tower $?
   pack t ;;
