@@ -37,6 +37,20 @@ def _add_make_checkpoint_args(parser: argparse.ArgumentParser) -> None:
         "--name-scheme", default="default", choices=NAME_SCHEMES, help="Qwen2-VL weight names"
     )
     parser.add_argument("--max-shard-gb", type=float, default=4.0, help="safetensors shard size limit (GB)")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda"],
+        help="where quantized weights are packed (same bytes either way); auto: cuda when available",
+    )
+
+
+def _writer_device(choice: str) -> str:
+    import torch
+
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return choice
 
 
 def _run_make_checkpoint(args: argparse.Namespace) -> int:
@@ -50,6 +64,7 @@ def _run_make_checkpoint(args: argparse.Namespace) -> int:
         dequantized=args.dequantized,
         name_scheme=args.name_scheme,
         max_shard_bytes=int(args.max_shard_gb * 10**9),
+        device=_writer_device(args.device),
     )
     print(path)
     return 0

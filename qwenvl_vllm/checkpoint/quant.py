@@ -112,13 +112,13 @@ def _to_int32(x: torch.Tensor) -> torch.Tensor:
 
 def _pack_last(values: torch.Tensor, bits: int) -> torch.Tensor:
     """[..., pack] small ints -> [...] int32; element j at bits j*b."""
-    shifts = torch.arange(values.shape[-1], dtype=torch.int64) * bits
+    shifts = torch.arange(values.shape[-1], dtype=torch.int64, device=values.device) * bits
     return _to_int32((values.to(torch.int64) << shifts).sum(dim=-1))
 
 
 def _unpack_last(packed: torch.Tensor, bits: int) -> torch.Tensor:
     """[...] int32 -> [..., 32/b] small ints; inverse of _pack_last."""
-    shifts = torch.arange(32 // bits, dtype=torch.int64) * bits
+    shifts = torch.arange(32 // bits, dtype=torch.int64, device=packed.device) * bits
     unsigned = packed.to(torch.int64) & 0xFFFFFFFF
     return ((unsigned[..., None] >> shifts) & ((1 << bits) - 1)).to(torch.int32)
 
@@ -132,7 +132,9 @@ def pack_gptq(codes: Codes, scheme: QuantScheme) -> dict[str, torch.Tensor]:
         "qweight": qweight,
         "qzeros": _pack_last(stored_zeros, scheme.bits),  # [K/g, N/p]
         "scales": codes.scales.contiguous(),
-        "g_idx": (torch.arange(k, dtype=torch.int32) // scheme.group_size).to(torch.int32),
+        "g_idx": (torch.arange(k, dtype=torch.int32, device=codes.q.device) // scheme.group_size).to(
+            torch.int32
+        ),
     }
 
 

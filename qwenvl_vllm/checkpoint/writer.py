@@ -123,13 +123,15 @@ def _dequantized(w: torch.Tensor, scheme: quantization.QuantScheme) -> torch.Ten
     return torch.cat(blocks, dim=0).to(torch.bfloat16)
 
 
-def _materialize(unit: _Unit, seed: int, scheme: quantization.QuantScheme | None, dequant: bool) -> dict:
-    value = weights.generate(unit.spec, seed)
+def _materialize(
+    unit: _Unit, seed: int, scheme: quantization.QuantScheme | None, dequant: bool, device: str
+) -> dict:
+    value = weights.generate(unit.spec, seed)  # always on the CPU: the same values on every machine
     names = list(unit.outputs)
     if scheme is not None and unit.spec.quantizable:
-        if dequant:
-            return {names[0]: _dequantized(value, scheme)}
-        return _packed(value, scheme, names)
+        value = value.to(device)  # quantizing is exact elementwise math: identical bytes on any device
+        out = {names[0]: _dequantized(value, scheme)} if dequant else _packed(value, scheme, names)
+        return {name: tensor.cpu() for name, tensor in out.items()}
     _, dtype = unit.outputs[names[0]]
     return {names[0]: value.to(dtype)}
 
@@ -141,6 +143,7 @@ def _write_weights(
     scheme: quantization.QuantScheme | None,
     dequant: bool,
     max_bytes: int,
+    device: str,
 ) -> None:
     for stale in [*out.glob("model*.safetensors"), out / "model.safetensors.index.json"]:
         stale.unlink(missing_ok=True)
@@ -152,7 +155,7 @@ def _write_weights(
         for i, shard in enumerate(shards):
             fname = "model.safetensors" if n == 1 else f"model-{i + 1:05d}-of-{n:05d}.safetensors"
             tensors: dict[str, torch.Tensor] = {}
-            for part in pool.map(lambda u: _materialize(u, seed, scheme, dequant), shard):
+            for part in pool.map(lambda u: _materialize(u, seed, scheme, dequant, device), shard):
                 tensors.update(part)
             save_file(tensors, str(out / fname), metadata={"format": "pt"})
             (out / fname).chmod(0o644)  # save_file creates 0600 files; checkpoints are shared read-only
@@ -197,15 +200,19 @@ def write_checkpoint(
     *,
     name_scheme: str = "default",
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    device: str = "cpu",
 ) -> Path:
     """Write a checkpoint dir for `model` in variant `quant`; returns its path.
 
     dequantized=True writes a bf16 checkpoint whose LLM linears hold exactly the dequantized weights of
     the `quant` variant of the same seed (the reference for quantized-kernel parity); every other tensor
     is identical across variants of one seed. name_scheme="legacy" uses the pre-4.52 transformers names
-    (visual.*, model.*) for Qwen2-VL.
+    (visual.*, model.*) for Qwen2-VL. device="cuda" quantizes and packs on the GPU (weights are always
+    drawn on the CPU), which makes 72B quantized checkpoints practical; the files are the same bytes.
     """
     _validate(model, quant, dequantized, name_scheme)
+    if device != "cpu" and not (device.startswith("cuda") and torch.cuda.is_available()):
+        raise ValueError(f"device must be 'cpu' or an available CUDA device, got {device!r}")
     if max_shard_bytes <= 0:
         raise ValueError("max_shard_bytes must be positive")
     out_dir = Path(out)
@@ -221,7 +228,7 @@ def write_checkpoint(
         specs = weights.qwen_vl_specs(model)
     dtype = torch.bfloat16 if written_scheme is None else torch.float16
     units = _plan(specs, written_scheme, _renamer(model, name_scheme), dtype)
-    _write_weights(out_dir, units, seed, scheme, dequantized, max_shard_bytes)
+    _write_weights(out_dir, units, seed, scheme, dequantized, max_shard_bytes, device)
     # config.json last (atomically): its presence means the directory is complete.
     # a dequantized twin keeps its quantized variant's (padded) sizes
     _write_configs(out_dir, model, written_scheme, scheme is not None)

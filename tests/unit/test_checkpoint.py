@@ -345,6 +345,7 @@ def test_real_qwen_vl_parameter_count() -> None:
         ({"model": "tiny-qwen2-vl", "quant": "bf16", "dequantized": True}, "quantized variant"),
         ({"model": "tiny-qwen-vl", "quant": "bf16", "name_scheme": "legacy"}, "Qwen2-VL only"),
         ({"model": "tiny-qwen2-vl", "quant": "bf16", "name_scheme": "old"}, "name_scheme"),
+        ({"model": "tiny-qwen2-vl", "quant": "gptq-int4", "device": "tpu"}, "device must be"),
     ],
 )
 def test_bad_input_raises_value_error(kwargs: dict, match: str, tmp_path: Path) -> None:
