@@ -1,9 +1,10 @@
 """Serving benchmark: `vllm serve` (ours, then in-tree) driven by an async OpenAI-compatible client.
 
-  python benchmarks/serve_bench.py --ckpt DIR --concurrency 1 16 64 --out-dir DIR
-Each request: one distinct 1024x768 JPEG as a base64 image_url, 64 streamed output tokens (ignore_eos,
-greedy). Reports req/s, TTFT p50/p99, inter-token latency p50/p99 and errors per concurrency, and writes
-<out-dir>/serve-c<N>.json with the same top-level keys as compare.py.
+  python benchmarks/serve_bench.py --ckpt DIR --concurrency 1 16 64 --out-dir DIR [--image-size WxH]
+Each request: one distinct JPEG photo-sized image (default 1024x768; 1920x1080 and 4032x3024 are the
+front-end-heavy workloads) as a base64 image_url, 64 streamed output tokens (ignore_eos, greedy). Reports
+req/s, TTFT p50/p99, inter-token latency p50/p99 and errors per concurrency, and writes
+<out-dir>/serve-c<N>.json (serve-<WxH>-c<N>.json for other sizes) with the same top-level keys as compare.py.
 """
 
 from __future__ import annotations
@@ -34,15 +35,21 @@ KV_BUDGET = 24 * 2**30  # fixed for both sides, as in compare.py
 URL = f"http://127.0.0.1:{PORT}"
 
 
-def jpeg_url(seed: int) -> str:
+DEFAULT_SIZE = "1024x768"
+IMAGE_SIZES = (DEFAULT_SIZE, "1920x1080", "4032x3024")
+
+
+def jpeg_url(seed: int, size: str = DEFAULT_SIZE) -> str:
+    width, height = (int(v) for v in size.split("x"))
     buf = io.BytesIO()
-    Image.fromarray(random_rgb(768, 1024, seed)).save(buf, format="JPEG", quality=90)
+    Image.fromarray(random_rgb(height, width, seed)).save(buf, format="JPEG", quality=90)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 SIDES = {  # name -> (plugin on, extra `vllm serve` arguments)
     "ours": (True, []),
     "ours_paced": (True, ["--scheduler-cls", "qwenvl_vllm.serving.scheduler.EncoderPacedAsyncScheduler"]),
+    "ours_ahead": (True, ["--scheduler-cls", "qwenvl_vllm.serving.encode_ahead.EncodeAheadAsyncScheduler"]),
     "in_tree": (False, []),
 }
 
@@ -152,6 +159,10 @@ def run_server(args: argparse.Namespace, impl: str, images: list[str], log: Path
         proc.wait(timeout=120)
 
 
+def workload_name(size: str, concurrency: int) -> str:
+    return f"serve-c{concurrency}" if size == DEFAULT_SIZE else f"serve-{size}-c{concurrency}"
+
+
 def requests_for(concurrency: int) -> int:
     return max(32, 4 * concurrency)
 
@@ -166,14 +177,15 @@ def main() -> None:
         "--extra-sides",
         nargs="*",
         default=[],
-        choices=["ours_paced"],
+        choices=[side for side in SIDES if side not in ("ours", "in_tree")],
         help="also run these (reported per side)",
     )
+    parser.add_argument("--image-size", default=DEFAULT_SIZE, choices=IMAGE_SIZES)
     args = parser.parse_args()
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     total = sum(requests_for(c) for c in args.concurrency) + 4
-    images = [jpeg_url(seed) for seed in range(total)]
+    images = [jpeg_url(seed, args.image_size) for seed in range(total)]
     sides: dict[str, list[dict]] = {}
     for impl in ("ours", *args.extra_sides, "in_tree"):
         log = out_dir / f"serve_bench_{impl}.log"
@@ -185,12 +197,13 @@ def main() -> None:
     import vllm
 
     for i, c in enumerate(args.concurrency):
+        name = workload_name(args.image_size, c)
         ours, in_tree = sides["ours"][i], sides["in_tree"][i]
         result = {
             "gpu": torch.cuda.get_device_name(),
             "date": time.strftime("%Y-%m-%d"),
             "vllm_version": vllm.__version__,
-            "workload": f"serve-c{c}",
+            "workload": name,
             "ours": ours,
             "in_tree": in_tree,
             "ratio": ours["req_per_s"] / in_tree["req_per_s"] if in_tree["req_per_s"] else None,
@@ -198,13 +211,13 @@ def main() -> None:
             "config": {
                 "ckpt": args.ckpt,
                 "max_tokens": args.max_tokens,
-                "image": "1024x768 JPEG base64",
+                "image": f"{args.image_size} JPEG base64",
                 "max_model_len": 16384,
                 "kv_cache_budget_gib": KV_BUDGET / 2**30,
                 "extra_sides": {side: SIDES[side][1] for side in args.extra_sides},
             },
         }
-        (out_dir / f"serve-c{c}.json").write_text(json.dumps(result, indent=2) + "\n")
+        (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 - `vllm_env`: one way to stand up vLLM's config and distributed state for tests that build vLLM layers.
 - `RELEASED_CONFIG` / `RELEASED_TOKENIZER_CONFIG`: Qwen-VL-Chat's published config.json and
   tokenizer_config.json, for released-layout checkpoint directories.
+- `scheduler_for` / `image_request`: vLLM's real scheduler (or ours) on CPU, and one-image requests for it.
 """
 
 from __future__ import annotations
@@ -93,3 +94,55 @@ RELEASED_TOKENIZER_CONFIG = {
     "tokenizer_class": "QWenTokenizer",
     "auto_map": {"AutoTokenizer": ["tokenization_qwen.QWenTokenizer", None]},
 }
+
+
+def scheduler_for(ckpt: str, cls: type, batched_tokens: int):
+    """vLLM's scheduler class `cls` (or a subclass of ours) for a checkpoint, on CPU, with a KV pool."""
+    import torch
+    from vllm.config import CacheConfig, DeviceConfig, ModelConfig, SchedulerConfig, VllmConfig
+    from vllm.v1.core.sched.scheduler import Scheduler
+    from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec
+    from vllm.v1.structured_output import StructuredOutputManager
+
+    model = ModelConfig(model=ckpt, max_model_len=4096, limit_mm_per_prompt={"image": 1, "video": 0})
+    sched = SchedulerConfig(
+        max_num_batched_tokens=batched_tokens, max_num_seqs=64, max_model_len=4096, is_encoder_decoder=False
+    )
+    config = VllmConfig(
+        model_config=model,
+        scheduler_config=sched,
+        cache_config=CacheConfig(block_size=16, enable_prefix_caching=False),
+        device_config=DeviceConfig(device="cpu"),
+    )
+    config.cache_config.num_gpu_blocks = 4096  # set by the engine after profiling
+    spec = FullAttentionSpec(block_size=16, num_kv_heads=1, head_size=16, dtype=torch.float32)
+    kv = KVCacheConfig(num_blocks=4096, kv_cache_tensors=[], kv_cache_groups=[KVCacheGroupSpec(["l0"], spec)])
+    assert issubclass(cls, Scheduler)
+    return cls(
+        vllm_config=config,
+        kv_cache_config=kv,
+        structured_output_manager=StructuredOutputManager(config),
+        block_size=16,
+    )
+
+
+def image_request(i: int, image_tokens: int, prompt: int, offset: int = 10):
+    """A one-image request r{i} whose image placeholder starts at `offset`."""
+    from vllm import SamplingParams
+    from vllm.multimodal.inputs import MultiModalFeatureSpec, PlaceholderRange
+    from vllm.v1.request import Request
+
+    feature = MultiModalFeatureSpec(
+        data=None,
+        modality="image",
+        identifier=f"image-{i}",
+        mm_position=PlaceholderRange(offset=offset, length=image_tokens),
+        mm_hash=f"image-{i}",
+    )
+    return Request(
+        request_id=f"r{i}",
+        prompt_token_ids=[1] * prompt,
+        sampling_params=SamplingParams(max_tokens=4),
+        pooling_params=None,
+        mm_features=[feature],
+    )

@@ -48,6 +48,7 @@ VIDEO = "<|vision_start|><|video_pad|><|vision_end|>"
 DECODE_STEPS = 8
 GREEDY_STEPS = 16
 TOP_K = 20
+TIE_MARGIN = 0.1  # top-2 logprob gap under which bf16 noise may flip the greedy token
 
 # (height, width): multiples of 28 inside [min_pixels, max_pixels] of both processors (images), and inside
 # [128, 768] tokens per frame for videos, so neither processor resizes them.
@@ -127,7 +128,7 @@ def _mm_data(req: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _llm(args: argparse.Namespace):
+def _llm(args: argparse.Namespace, **extra: Any):
     from vllm import LLM
 
     return LLM(
@@ -138,6 +139,7 @@ def _llm(args: argparse.Namespace):
         kv_cache_memory_bytes=kv_cache_bytes(args.kv_cache_gib),
         enforce_eager=args.eager,
         seed=0,
+        **extra,
     )
 
 
@@ -182,9 +184,13 @@ def worker_parity(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def worker_greedy(args: argparse.Namespace) -> dict[str, Any]:
+    return {"served_by": _served_by(), "results": greedy_results(_llm(args))}
+
+
+def greedy_results(llm) -> list[dict[str, Any]]:
+    """Prompt ids, generated ids and the top-2 logprobs per step of `greedy_requests()`."""
     from vllm import SamplingParams
 
-    llm = _llm(args)
     params = SamplingParams(temperature=0.0, max_tokens=GREEDY_STEPS, logprobs=2, ignore_eos=True)
     results = []
     for out in llm.generate(_inputs(greedy_requests()), params):
@@ -193,7 +199,7 @@ def worker_greedy(args: argparse.Namespace) -> dict[str, Any]:
         results.append(
             {"prompt_ids": list(out.prompt_token_ids), "gen_ids": list(gen.token_ids), "top2": steps}
         )
-    return {"served_by": _served_by(), "results": results}
+    return results
 
 
 def run_worker(kind: str, ckpt: str, args: argparse.Namespace, in_tree: bool, out: Path) -> dict[str, Any]:
@@ -330,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--tol", type=float, default=1e-2)
-    parser.add_argument("--tie-margin", type=float, default=0.1)
+    parser.add_argument("--tie-margin", type=float, default=TIE_MARGIN)
     parser.add_argument("--eager", action="store_true", help="enforce_eager (no torch.compile / CUDA graphs)")
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.45)
     parser.add_argument("--kv-cache-gib", type=float, default=None, help=KV_CACHE_HELP)

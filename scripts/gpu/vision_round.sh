@@ -10,7 +10,11 @@
 #      Int4) beside the Qwen-VL-Chat bf16 long-context run vs its float32 reference (~8 min)
 #   c  the same for Qwen-VL-Chat-Int4 (media checks; long context vs its dequantized twin, then the combined
 #      result file), then Qwen2-VL parity vs transformers and in-tree on this round's tower (~9 min)
-#   e  `vllm serve` c=16/64: ours, ours with the encoder-paced scheduler, in-tree (~8 min)
+#   p  Qwen2-VL parity (transformers, in-tree greedy) with this round's defaults (device pixels, tower graphs)
+#   e  `vllm serve` c=16/64: ours, ours encoding ahead, ours encoder-paced, in-tree (~9 min)
+#   h  encode-ahead correctness (greedy vs the default scheduler, encoder caches after finish and abort),
+#      then `vllm serve` c=64 with 1920x1080 JPEG photos, ours vs in-tree (~8 min)
+#   w  a Qwen2-VL-72B GPTQ-Int4 checkpoint written on the GPU (make-checkpoint --device cuda), its size
 #   t  the vision tower benchmark (~2 min)
 set -uo pipefail
 source "$(dirname "$0")/common.sh"
@@ -42,14 +46,14 @@ long_context() {  # label ckpt [args]
     --gpu-memory-utilization 0.35 --kv-cache-gib 16 --out "$R/long_context_$label.json" "$@" >"$R/long_context_$label.log" 2>&1
   status "long_context_$label" $?; tail -c 400 "$R/long_context_$label.json"
 }
-case ${1:?call a, b, c, e or t} in
+case ${1:?call a, b, c, p, e, h, w or t} in
 a)
   mk 2b-gptq qwen2-vl-2b gptq-int4 & mk 2b-bf16 qwen2-vl-2b bf16 & wait
   (export OMP_NUM_THREADS=4; taskset -c 8-15 bash -c "source scripts/gpu/common.sh; OUT=$R
     mk qvl-bf16 qwen-vl-chat bf16 & mk qvl-int4 qwen-vl-chat gptq-int4 & wait
     mk qvl-int4-deq qwen-vl-chat gptq-int4 --dequantized; echo written >$R/qvl_written") &
   timeout 150 python3 -m pytest -q tests/gpu/test_vision_kernels_gpu.py tests/gpu/test_kernels_gpu.py \
-    tests/gpu/test_qwen2_vl_vision_gpu.py >"$R/gpu_tests.log" 2>&1; status gpu_tests $?; tail -2 "$R/gpu_tests.log"
+    tests/gpu/test_qwen2_vl_vision_gpu.py tests/gpu/test_writer_gpu.py >"$R/gpu_tests.log" 2>&1; status gpu_tests $?; tail -2 "$R/gpu_tests.log"
   timeout 400 python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W1 --out-dir "$R/offline" \
     >"$R/compare.log" 2>&1; status compare $?; tail -4 "$R/compare.log"
   pack a
@@ -92,10 +96,27 @@ c)
   python3 scripts/gpu/qwen_vl_long_context.py --combine "$R/long_context_bf16.json" "$R/long_context_int4.json" \
     --out "$R/qwen_vl_chat_long_context.json" | tail -3
   pack c ;;
+p)
+  mk 2b-bf16 qwen2-vl-2b bf16
+  timeout 560 python3 scripts/gpu/qwen2_vl_parity.py --ckpt "$CK/2b-bf16" --gpu-memory-utilization 0.3 \
+    --kv-cache-gib 8 --out "$R/parity_bf16.json" >"$R/parity.log" 2>&1; status parity $?; tail -c 600 "$R/parity_bf16.json"
+  pack p ;;
 e)
-  timeout 560 python3 benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency 16 64 --extra-sides ours_paced \
-    --out-dir "$R/serve" >"$R/serve_bench.log" 2>&1; status serve_bench $?; tail -6 "$R/serve_bench.log"
+  timeout 580 python3 benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency 16 64 \
+    --extra-sides ours_ahead ours_paced --out-dir "$R/serve" >"$R/serve_bench.log" 2>&1
+  status serve_bench $?; tail -6 "$R/serve_bench.log"
   pack e ;;
+h)
+  timeout 270 python3 scripts/gpu/encode_ahead_check.py --ckpt "$CK/2b-bf16" --kv-cache-gib 8 \
+    --out "$R/encode_ahead_check.json" >"$R/encode_ahead_check.log" 2>&1; status encode_ahead $?
+  tail -c 800 "$R/encode_ahead_check.json"; pack h
+  timeout 300 python3 benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency 64 --image-size 1920x1080 \
+    --out-dir "$R/serve_photos" >"$R/serve_photos.log" 2>&1; status serve_photos $?; tail -4 "$R/serve_photos.log"
+  pack h ;;
+w)
+  /usr/bin/time -v python3 -m qwenvl_vllm.cli make-checkpoint --model qwen2-vl-72b --quant gptq-int4 --device cuda \
+    --out "$CK/72b-gptq" >"$R/mk_72b.log" 2>&1; status mk_72b $?; tail -20 "$R/mk_72b.log"; du -sh "$CK/72b-gptq"
+  pack w ;;
 t)
   timeout 240 python3 benchmarks/vision_tower.py --out-dir "$R/tower" --iters 5 >"$R/tower.log" 2>&1; status tower $?
   pack t ;;

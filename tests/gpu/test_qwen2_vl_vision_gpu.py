@@ -171,3 +171,30 @@ def test_other_attention_backends_match_flash_attn(vllm_gpu, backend):
     rel = (got - want).abs().max().item() / want.abs().max().item()
     _RESULTS[f"backend_{backend}_rel_diff_vs_fa"] = rel
     assert rel < 2e-2  # bf16 attention kernels differ in rounding only
+
+
+def test_side_stream_tower_equals_main_stream(vllm_gpu):
+    """The encode-ahead path: the tower on its own stream, read on the main stream right after wait_for
+    (without the wait the copy would race the encode), gives the main-stream tower's bytes."""
+    from qwenvl_vllm.geometry import grid_tokens
+    from qwenvl_vllm.models.encoder_stream import PROGRESS, EncoderStream
+    from qwenvl_vllm.models.qwen2_vl_vision import Qwen2VisionTower
+
+    cfg = _config(depth=8)
+    ref = _reference(cfg)
+    ours = _build(Qwen2VisionTower, cfg, torch.bfloat16, list(ref.state_dict().items()))
+    grids = [IMAGE_1024x768] * 4
+    n = sum(t * h * w for t, h, w in grids)
+    pixels = torch.randn(n, 3 * 2 * 14 * 14, device="cuda", generator=torch.Generator("cuda").manual_seed(2))
+    sizes = [grid_tokens(g, 2) for g in grids]
+    stream = EncoderStream(torch.device("cuda"))
+    PROGRESS.reset()
+    with torch.inference_mode():
+        want = ours(pixels, grids).clone()
+        torch.cuda.synchronize()
+        outputs = stream.run(lambda: list(ours(pixels, grids).split(sizes)), [pixels])
+        stream.wait_for(outputs[1:])
+        got = torch.cat(outputs)  # on the main stream
+    torch.cuda.synchronize()
+    assert torch.equal(got, want)
+    assert PROGRESS.launched == 4 and PROGRESS.finished_items() == 4

@@ -1,0 +1,108 @@
+"""The vision tower on its own CUDA stream: the language model's steps do not wait for images they do not use.
+
+vLLM runs the encoder, then the step's language-model forward, on one stream, so every decode in a step waits
+for every image encoded in it. With our encode-ahead scheduler (`qwenvl_vllm.serving.encode_ahead`) an image
+is encoded one or more steps before the step that consumes its embeddings; here that encoding goes to a
+second stream, and the main stream waits for it (an event) only where the embeddings are used, in
+`embed_input_ids`. The scheduler learns what has finished from `PROGRESS` (same process: vLLM's uni-process
+executor; elsewhere it is inactive and the scheduler does not hold anything back).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+
+
+class EncoderProgress:
+    """Items given to the tower and items finished, counted in this process, in launch order."""
+
+    def __init__(self) -> None:
+        self.active = False  # a model in this process encodes on a side stream
+        self.reset()
+
+    def reset(self) -> None:
+        self.launched = 0
+        self.finished = 0
+        self._pending: deque[tuple[int, torch.cuda.Event | None]] = deque()
+
+    def add(self, items: int, event: torch.cuda.Event | None) -> None:
+        self.launched += items
+        self._pending.append((self.launched, event))
+
+    def finished_items(self) -> int:
+        while self._pending and (self._pending[0][1] is None or self._pending[0][1].query()):
+            self.finished = self._pending.popleft()[0]
+        return self.finished
+
+
+PROGRESS = EncoderProgress()
+
+
+def _tensors(value: object) -> Iterable[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _tensors(item)
+
+
+def _storage_key(tensor: torch.Tensor) -> int:
+    return tensor.untyped_storage().data_ptr()
+
+
+class EncoderStream:
+    """Runs encodes on a side stream (CUDA) or inline (CPU), and makes consumers wait for their outputs."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self._events: dict[int, torch.cuda.Event] = {}  # output storage -> its encode's end
+        PROGRESS.active = self.stream is not None
+
+    def run(self, encode: Callable[[], Sequence[torch.Tensor]], inputs: object) -> Sequence[torch.Tensor]:
+        if self.stream is None:
+            outputs = encode()
+            PROGRESS.add(len(outputs), None)
+            return outputs
+        main = torch.cuda.current_stream(self.stream.device)
+        self.stream.wait_stream(main)  # inputs were copied to the device on the main stream
+        with torch.cuda.stream(self.stream):
+            outputs = encode()
+        for tensor in _tensors(inputs):
+            if tensor.is_cuda:
+                tensor.record_stream(self.stream)  # freed by the caller while the tower may still read it
+        event = torch.cuda.Event()
+        event.record(self.stream)
+        self._prune()
+        for key, out in {_storage_key(o): o for o in outputs if o.is_cuda}.items():
+            out.record_stream(main)  # read on the main stream after it is freed on the side stream's clock
+            self._events[key] = event
+        PROGRESS.add(len(outputs), event)
+        return outputs
+
+    def wait_for(self, embeddings: Iterable[torch.Tensor]) -> None:
+        """The current stream waits for the encodes that produced these embeddings (views of outputs)."""
+        if self.stream is None:
+            return
+        waited: set[int] = set()
+        for embedding in embeddings:
+            event = self._events.get(_storage_key(embedding))
+            if event is not None and id(event) not in waited:
+                torch.cuda.current_stream(self.stream.device).wait_event(event)
+                waited.add(id(event))
+
+    def _prune(self) -> None:
+        for key in [k for k, e in self._events.items() if e.query()]:
+            del self._events[key]
+
+
+def wants_encoder_stream(vllm_config: object) -> bool:
+    """True when the configured scheduler encodes ahead (it says so with `uses_encoder_stream`)."""
+    from vllm.utils.import_utils import resolve_obj_by_qualname
+
+    cls = vllm_config.scheduler_config.scheduler_cls
+    if isinstance(cls, str):
+        cls = resolve_obj_by_qualname(cls)
+    return bool(getattr(cls, "uses_encoder_stream", False))

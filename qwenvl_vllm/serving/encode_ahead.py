@@ -1,0 +1,104 @@
+"""Encode-ahead schedulers: an image is encoded in a step before the one that prefills its tokens.
+
+vLLM schedules an image's encoder input in the step whose tokens cover the image, so the step's decodes wait
+for the tower. Here, when vLLM schedules a new encoder input whose placeholder starts after the tokens
+already computed, the step only prefills the text before the placeholder; the image is encoded in that step
+on the tower's own CUDA stream (`qwenvl_vllm.models.encoder_stream`), alongside the language model. Its tokens
+are held back until the encode has finished (at most `MAX_HOLD_S`), then prefilled from vLLM's encoder cache
+as usual. Scheduling is otherwise vLLM's own: budgets, the encoder cache's accounting, chunked prefill,
+preemption and aborts are unchanged.
+
+Use: `vllm serve ... --scheduler-cls qwenvl_vllm.serving.encode_ahead.EncodeAheadAsyncScheduler` (vLLM's
+default async scheduling); `EncodeAheadScheduler` with `--no-async-scheduling`. The model puts its tower on
+a side stream when it sees one of these schedulers in the config.
+"""
+
+from __future__ import annotations
+
+import time
+
+from vllm.v1.core.sched.async_scheduler import AsyncScheduler
+from vllm.v1.core.sched.output import SchedulerOutput
+from vllm.v1.core.sched.scheduler import Scheduler
+from vllm.v1.request import Request, RequestStatus
+
+from qwenvl_vllm.models.encoder_stream import PROGRESS
+
+MAX_HOLD_S = 1.0  # a bound, not a tuning knob: the hold normally ends when the encode does (ms)
+
+
+class _EncodeAhead:
+    """Mixin over vLLM's Scheduler: defers each new image's tokens to a later step than its encode."""
+
+    uses_encoder_stream = True
+
+    def _init_encode_ahead(self) -> None:
+        PROGRESS.reset()  # the engine's profiling runs encoded dummy items before we existed
+        self._ordinal = 0
+        self._issued: dict[str, tuple[int, float]] = {}  # mm_hash -> (launch ordinal, time)
+
+    def schedule(self) -> SchedulerOutput:
+        output = super().schedule()
+        now = time.monotonic()
+        for req_id, input_ids in output.scheduled_encoder_inputs.items():
+            features = self.requests[req_id].mm_features
+            for i in input_ids:
+                self._ordinal += 1
+                self._issued[features[i].identifier] = (self._ordinal, now)
+        for mm_hash in list(self._issued):
+            self._in_flight(mm_hash)  # forgets what has finished (most never reach a hold check)
+        return output
+
+    def _in_flight(self, mm_hash: str) -> bool:
+        issued = self._issued.get(mm_hash)
+        if issued is None:
+            return False
+        ordinal, at = issued
+        if not PROGRESS.active or ordinal <= PROGRESS.finished_items() or time.monotonic() - at > MAX_HOLD_S:
+            del self._issued[mm_hash]
+            return False
+        return True
+
+    def _deferral_point(self, request: Request, fresh: list[int], done: int, end: int) -> int | None:
+        """Where this step's tokens must stop: before the first placeholder encoded now or still encoding."""
+        for i, feature in enumerate(request.mm_features):
+            start = feature.mm_position.offset
+            if start < done or start >= end:
+                continue  # already being consumed, or beyond this step
+            if i in fresh:
+                # start == done: deferring would schedule no token and so no encode; encode and use it now
+                return start if start > done else None
+            if self._in_flight(feature.identifier):
+                # 0 tokens for a waiting request would stop vLLM from scheduling the waiting queue
+                running = request.status == RequestStatus.RUNNING
+                return start if start > done or running else None
+        return None
+
+    def _try_schedule_encoder_inputs(
+        self,
+        request: Request,
+        num_computed_tokens: int,
+        num_new_tokens: int,
+        encoder_compute_budget: int,
+        shift_computed_tokens: int = 0,
+    ) -> tuple[list[int], int, int, list[int]]:
+        fresh, num_new_tokens, budget, external = super()._try_schedule_encoder_inputs(
+            request, num_computed_tokens, num_new_tokens, encoder_compute_budget, shift_computed_tokens
+        )
+        done = num_computed_tokens + shift_computed_tokens
+        stop = self._deferral_point(request, fresh, done, done + num_new_tokens)
+        if stop is not None:
+            num_new_tokens = min(num_new_tokens, stop - done)
+        return fresh, num_new_tokens, budget, external
+
+
+class EncodeAheadScheduler(_EncodeAhead, Scheduler):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_encode_ahead()
+
+
+class EncodeAheadAsyncScheduler(_EncodeAhead, AsyncScheduler):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_encode_ahead()

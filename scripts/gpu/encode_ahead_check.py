@@ -1,0 +1,125 @@
+"""GPU check of the encode-ahead scheduler (issue 12): same greedy outputs as vLLM's default scheduler, and
+nothing left in the encoder caches after requests finish or are aborted mid-encode.
+
+    python scripts/gpu/encode_ahead_check.py --ckpt DIR --out FILE [--kv-cache-gib 8]
+
+Both sides are ours (the plugin), one engine each in its own subprocess, in-process engine core
+(VLLM_ENABLE_V1_MULTIPROCESSING=0) so the worker can read the scheduler's and the runner's encoder caches.
+Prompts: `qwen2_vl_parity.greedy_requests()` (text, images of eight sizes, two images, videos), 16 greedy
+tokens. Batches differ between the schedulers (that is the point), and bf16 kernels may round differently
+per batch shape, so the pass rule is the parity script's: identical prompt ids, and generated tokens
+identical or diverging only at a near-tie. Abort: 16 one-image requests are added, the engine steps twice
+(encodes in flight on the side stream, tokens held), all are aborted, and the engine runs dry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from engine_memory import KV_CACHE_HELP
+from qwen2_vl_parity import IMAGE, TIE_MARGIN, _image, _llm, _turn, greedy_compare, greedy_results
+
+AHEAD = "qwenvl_vllm.serving.encode_ahead.EncodeAheadAsyncScheduler"
+
+
+def _caches(llm) -> dict[str, Any]:
+    core = llm.llm_engine.engine_core.engine_core
+    manager = core.scheduler.encoder_cache_manager
+    runner = core.model_executor.driver_worker.worker.model_runner
+    runner_cache = runner.encoder_cache
+    outputs = getattr(runner_cache, "encoder_outputs", runner_cache)  # V2: EncoderCache; V1: dict
+    return {
+        "scheduler_referenced": sum(1 for refs in manager.cached.values() if refs),
+        "scheduler_freeable_slots": manager.num_freeable_slots,
+        "scheduler_cache_size": manager.cache_size,
+        "runner_entries": len(outputs),
+    }
+
+
+def _abort_mid_encode(llm) -> dict[str, Any]:
+    from vllm import SamplingParams
+
+    engine = llm.llm_engine
+    params = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)
+    ids = [f"abort{i}" for i in range(16)]
+    prompt = _turn(f"{IMAGE}Describe.")
+    for i, rid in enumerate(ids):
+        image = _image(756, 1036, 900 + i)  # a 1024x768 photo's size after smart_resize
+        engine.add_request(rid, {"prompt": prompt, "multi_modal_data": {"image": image}}, params)
+    engine.step()
+    engine.step()
+    during = _caches(llm)
+    engine.abort_request(ids)
+    for _ in range(100):
+        if not engine.has_unfinished_requests():
+            break
+        engine.step()
+    return {"during": during, "after": _caches(llm)}
+
+
+def worker(args: argparse.Namespace) -> dict[str, Any]:
+    llm = _llm(args, **({"scheduler_cls": AHEAD} if args.side == "ahead" else {}))
+    result: dict[str, Any] = {"results": greedy_results(llm), "after_generate": _caches(llm)}
+    try:
+        result["abort"] = _abort_mid_encode(llm)
+    except Exception as exc:  # report, do not lose the greedy results
+        result["abort_error"] = repr(exc)
+    return result
+
+
+def _run(side: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    env = dict(os.environ, QWENVL_VLLM_DISABLE="0", VLLM_ENABLE_V1_MULTIPROCESSING="0")
+    cmd = [sys.executable, __file__, "--worker", side, "--ckpt", args.ckpt, "--out", str(out)]
+    cmd += ["--gpu-memory-utilization", str(args.gpu_memory_utilization)]
+    cmd += ["--kv-cache-gib", str(args.kv_cache_gib)] if args.kv_cache_gib else []
+    subprocess.run(cmd, env=env, check=True)
+    return json.loads(out.read_text())
+
+
+def _clean(caches: dict[str, Any]) -> bool:
+    freeable, size = caches["scheduler_freeable_slots"], caches["scheduler_cache_size"]
+    return caches["scheduler_referenced"] == 0 and freeable == size
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ckpt", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--worker", choices=["default", "ahead"], dest="side")
+    parser.add_argument("--gpu-memory-utilization", type=float, default=0.3)
+    parser.add_argument("--kv-cache-gib", type=float, default=None, help=KV_CACHE_HELP)
+    parser.add_argument("--tie-margin", type=float, default=TIE_MARGIN)
+    parser.add_argument("--eager", action="store_true")
+    args = parser.parse_args()
+    out = Path(args.out)
+    if args.side:
+        out.write_text(json.dumps(worker(args)))
+        return 0
+    default = _run("default", args, out.with_suffix(".default.json"))
+    ahead = _run("ahead", args, out.with_suffix(".ahead.json"))
+    greedy = greedy_compare(ahead["results"], default["results"], args.tie_margin)
+    abort = ahead.get("abort")
+    result = {
+        "ckpt": args.ckpt,
+        "scheduler": AHEAD,
+        "greedy_vs_default": {k: v for k, v in greedy.items() if k != "entries"},
+        "divergences": [e for e in greedy["entries"] if not e["tokens_equal"]],
+        "caches_after_generate": ahead["after_generate"],
+        "abort": abort if abort is not None else ahead.get("abort_error"),
+    }
+    result["pass"] = bool(
+        greedy["pass"] and _clean(ahead["after_generate"]) and abort is not None and _clean(abort["after"])
+    )
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0 if result["pass"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""The encode-ahead schedulers on vLLM's real scheduler (CPU, no model): an image is encoded a step before
+its tokens, its tokens wait for the encode, and aborts give the encoder cache back."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import image_request, scheduler_for
+
+from qwenvl_vllm.checkpoint.writer import write_checkpoint
+from qwenvl_vllm.models.encoder_stream import PROGRESS
+from qwenvl_vllm.serving import encode_ahead
+from qwenvl_vllm.serving.encode_ahead import EncodeAheadAsyncScheduler, EncodeAheadScheduler
+
+IMAGE_TOKENS = 999  # a 1024x768 image
+PROMPT = 1024
+TEXT_BEFORE = 10  # tokens before the image placeholder
+
+
+class _Encode:
+    """Stands in for the CUDA event of one side-stream encode (what the model records after launching)."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def query(self) -> bool:
+        return self.done
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> str:
+    from qwenvl_vllm.model_registry import register
+
+    register()
+    return str(write_checkpoint("tiny-qwen2-vl", "bf16", tmp_path_factory.mktemp("ahead")))
+
+
+@pytest.fixture
+def side_stream(monkeypatch):
+    """PROGRESS as a model encoding on a side stream in this process leaves it."""
+    monkeypatch.setattr(PROGRESS, "active", True)
+    yield PROGRESS
+    PROGRESS.reset()
+
+
+def _step(scheduler) -> tuple[dict[str, int], dict[str, list[int]]]:
+    out = scheduler.schedule()
+    return dict(out.num_scheduled_tokens), dict(out.scheduled_encoder_inputs)
+
+
+def _launch(progress, items: int) -> _Encode:
+    encode = _Encode()
+    progress.add(items, encode)
+    return encode
+
+
+def test_plain_vllm_encodes_and_prefills_in_one_step(ckpt: str) -> None:
+    from vllm.v1.core.sched.scheduler import Scheduler
+
+    scheduler = scheduler_for(ckpt, Scheduler, 16384)
+    scheduler.add_request(image_request(0, IMAGE_TOKENS, PROMPT, offset=TEXT_BEFORE))
+    assert _step(scheduler) == ({"r0": PROMPT}, {"r0": [0]})
+
+
+def test_image_tokens_wait_for_their_encode(ckpt: str, side_stream) -> None:
+    scheduler = scheduler_for(ckpt, EncodeAheadScheduler, 16384)
+    scheduler.add_request(image_request(0, IMAGE_TOKENS, PROMPT, offset=TEXT_BEFORE))
+    assert _step(scheduler) == ({"r0": TEXT_BEFORE}, {"r0": [0]})  # the text before it, and its encode
+    encode = _launch(side_stream, 1)
+    assert _step(scheduler) == ({}, {})  # still encoding: the image's tokens are held
+    encode.done = True
+    assert _step(scheduler) == ({"r0": PROMPT - TEXT_BEFORE}, {})  # from vLLM's encoder cache
+
+
+def test_other_requests_run_while_one_waits(ckpt: str, side_stream) -> None:
+    scheduler = scheduler_for(ckpt, EncodeAheadScheduler, 16384)
+    scheduler.add_request(image_request(0, IMAGE_TOKENS, PROMPT, offset=TEXT_BEFORE))
+    _step(scheduler)
+    _launch(side_stream, 1)
+    scheduler.add_request(image_request(1, IMAGE_TOKENS, PROMPT, offset=TEXT_BEFORE))
+    assert _step(scheduler) == ({"r1": TEXT_BEFORE}, {"r1": [0]})
+
+
+def test_hold_is_bounded(ckpt: str, side_stream, monkeypatch) -> None:
+    monkeypatch.setattr(encode_ahead, "MAX_HOLD_S", 0.0)
+    scheduler = scheduler_for(ckpt, EncodeAheadScheduler, 16384)
+    scheduler.add_request(image_request(0, IMAGE_TOKENS, PROMPT, offset=TEXT_BEFORE))
+    _step(scheduler)
+    _launch(side_stream, 1)  # never finishes (a model and a scheduler that disagree must not hang)
+    assert _step(scheduler) == ({"r0": PROMPT - TEXT_BEFORE}, {})
+
+
+def test_no_hold_without_a_side_stream_in_this_process(ckpt: str) -> None:
+    assert not PROGRESS.active  # e.g. a multi-process executor: the scheduler cannot see the encodes
+    scheduler = scheduler_for(ckpt, EncodeAheadScheduler, 16384)
+    scheduler.add_request(image_request(0, IMAGE_TOKENS, PROMPT, offset=TEXT_BEFORE))
+    assert _step(scheduler) == ({"r0": TEXT_BEFORE}, {"r0": [0]})
+    assert _step(scheduler) == ({"r0": PROMPT - TEXT_BEFORE}, {})
+
+
+def test_image_at_the_computed_boundary_is_encoded_and_used_at_once(ckpt: str, side_stream) -> None:
+    scheduler = scheduler_for(ckpt, EncodeAheadScheduler, 16384)
+    scheduler.add_request(image_request(0, IMAGE_TOKENS, PROMPT, offset=0))
+    assert _step(scheduler) == ({"r0": PROMPT}, {"r0": [0]})  # deferring would schedule nothing
+
+
+def test_abort_while_encoding_frees_the_encoder_cache(ckpt: str, side_stream) -> None:
+    from vllm.v1.request import RequestStatus
+
+    scheduler = scheduler_for(ckpt, EncodeAheadScheduler, 16384)
+    cache = scheduler.encoder_cache_manager
+    for i in range(3):
+        scheduler.add_request(image_request(i, IMAGE_TOKENS, PROMPT, offset=TEXT_BEFORE))
+    assert _step(scheduler)[1] == {"r0": [0], "r1": [0], "r2": [0]}
+    _launch(side_stream, 3)
+    assert cache.num_freeable_slots == cache.cache_size - 3 * IMAGE_TOKENS
+    scheduler.finish_requests(["r0", "r1", "r2"], RequestStatus.FINISHED_ABORTED)
+    assert cache.num_freeable_slots == cache.cache_size
+    assert not cache.cached.get("image-0") and not cache.request_cached_ids
+    assert _step(scheduler) == ({}, {})
+
+
+def test_async_variant_defers_the_same_way(ckpt: str, side_stream) -> None:
+    scheduler = scheduler_for(ckpt, EncodeAheadAsyncScheduler, 16384)
+    scheduler.add_request(image_request(0, IMAGE_TOKENS, PROMPT, offset=TEXT_BEFORE))
+    assert _step(scheduler) == ({"r0": TEXT_BEFORE}, {"r0": [0]})
