@@ -20,6 +20,7 @@ media_io_kwargs["video"]), and qwen-vl-utils ignores them for frame lists too.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, partial
@@ -223,6 +224,17 @@ def _image_array(image: Any) -> Image.Image | np.ndarray:
             "pass a PIL image otherwise"
         )
     return array
+
+
+def uint8_hwc(pixels: Image.Image | np.ndarray) -> torch.Tensor:
+    """[H, W, 3] uint8 tensor of an RGB image; a PIL image's bytes are not copied again (nothing writes
+    the tensor: the model reads it once), an array is copied (the caller may reuse it)."""
+    if not isinstance(pixels, Image.Image):
+        return torch.from_numpy(np.array(pixels, dtype=np.uint8))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*not writable.*")
+        flat = torch.frombuffer(pixels.tobytes(), dtype=torch.uint8)
+    return flat.view(pixels.height, pixels.width, 3)
 
 
 def _video_tchw(video: Any) -> torch.Tensor:
@@ -491,7 +503,7 @@ class Qwen2VLMultiModalProcessor(BaseMultiModalProcessor[Qwen2VLProcessingInfo])
         height, width = (pixels.height, pixels.width) if isinstance(pixels, Image.Image) else pixels.shape[:2]
         target = self.info.image_size(height, width, options)
         if self._ships_uint8:
-            return torch.from_numpy(np.array(pixels, dtype=np.uint8)), self.info.geometry.grid(1, *target)
+            return uint8_hwc(pixels), self.info.geometry.grid(1, *target)
         if target != (height, width):
             if not isinstance(pixels, Image.Image):
                 pixels = Image.fromarray(pixels)

@@ -1,0 +1,140 @@
+"""API-server CPU time per image: what `vllm serve` does on its front end before the engine sees a request.
+
+    python benchmarks/frontend_speed.py [--repeats N] [--out FILE]
+
+Per JPEG photo size (1024x768, 1920x1080, 4032x3024; synthetic photos, quality 90), three sides, each in its
+own process (the plugin registers at import): ours with pixels on the GPU (the default: the processor ships
+decoded uint8 and the target size), ours with CPU pixels (resize + normalise + patchify on the API server),
+and in-tree vLLM (transformers' torchvision processor). Each side: decode (the side's own media IO:
+`QwenVLImageMediaIO` for ours, vLLM's `ImageMediaIO` in-tree) and vLLM's multimodal processor `apply` on the
+decoded image (`MediaWithBytes` with uuid None, as the chat endpoint passes it; no processor cache),
+median ms. Issue 10's target: front end <= decode + 1 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SIZES = ((1024, 768), (1920, 1080), (4032, 3024))
+SIDES = {  # name -> environment
+    "ours_device_pixels": {"QWENVL_VLLM_DISABLE": "0", "QWENVL_VLLM_DEVICE_PIXELS": "1"},
+    "ours_cpu_pixels": {"QWENVL_VLLM_DISABLE": "0", "QWENVL_VLLM_DEVICE_PIXELS": "0"},
+    "in_tree": {"QWENVL_VLLM_DISABLE": "1"},
+}
+PROMPT = "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Describe.<|im_end|>\n"
+
+
+def jpeg(width: int, height: int, seed: int) -> bytes:
+    from qwenvl_vllm.synthetic import make_image
+
+    buf = io.BytesIO()
+    make_image(width, height, seed=seed).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def median_ms(fn, inputs: list) -> float:
+    fn(inputs[0])  # warm-up
+    times = []
+    for item in inputs[1:]:
+        start = time.perf_counter()
+        fn(item)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def _media_io(side: str):
+    if side == "in_tree":
+        from vllm.multimodal.media.image import ImageMediaIO
+
+        return ImageMediaIO()
+    from qwenvl_vllm.serving.image_io import QwenVLImageMediaIO
+
+    return QwenVLImageMediaIO()
+
+
+def measure_side(side: str, ckpt: str, repeats: int) -> dict:
+    from vllm.config import ModelConfig
+    from vllm.multimodal import MULTIMODAL_REGISTRY
+    from vllm.multimodal.processing import ProcessorInputs, TimingContext
+
+    if side != "in_tree":
+        from qwenvl_vllm.model_registry import register
+
+        register()
+    config = ModelConfig(model=ckpt, max_model_len=16384, limit_mm_per_prompt={"image": 1, "video": 0})
+    processor = MULTIMODAL_REGISTRY.create_processor(config)
+    media_io = _media_io(side)
+
+    def process(image) -> None:
+        items = processor.info.parse_mm_data({"image": image})
+        processor.apply(
+            ProcessorInputs(PROMPT, items, hf_processor_mm_kwargs={}), TimingContext(enabled=False)
+        )
+
+    rows = []
+    for width, height in SIZES:
+        blobs = [jpeg(width, height, seed) for seed in range(repeats + 1)]
+        images = [media_io.load_bytes(b) for b in blobs]  # MediaWithBytes, as `vllm serve` passes it
+        decode = median_ms(media_io.load_bytes, blobs)
+        proc = median_ms(process, images)
+        rows.append(
+            {
+                "image": f"{width}x{height}",
+                "decode_ms": decode,
+                "processor_ms": proc,
+                "total_ms": decode + proc,
+            }
+        )
+    return {"side": side, "rows": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--side", choices=list(SIDES), help=argparse.SUPPRESS)
+    parser.add_argument("--ckpt", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.side:
+        print(json.dumps(measure_side(args.side, args.ckpt, args.repeats)))
+        return
+    from qwenvl_vllm.checkpoint import write_checkpoint
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = str(
+            write_checkpoint("tiny-qwen2-vl", "bf16", Path(tmp) / "ckpt")
+        )  # the released processor config
+        sides = {}
+        for side, env in SIDES.items():
+            cmd = [sys.executable, __file__, "--side", side, "--ckpt", ckpt, "--repeats", str(args.repeats)]
+            out = subprocess.run(cmd, env=dict(os.environ, **env), check=True, capture_output=True, text=True)
+            sides[side] = json.loads(out.stdout.strip().splitlines()[-1])["rows"]
+    result = {
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "cpu_count": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d"),
+        "repeats": args.repeats,
+        "sides": sides,
+        "over_decode_ms": {
+            side: {r["image"]: r["processor_ms"] for r in rows} for side, rows in sides.items()
+        },
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
