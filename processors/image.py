@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+import torch
 from PIL import Image
 
 from .media import load_image
@@ -30,6 +33,17 @@ def to_rgb(image: Image.Image) -> Image.Image:
         # a PIL object given by the caller may still be lazy (truncated file) or of a mode with no RGB
         # conversion (e.g. "La")
         raise ValueError(f"cannot convert {image.mode} image to RGB: {exc}") from exc
+
+
+def uint8_hwc(pixels: Image.Image | np.ndarray) -> torch.Tensor:
+    """[H, W, 3] uint8 tensor of an RGB image; a PIL image's bytes are not copied again (nothing writes
+    the tensor: the model reads it once), an array is copied (the caller may reuse it)."""
+    if not isinstance(pixels, Image.Image):
+        return torch.from_numpy(np.array(pixels, dtype=np.uint8))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*not writable.*")
+        flat = torch.frombuffer(pixels.tobytes(), dtype=torch.uint8)
+    return flat.view(pixels.height, pixels.width, 3)
 
 
 def image_source(ele: Mapping[str, Any]) -> Any:

@@ -15,6 +15,7 @@ from PIL import Image
 
 from qwenvl_vllm.constants import CLIP_MEAN, CLIP_STD, QWEN_VL_IMAGE_SIZE
 from qwenvl_vllm.kernels.resize import resize_like_pil
+from qwenvl_vllm.processors.image import uint8_hwc
 
 
 def _normalize(pixels: torch.Tensor) -> torch.Tensor:
@@ -33,7 +34,7 @@ def _rgb(image: Image.Image) -> Image.Image:
 
 def rgb_uint8(image: Image.Image) -> torch.Tensor:
     """uint8 [H, W, 3] of an image in RGB."""
-    return torch.from_numpy(np.array(_rgb(image), dtype=np.uint8))
+    return uint8_hwc(_rgb(image))
 
 
 def qwen_vl_pixel_values(images: Sequence[Image.Image], image_size: int = QWEN_VL_IMAGE_SIZE) -> torch.Tensor:

@@ -20,7 +20,6 @@ media_io_kwargs["video"]), and qwen-vl-utils ignores them for frame lists too.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, partial
@@ -65,7 +64,7 @@ from qwenvl_vllm.constants import (
 )
 from qwenvl_vllm.geometry import VisionGeometry, grids_tokens
 from qwenvl_vllm.models.qwen2_vl_device_pixels import rows_match_cpu_path
-from qwenvl_vllm.processors.image import target_size, to_rgb
+from qwenvl_vllm.processors.image import target_size, to_rgb, uint8_hwc
 from qwenvl_vllm.processors.patchify import patchify
 from qwenvl_vllm.processors.sizing import (
     FPS_MAX_FRAMES,
@@ -224,17 +223,6 @@ def _image_array(image: Any) -> Image.Image | np.ndarray:
             "pass a PIL image otherwise"
         )
     return array
-
-
-def uint8_hwc(pixels: Image.Image | np.ndarray) -> torch.Tensor:
-    """[H, W, 3] uint8 tensor of an RGB image; a PIL image's bytes are not copied again (nothing writes
-    the tensor: the model reads it once), an array is copied (the caller may reuse it)."""
-    if not isinstance(pixels, Image.Image):
-        return torch.from_numpy(np.array(pixels, dtype=np.uint8))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*not writable.*")
-        flat = torch.frombuffer(pixels.tobytes(), dtype=torch.uint8)
-    return flat.view(pixels.height, pixels.width, 3)
 
 
 def _video_tchw(video: Any) -> torch.Tensor:
