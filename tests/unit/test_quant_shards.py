@@ -39,3 +39,29 @@ def test_released_sizes_that_split_cleanly(model, tp):
 @pytest.mark.parametrize("group", [None, -1])
 def test_no_groups_no_constraint(group):
     check_quant_shards(_text_config("qwen2-vl-72b"), group, 2)
+
+
+def _vllm_quant_config(method: str):
+    """The quantization config object vLLM builds from a checkpoint's quantization_config."""
+    if method == "awq":
+        from vllm.model_executor.layers.quantization.auto_awq import AutoAWQConfig
+
+        raw = {"quant_method": "awq", "bits": 4, "group_size": 128, "zero_point": True, "version": "gemm"}
+        return AutoAWQConfig.from_config(raw | {"modules_to_not_convert": ["visual"]})
+    from vllm.model_executor.layers.quantization.auto_gptq import AutoGPTQConfig
+
+    return AutoGPTQConfig.from_config(
+        {"quant_method": "gptq", "bits": 4, "group_size": 128, "desc_act": False, "sym": True}
+    )
+
+
+@pytest.mark.parametrize("method", ["awq", "gptq"])
+def test_vllm_quant_configs_reach_the_check(method):
+    """Our model reads `quant_config.group_size` (AWQ with the released modules_to_not_convert ["visual"]
+    included): a vLLM that renamed it would silently skip the check, so the real config objects are used."""
+    from qwenvl_vllm.models.qwen2_vl import check_quant_config
+
+    config = _vllm_quant_config(method)
+    check_quant_config(config)
+    with pytest.raises(ValueError, match="29568"):
+        check_quant_shards(_text_config("qwen2-vl-72b"), getattr(config, "group_size", None), 2)
