@@ -24,6 +24,7 @@ def run_side(impl: str, args: argparse.Namespace, tmp: Path) -> dict[str, dict]:
     cmd = [sys.executable, str(HERE / "throughput.py"), "--ckpt", args.ckpt, "--workloads", *args.workloads]
     cmd += ["--impl", impl, "--out-dir", str(tmp), "--max-tokens", str(args.max_tokens)]
     cmd += ["--max-model-len", str(args.max_model_len), "--kv-cache-gib", str(args.kv_cache_gib)]
+    cmd += ["--tensor-parallel-size", str(args.tensor_parallel_size)]
     if args.num_requests:
         cmd += ["--num-requests", str(args.num_requests)]
     proc = subprocess.run(cmd, text=True, capture_output=True)
@@ -111,6 +112,7 @@ def main() -> None:
     parser.add_argument("--kv-cache-gib", type=float, default=24.0, help="fixed KV budget, both sides")
     parser.add_argument("--out-dir", default=str(HERE / "results"))
     parser.add_argument("--tag", default="")
+    parser.add_argument("--tensor-parallel-size", type=int, default=1)
     args = parser.parse_args()
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -137,6 +139,7 @@ def main() -> None:
                 "num_requests": args.num_requests,
                 "max_model_len": args.max_model_len,
                 "kv_cache_budget_gib": args.kv_cache_gib,
+                "tensor_parallel_size": args.tensor_parallel_size,
             },
         }
         (out_dir / f"{workload}{args.tag}.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -15,7 +15,9 @@
 #   h  encode-ahead correctness (greedy vs the default scheduler, encoder caches after finish and abort),
 #      then `vllm serve` c=64 with 1920x1080 JPEG photos, ours vs in-tree (~8 min)
 #   w  a Qwen2-VL-72B GPTQ-Int4 checkpoint written on the GPU (make-checkpoint --device cuda), its size
-#   t  the vision tower benchmark (~2 min)
+#   x  W1 (64 requests) on that 72B checkpoint, ours vs in-tree, one H200 (weights + KV from the start-up logs)
+#   t  the vision tower benchmark, then the parity run with the fp8 tower (its end-to-end error vs transformers,
+#      beside call p's bf16 numbers; expected above the bf16 tolerance) (~8 min)
 set -uo pipefail
 source "$(dirname "$0")/common.sh"
 RET=$OUT; R=/tmp/round; mkdir -p "$R"; OUT=$R
@@ -46,7 +48,7 @@ long_context() {  # label ckpt [args]
     --gpu-memory-utilization 0.35 --kv-cache-gib 16 --out "$R/long_context_$label.json" "$@" >"$R/long_context_$label.log" 2>&1
   status "long_context_$label" $?; tail -c 400 "$R/long_context_$label.json"
 }
-case ${1:?call a, b, c, p, e, h, w or t} in
+case ${1:?call a, b, c, p, e, h, w, x or t} in
 a)
   mk 2b-gptq qwen2-vl-2b gptq-int4 & mk 2b-bf16 qwen2-vl-2b bf16 & wait
   (export OMP_NUM_THREADS=4; taskset -c 8-15 bash -c "source scripts/gpu/common.sh; OUT=$R
@@ -117,7 +119,15 @@ w)
   /usr/bin/time -v python3 -m qwenvl_vllm.cli make-checkpoint --model qwen2-vl-72b --quant gptq-int4 --device cuda \
     --out "$CK/72b-gptq" >"$R/mk_72b.log" 2>&1; status mk_72b $?; tail -20 "$R/mk_72b.log"; du -sh "$CK/72b-gptq"
   pack w ;;
+x)
+  timeout 590 python3 benchmarks/compare.py --ckpt "$CK/72b-gptq" --workloads W1 --num-requests 64 --tag _72b \
+    --kv-cache-gib 16 --out-dir "$R/offline_72b" >"$R/compare_72b.log" 2>&1; status compare_72b $?
+  tail -6 "$R/compare_72b.log"; pack x ;;
 t)
-  timeout 240 python3 benchmarks/vision_tower.py --out-dir "$R/tower" --iters 5 >"$R/tower.log" 2>&1; status tower $?
+  timeout 200 python3 benchmarks/vision_tower.py --out-dir "$R/tower" --iters 5 >"$R/tower.log" 2>&1; status tower $?
+  pack t; mk 2b-bf16 qwen2-vl-2b bf16
+  QWENVL_VLLM_VIT_FP8=1 timeout 380 python3 scripts/gpu/qwen2_vl_parity.py --ckpt "$CK/2b-bf16" \
+    --gpu-memory-utilization 0.3 --kv-cache-gib 8 --out "$R/parity_fp8_tower.json" >"$R/parity_fp8.log" 2>&1
+  status parity_fp8 $?; tail -c 600 "$R/parity_fp8_tower.json"
   pack t ;;
 esac
