@@ -123,3 +123,12 @@ def test_async_variant_defers_the_same_way(ckpt: str, side_stream) -> None:
     scheduler = scheduler_for(ckpt, EncodeAheadAsyncScheduler, 16384)
     scheduler.add_request(image_request(0, IMAGE_TOKENS, PROMPT, offset=TEXT_BEFORE))
     assert _step(scheduler) == ({"r0": TEXT_BEFORE}, {"r0": [0]})
+
+
+def test_chunked_prefill_of_an_encoded_image(ckpt: str, side_stream) -> None:
+    scheduler = scheduler_for(ckpt, EncodeAheadScheduler, 512)
+    scheduler.add_request(image_request(0, IMAGE_TOKENS, PROMPT, offset=TEXT_BEFORE))
+    assert _step(scheduler) == ({"r0": TEXT_BEFORE}, {"r0": [0]})
+    _launch(side_stream, 1).done = True
+    assert _step(scheduler) == ({"r0": 512}, {})  # the image's first chunk, from the encoder cache
+    assert _step(scheduler) == ({"r0": PROMPT - TEXT_BEFORE - 512}, {})  # the rest, no second encode
