@@ -64,7 +64,8 @@ x)
     --kv-cache-gib 16 --out-dir "$R/offline_72b" >"$R/compare_72b.log" 2>&1; status compare_72b $?
   tail -6 "$R/compare_72b.log"; pack x ;;
 t)
-  timeout 200 python3 benchmarks/vision_tower.py --out-dir "$R/tower" --iters 5 >"$R/tower.log" 2>&1; status tower $?
+  timeout 200 python3 benchmarks/vision_tower.py --out-dir "$R/tower" --iters 5 --attn-backends FLASHINFER TRITON_ATTN \
+    >"$R/tower.log" 2>&1; status tower $?
   pack t; mk 2b-bf16 qwen2-vl-2b bf16
   QWENVL_VLLM_VIT_FP8=1 timeout 380 python3 scripts/gpu/qwen2_vl_parity.py --ckpt "$CK/2b-bf16" \
     --gpu-memory-utilization 0.3 --kv-cache-gib 8 --out "$R/parity_fp8_tower.json" >"$R/parity_fp8.log" 2>&1
