@@ -106,3 +106,37 @@ def wants_encoder_stream(vllm_config: object) -> bool:
     if isinstance(cls, str):
         cls = resolve_obj_by_qualname(cls)
     return bool(getattr(cls, "uses_encoder_stream", False))
+
+
+class SideStreamEmbedding:
+    """Mixin (before `SupportsMultiModal`) for our multimodal models: under an encode-ahead scheduler,
+    `embed_multimodal` runs the model's `_embed` on an `EncoderStream` and `embed_input_ids` waits for it."""
+
+    _encoder_stream: EncoderStream | None = None
+
+    def _init_encoder_stream(self, vllm_config: object) -> None:
+        self._wants_encoder_stream = wants_encoder_stream(vllm_config)
+
+    def _embed(self, kwargs: dict[str, object]) -> Sequence[torch.Tensor]:
+        raise NotImplementedError
+
+    def _encoder_device(self) -> torch.device:
+        raise NotImplementedError
+
+    def embed_multimodal(self, **kwargs: object) -> Sequence[torch.Tensor]:
+        if not self._wants_encoder_stream:
+            return self._embed(kwargs)
+        if self._encoder_stream is None:
+            self._encoder_stream = EncoderStream(self._encoder_device())
+        return self._encoder_stream.run(lambda: self._embed(kwargs), list(kwargs.values()))
+
+    def embed_input_ids(
+        self,
+        input_ids: torch.Tensor,
+        multimodal_embeddings: Sequence[torch.Tensor] | None = None,
+        *,
+        is_multimodal: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if self._encoder_stream is not None and multimodal_embeddings is not None:
+            self._encoder_stream.wait_for(multimodal_embeddings)  # encoded on the side stream
+        return super().embed_input_ids(input_ids, multimodal_embeddings, is_multimodal=is_multimodal)

@@ -43,7 +43,7 @@ from qwenvl_vllm.geometry import VisionGeometry, grid_tokens
 from qwenvl_vllm.mrope import mrope_positions_from_features
 
 from ..log import logger
-from .encoder_stream import EncoderStream, wants_encoder_stream
+from .encoder_stream import SideStreamEmbedding
 from .quant_shards import check_quant_shards
 from .qwen2_vl_device_pixels import uint8_rows
 from .qwen2_vl_processing import (
@@ -243,7 +243,7 @@ class _DataParallelTower:
     dummy_inputs=Qwen2VLDummyInputsBuilder,
 )
 class Qwen2VLForConditionalGeneration(
-    nn.Module, SupportsMultiModal, SupportsMRoPE, SupportsPP, SupportsLoRA, SupportsQuant
+    SideStreamEmbedding, nn.Module, SupportsMultiModal, SupportsMRoPE, SupportsPP, SupportsLoRA, SupportsQuant
 ):
     # Sequential prefix rules (each applies to the result of the previous ones), ordered so none chains.
     hf_to_vllm_mapper = WeightsMapper(
@@ -302,8 +302,7 @@ class Qwen2VLForConditionalGeneration(
                 architectures=["Qwen2ForCausalLM"],
             )
         self.make_empty_intermediate_tensors = self.language_model.make_empty_intermediate_tensors
-        self._wants_encoder_stream = wants_encoder_stream(vllm_config)
-        self._encoder_stream: EncoderStream | None = None
+        self._init_encoder_stream(vllm_config)
         quant = vllm_config.quant_config.get_name() if vllm_config.quant_config is not None else "none"
         logger.info("qwenvl-vllm: built Qwen2-VL (our vision tower + M-RoPE; LLM quantization: %s)", quant)
 
@@ -352,23 +351,8 @@ class Qwen2VLForConditionalGeneration(
             [uint8_rows(p, g, self.geometry, device, dtype) for p, g in zip(pixels, grid, strict=True)]
         )
 
-    def embed_multimodal(self, **kwargs: object) -> MultiModalEmbeddings:
-        if not self._wants_encoder_stream:
-            return self._embed(kwargs)
-        if self._encoder_stream is None:
-            self._encoder_stream = EncoderStream(self.visual.device)
-        return self._encoder_stream.run(lambda: self._embed(kwargs), list(kwargs.values()))
-
-    def embed_input_ids(
-        self,
-        input_ids: torch.Tensor,
-        multimodal_embeddings: MultiModalEmbeddings | None = None,
-        *,
-        is_multimodal: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        if self._encoder_stream is not None and multimodal_embeddings:
-            self._encoder_stream.wait_for(multimodal_embeddings)  # encoded on the side stream
-        return super().embed_input_ids(input_ids, multimodal_embeddings, is_multimodal=is_multimodal)
+    def _encoder_device(self) -> torch.device:
+        return self.visual.device
 
     def _embed(self, kwargs: dict[str, object]) -> MultiModalEmbeddings:
         inputs = self._parse_inputs(kwargs)

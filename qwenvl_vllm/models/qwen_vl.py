@@ -56,6 +56,7 @@ from vllm.sequence import IntermediateTensors
 from vllm.utils.tensor_schema import TensorSchema, TensorShape
 
 from qwenvl_vllm.constants import QWEN_VL_IMAGE_SIZE, UINT8_PIXEL_KEYS
+from qwenvl_vllm.models.encoder_stream import SideStreamEmbedding
 from qwenvl_vllm.models.qwen_ntk import (
     NTKLayout,
     get_ntk_rope,
@@ -344,7 +345,7 @@ class QWenModel(nn.Module):
     dummy_inputs=QwenVLDummyInputsBuilder,
 )
 class QwenVLForConditionalGeneration(
-    nn.Module, SupportsMultiModal, SupportsPP, SupportsLoRA, SupportsQuant, SupportsMRoPE
+    SideStreamEmbedding, nn.Module, SupportsMultiModal, SupportsPP, SupportsLoRA, SupportsQuant, SupportsMRoPE
 ):
     hf_to_vllm_mapper = HF_TO_VLLM_MAPPER
     packed_modules_mapping = {"c_attn": ["c_attn"], "gate_up_proj": ["w2", "w1"]}
@@ -387,6 +388,7 @@ class QwenVLForConditionalGeneration(
                 self.lm_head = PPMissingLayer()
         self.logits_processor = LogitsProcessor(config.vocab_size)
         self.make_empty_intermediate_tensors = self.transformer.make_empty_intermediate_tensors
+        self._init_encoder_stream(vllm_config)
 
     # --- multimodal -------------------------------------------------------------------------------------
 
@@ -420,7 +422,10 @@ class QwenVLForConditionalGeneration(
             resolve_bindings={"ifs": vision_n_queries(self.visual_config), "hs": self.config.hidden_size},
         )
 
-    def embed_multimodal(self, **kwargs: object) -> MultiModalEmbeddings:
+    def _encoder_device(self) -> torch.device:
+        return next(self.visual.parameters()).device
+
+    def _embed(self, kwargs: dict[str, object]) -> MultiModalEmbeddings:
         image_input = self._parse_and_validate_image_input(**kwargs)
         if image_input is None:
             return []

@@ -232,6 +232,26 @@ def test_image_prompt_logits_match_reference(vl_model, tiny_ckpt: Path, cpu_pixe
     assert (want - text_only)[10:].abs().max() > 1e-2
 
 
+def test_encode_ahead_path_gives_the_same_logits(vl_model, tiny_ckpt: Path, cpu_pixels, monkeypatch) -> None:
+    """Built under the encode-ahead scheduler the model encodes through its EncoderStream (inline on CPU)
+    and waits in embed_input_ids: the same logits, and the scheduler's counter sees the images."""
+    from qwenvl_vllm.models.encoder_stream import PROGRESS
+
+    model, _, _ = vl_model
+    prompt = "<|im_start|>user\nPicture 1: <img>a.jpg</img>\nPicture 2: <img></img>\nCompare.<|im_end|>\n"
+    out = _process(_processor(tiny_ckpt), prompt, _images())
+    ids = torch.tensor(out["prompt_token_ids"])
+    pixel_values = torch.stack([item["pixel_values"].data for item in out["mm_kwargs"]["image"]])
+    with torch.inference_mode():
+        want = _ours_logits(model, ids, pixel_values)
+        monkeypatch.setattr(model, "_wants_encoder_stream", True)
+        monkeypatch.setattr(model, "_encoder_stream", None)  # the stream the model makes is dropped after
+        PROGRESS.reset()
+        got = _ours_logits(model, ids, pixel_values)
+    assert model._encoder_stream is not None and PROGRESS.launched == pixel_values.shape[0]
+    assert torch.equal(got, want)
+
+
 def test_text_prompt_logits_match_reference(vl_model, tiny_ckpt: Path) -> None:
     model, _, _ = vl_model
     ids = torch.tensor([151644, 872, 198, 9707, 11, 1879, 0, 151645, 198, 151644, 77091, 198])
