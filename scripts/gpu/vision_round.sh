@@ -3,8 +3,9 @@
 # image's own Pillow is older; the resize kernels reproduce 13.0) and staging .gpu/partNN
 # (../shared/gpu/README.md), carrying .gpu/install.sh and .gpu/nparts. One machine, calls back to back
 # (checkpoints live in /tmp/ckpt); results in $OUT/round_<call>.tgz.
-#   a  GPU tests (kernels, tower incl. the side-stream encode, writer on CUDA), then W1 ours vs in-tree
-#      (compare.py; a cold in-tree compile takes >2 min) (~9 min)
+#   a  checkpoints, GPU tests (kernels, tower incl. the side-stream encode, writer on CUDA), W1 of ours with
+#      the fp8 tower (~6 min)
+#   c  W1, W2, W3 ours vs in-tree in one compare.py run (a cold in-tree compile takes >2 min) (~10 min)
 #   b  the TTFT breakdown of one W1 request, ours vs in-tree; W1 of ours with device pixels and tower
 #      graphs off; the front-end benchmark on this machine's CPU (~7 min)
 #   p  Qwen2-VL parity (transformers, in-tree greedy) with this round's defaults (device pixels, tower graphs)
@@ -20,15 +21,19 @@ source "$(dirname "$0")/common.sh"
 RET=$OUT; R=/tmp/round; mkdir -p "$R"; OUT=$R
 bash .gpu/install.sh 2>&1 | tail -1
 pack() { tar czf "$RET/round_$1.tgz" -C "$R" .; }
-case ${1:?call a, b, p, e, h, w, x or t} in
+case ${1:?call a, b, c, p, e, h, w, x or t} in
 a)
   mk 2b-gptq qwen2-vl-2b gptq-int4 & mk 2b-bf16 qwen2-vl-2b bf16 & wait
   timeout 150 python3 -m pytest -q tests/gpu/test_vision_kernels_gpu.py tests/gpu/test_kernels_gpu.py \
     tests/gpu/test_qwen2_vl_vision_gpu.py tests/gpu/test_writer_gpu.py >"$R/gpu_tests.log" 2>&1; status gpu_tests $?
-  tail -2 "$R/gpu_tests.log"; pack a
-  timeout 420 python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W1 --out-dir "$R/offline" \
-    >"$R/compare.log" 2>&1; status compare $?; tail -4 "$R/compare.log"
-  pack a ;;
+  tail -2 "$R/gpu_tests.log"; pack a; mkdir -p "$R/fp8_tower"
+  QWENVL_VLLM_VIT_FP8=1 timeout 200 python3 benchmarks/throughput.py --ckpt "$CK/2b-gptq" --workloads W1 \
+    --impl ours --out-dir "$R/fp8_tower" >"$R/w1_fp8.log" 2>&1; status w1_fp8_tower $?
+  tail -c 400 "$R/fp8_tower/W1_ours.json"; pack a ;;
+c)
+  timeout 590 python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W1 W2 W3 --out-dir "$R/offline" \
+    >"$R/compare.log" 2>&1; status compare $?; tail -6 "$R/compare.log"
+  pack c ;;
 b)
   timeout 300 python3 benchmarks/ttft_breakdown.py --ckpt "$CK/2b-gptq" --out "$R/ttft_breakdown.json" \
     >"$R/ttft_breakdown.log" 2>&1; status ttft_breakdown $?; tail -c 700 "$R/ttft_breakdown.json"; pack b
