@@ -37,8 +37,8 @@ class _EncodeAhead:
         self._ordinal = 0
         self._issued: dict[str, tuple[int, float]] = {}  # mm_hash -> (launch ordinal, time)
 
-    def schedule(self) -> SchedulerOutput:
-        output = super().schedule()
+    def schedule(self, throttle_prefills: bool = False) -> SchedulerOutput:
+        output = super().schedule(throttle_prefills)
         now = time.monotonic()
         for req_id, input_ids in output.scheduled_encoder_inputs.items():
             features = self.requests[req_id].mm_features

@@ -43,7 +43,7 @@ def side_stream(monkeypatch):
 
 
 def _step(scheduler) -> tuple[dict[str, int], dict[str, list[int]]]:
-    out = scheduler.schedule()
+    out = scheduler.schedule(False)  # as vLLM's engine core calls it (throttle_prefills)
     return dict(out.num_scheduled_tokens), dict(out.scheduled_encoder_inputs)
 
 
