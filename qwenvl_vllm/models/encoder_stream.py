@@ -113,6 +113,7 @@ class SideStreamEmbedding:
     `embed_multimodal` runs the model's `_embed` on an `EncoderStream` and `embed_input_ids` waits for it."""
 
     _encoder_stream: EncoderStream | None = None
+    _wants_encoder_stream = False
 
     def _init_encoder_stream(self, vllm_config: object) -> None:
         self._wants_encoder_stream = wants_encoder_stream(vllm_config)
