@@ -54,12 +54,12 @@ SIDES = {  # name -> (plugin on, extra `vllm serve` arguments)
 }
 
 
-def start(ckpt: str, impl: str, log: Path) -> subprocess.Popen:
+def start(ckpt: str, impl: str, log: Path, serve_args: list[str]) -> subprocess.Popen:
     plugin, extra = SIDES[impl]
     env = dict(os.environ, QWENVL_VLLM_DISABLE="0" if plugin else "1")
     cmd = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", ckpt, "--served-model-name", "m"]
     cmd += ["--port", str(PORT), "--max-model-len", "16384", "--kv-cache-memory-bytes", str(KV_BUDGET)]
-    cmd += ["--limit-mm-per-prompt", '{"image": 1}', *extra]
+    cmd += ["--limit-mm-per-prompt", '{"image": 1}', *extra, *serve_args]
     return subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
@@ -141,7 +141,7 @@ async def run_level(concurrency: int, images: list[str], max_tokens: int) -> dic
 
 
 def run_server(args: argparse.Namespace, impl: str, images: list[str], log: Path, memory) -> list[dict]:
-    proc = start(args.ckpt, impl, log)
+    proc = start(args.ckpt, impl, log, args.serve_args.split())
     try:
         wait_ready(proc)
         asyncio.run(run_level(2, images[:4], 8))  # warm-up
@@ -181,6 +181,9 @@ def main() -> None:
         help="also run these (reported per side)",
     )
     parser.add_argument("--image-size", default=DEFAULT_SIZE, choices=IMAGE_SIZES)
+    parser.add_argument(
+        "--serve-args", default="", help="more `vllm serve` arguments for every side, e.g. '-tp 2'"
+    )
     args = parser.parse_args()
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -215,6 +218,7 @@ def main() -> None:
                 "max_model_len": 16384,
                 "kv_cache_budget_gib": KV_BUDGET / 2**30,
                 "extra_sides": {side: SIDES[side][1] for side in args.extra_sides},
+                "serve_args": args.serve_args.split(),
             },
         }
         (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")

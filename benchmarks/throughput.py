@@ -33,6 +33,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--kv-cache-gib", type=float, default=24.0)
     parser.add_argument("--enforce-eager", action="store_true")
     parser.add_argument("--tensor-parallel-size", type=int, default=1)
+    parser.add_argument("--mm-encoder-tp-mode", choices=["weights", "data"], default="weights")
     parser.add_argument("--out-dir", required=True)
     return parser.parse_args()
 
@@ -54,6 +55,7 @@ def main() -> None:
             limit_mm_per_prompt={"image": 2, "video": 1},
             enforce_eager=args.enforce_eager,
             tensor_parallel_size=args.tensor_parallel_size,
+            mm_encoder_tp_mode=args.mm_encoder_tp_mode,
         )
         startup = {"startup_s": time.perf_counter() - start, "startup_peak_gpu_gib": memory.peak_gib()}
         for workload in args.workloads:
