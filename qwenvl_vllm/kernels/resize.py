@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 from typing import Literal
 
+import numpy as np
 import torch
 
 from .pil_coeffs import bicubic_coeffs
@@ -53,7 +54,15 @@ def _device_coeffs(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(start - shift, weights) of one pass on `device`, cached so repeated sizes copy nothing."""
     coeffs = bicubic_coeffs(in_size, out_size)
-    return torch.from_numpy(coeffs.start - shift).to(device), torch.from_numpy(coeffs.weights).to(device)
+    return _to_device(coeffs.start - shift, device), _to_device(coeffs.weights, device)
+
+
+def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    tensor = torch.from_numpy(array)
+    if device.type != "cuda":
+        return tensor.to(device)
+    # pinned + non_blocking: a pageable copy may wait for the stream's earlier work (the host stalls)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def _run_pass(
