@@ -8,6 +8,7 @@ temporal_patch_size is padded by repeating its last frame (as transformers does)
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -51,6 +52,18 @@ def _clip_stats(
     rescale: float | None,
     channels: int,
     device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 (mean, std) on `device`, cached: no host-to-device copy per item (only read, never written)."""
+    return _clip_stats_on(tuple(mean), tuple(std), rescale, channels, torch.device(device))
+
+
+@functools.lru_cache(maxsize=16)
+def _clip_stats_on(
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    rescale: float | None,
+    channels: int,
+    device: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     # transformers fuses rescale into normalize: (x - mean/rescale) / (std/rescale) in float32; the same
     # float32 operations here give bit-identical values. The stats are made on the CPU (where the
