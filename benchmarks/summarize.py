@@ -107,6 +107,30 @@ def serving(runs: list[dict]) -> str:
     return table(header, rows)
 
 
+SIDE_KEYS = ("ours", "in_tree")  # every other object with req_per_s in a serve-*.json is an extra side
+
+
+def sides_of(run: dict) -> list[str]:
+    extra = [k for k, v in run.items() if isinstance(v, dict) and "req_per_s" in v and k not in SIDE_KEYS]
+    return ["ours", *extra, "in_tree"]
+
+
+def mechanisms(runs: list[dict]) -> str:
+    """One row per serving side and concurrency: how each scheduler / option did in the same visit."""
+    header = ["concurrency", "side", "req/s", "TTFT p50 / p99 ms", "ITL p50 / p99 ms", "errors"]
+    rows = []
+    for r in runs:
+        for side in sides_of(r):
+            v = r[side]
+            rows.append([
+                str(v.get("concurrency", "-")), side, fmt(v.get("req_per_s"), ".2f"),
+                fmt(v.get("ttft_p50_ms"), ".0f") + " / " + fmt(v.get("ttft_p99_ms"), ".0f"),
+                fmt(v.get("itl_p50_ms"), ".1f") + " / " + fmt(v.get("itl_p99_ms"), ".1f"),
+                str(v.get("errors", "-")),
+            ])  # fmt: skip
+    return table(header, rows)
+
+
 def seeds(folder: Path) -> str:
     rows = []
     for r in load(folder, "seed_*.json"):
@@ -155,6 +179,8 @@ def main() -> None:
     print(
         "## Serving (`vllm serve`, one 1024x768 JPEG per request, 64 streamed tokens)\n\n" + serving(served)
     )
+    if any(len(sides_of(r)) > 2 for r in served):
+        print("## Serving, every side (our schedulers beside the default)\n\n" + mechanisms(served))
     print("## Seed tables on our stack (batch 1)\n\n" + seeds(folder))
     if (runs or served) and chart(runs + served, folder / "ratios.png"):
         print("![ours / in-tree](ratios.png)")

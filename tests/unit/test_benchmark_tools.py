@@ -49,6 +49,7 @@ def results(tmp_path: Path) -> Path:
         "workload": "serve-c16",
         "ours": level | {"req_per_s": 9.0},
         "in_tree": level | {"req_per_s": 10.0},
+        "ours_ahead": level | {"req_per_s": 9.5, "itl_p99_ms": 2.5},
     }
     (tmp_path / "serve-c16.json").write_text(json.dumps(serve | {"ratio": 0.9}))
     row = {"input_tokens": 258, "output_tokens": 7934, "tok_per_s": 227.3, "weights_plus_kv_gib": 13.1}
@@ -68,5 +69,6 @@ def test_summary_tables(
     assert "| W1 | 30.00 | 25.00 | 1.200 |" in text
     assert "| W1 | 61.5 / 50.0 |" in text  # latency: ours / in-tree medians
     assert "| 16 | 9.00 | 10.00 | 0.900 |" in text
+    assert "| 16 | ours_ahead | 9.50 | 1 / 2 | 3.0 / 2.5 | 0 |" in text  # every side, in one table
     assert "| qwen-vl-chat-int4 | 258 | 7934 | 227.3 | 13.10 | - |" in text
     assert text.count("qwen-vl-chat-int4 |") == 1  # the raw rows file is not a second table entry
