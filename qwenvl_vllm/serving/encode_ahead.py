@@ -24,7 +24,7 @@ from vllm.v1.request import Request, RequestStatus
 
 from qwenvl_vllm.models.encoder_stream import PROGRESS
 
-MAX_HOLD_S = 1.0  # a safety bound, not a knob: a hold normally ends with its encode, within milliseconds
+MAX_HOLD_S = 1.0  # a safety bound, not a knob: a hold normally ends with its encode (tens of ms)
 
 
 class _EncodeAhead:
