@@ -11,6 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import compare  # noqa: E402
 import summarize  # noqa: E402
+import ttft_breakdown  # noqa: E402
 
 LOG = """INFO [gpu_model_runner.py:4012] Model loading took 2.38 GiB memory and 3.1 seconds
 INFO [gpu_worker.py:321] Available KV cache memory: 24.0 GiB
@@ -72,3 +73,21 @@ def test_summary_tables(
     assert "| 16 | ours_ahead | 9.50 | 1 / 2 | 3.0 / 2.5 | 0 |" in text  # every side, in one table
     assert "| qwen-vl-chat-int4 | 258 | 7934 | 227.3 | 13.10 | - |" in text
     assert text.count("qwen-vl-chat-int4 |") == 1  # the raw rows file is not a second table entry
+
+
+def test_ttft_stages_add_up_to_the_ttft() -> None:
+    """The breakdown's stages: the tower excludes GPU pixels, the forward excludes the tower, `other` is
+    the rest of the request's time, so the stages sum to the TTFT."""
+    watch = ttft_breakdown.Stopwatch()
+
+    class Engine:
+        def step(self, n: int) -> int:
+            return n
+
+    engine = Engine()
+    watch.wrap(engine, "step", "schedule")
+    assert engine.step(3) == 3 and engine.step(4) == 4 and watch.ms["schedule"] > 0
+    ms = {"frontend": 2.0, "schedule": 0.5, "pixels": 1.0, "embed": 16.0, "execute": 30.0}
+    stages = ttft_breakdown._stages(ms, 40.0)
+    assert stages["encoder"] == 15.0 and stages["forward"] == 14.0 and stages["other"] == 7.5
+    assert sum(v for k, v in stages.items() if k != "ttft_ms") == stages["ttft_ms"] == 40.0
