@@ -38,6 +38,7 @@ for path in (REPO, REPO / "tests", REPO / "scripts" / "gpu"):
 
 from engine_memory import KV_CACHE_HELP, kv_cache_bytes  # noqa: E402
 from reference.qwen_vl_compare import SYSTEM, TOP_K, max_abs, rel_err  # noqa: E402
+from request_outputs import logprob_record  # noqa: E402
 
 from qwenvl_vllm.models.qwen_ntk import ntk_alpha  # noqa: E402
 
@@ -90,18 +91,10 @@ def _generate(llm: Any, reqs: list[dict[str, Any]], decode_steps: int) -> list[d
         {"prompt": r["prompt"], "multi_modal_data": {"image": r["images"]}} if r["images"] else r["prompt"]
         for r in reqs
     ]
-    results = []
-    for out in llm.generate(inputs, params):
-        ids, gen = list(out.prompt_token_ids), out.outputs[0]
-        results.append(
-            {
-                "prompt_ids": ids,
-                "prompt_lp": [out.prompt_logprobs[i][ids[i]].logprob for i in range(1, len(ids))],
-                "gen_ids": list(gen.token_ids),
-                "decode_lp": [gen.logprobs[i][tok].logprob for i, tok in enumerate(gen.token_ids)],
-                "topk": {int(t): lp.logprob for t, lp in gen.logprobs[0].items()},
-            }
-        )
+    results = [
+        logprob_record(out) | {"topk": {int(t): lp.logprob for t, lp in out.outputs[0].logprobs[0].items()}}
+        for out in llm.generate(inputs, params)
+    ]
     return results
 
 

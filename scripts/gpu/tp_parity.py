@@ -25,6 +25,7 @@ from typing import Any
 
 from qwen2_vl_parity import GREEDY_STEPS, IMAGE_SIZES, TIE_MARGIN, _image, greedy_requests
 from qwen2_vl_parity import _inputs as qwen2_vl_inputs
+from request_outputs import logprob_record
 
 QWEN_VL_QUESTIONS = ["Describe the picture.", "What is in it?", "Count the objects.", "Which colours?"]
 
@@ -74,19 +75,14 @@ def worker(args: argparse.Namespace) -> list[dict[str, Any]]:
     params = SamplingParams(
         temperature=0.0, max_tokens=GREEDY_STEPS, logprobs=2, prompt_logprobs=1, ignore_eos=True
     )
-    results = []
-    for out in llm.generate(_inputs(args.family), params):
-        ids, gen = list(out.prompt_token_ids), out.outputs[0]
-        results.append(
-            {
-                "prompt_ids": ids,
-                "prompt_lp": [out.prompt_logprobs[i][ids[i]].logprob for i in range(1, len(ids))],
-                "gen_ids": list(gen.token_ids),
-                "decode_lp": [gen.logprobs[i][t].logprob for i, t in enumerate(gen.token_ids)],
-                "top2": [sorted((lp.logprob for lp in step.values()), reverse=True) for step in gen.logprobs],
-            }
-        )
-    return results
+    return [
+        logprob_record(out) | {"top2": [_best_two(step) for step in out.outputs[0].logprobs]}
+        for out in llm.generate(_inputs(args.family), params)
+    ]
+
+
+def _best_two(step: dict) -> list[float]:
+    return sorted((lp.logprob for lp in step.values()), reverse=True)
 
 
 def _rel(a: list[float], b: list[float]) -> float:

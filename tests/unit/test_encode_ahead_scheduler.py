@@ -47,6 +47,15 @@ def _step(scheduler) -> tuple[dict[str, int], dict[str, list[int]]]:
     return dict(out.num_scheduled_tokens), dict(out.scheduled_encoder_inputs)
 
 
+def _one_image_request(
+    ckpt: str, cls: type = EncodeAheadScheduler, batched_tokens: int = 16384, offset: int = TEXT_BEFORE
+):
+    """A scheduler of `cls` holding one waiting request r0 with one 1024x768 image."""
+    scheduler = scheduler_for(ckpt, cls, batched_tokens)
+    scheduler.add_request(image_request(0, IMAGE_TOKENS, PROMPT, offset=offset))
+    return scheduler
+
+
 def _launch(progress, items: int) -> _Encode:
     encode = _Encode()
     progress.add(items, encode)
@@ -56,14 +65,12 @@ def _launch(progress, items: int) -> _Encode:
 def test_plain_vllm_encodes_and_prefills_in_one_step(ckpt: str) -> None:
     from vllm.v1.core.sched.scheduler import Scheduler
 
-    scheduler = scheduler_for(ckpt, Scheduler, 16384)
-    scheduler.add_request(image_request(0, IMAGE_TOKENS, PROMPT, offset=TEXT_BEFORE))
+    scheduler = _one_image_request(ckpt, Scheduler)
     assert _step(scheduler) == ({"r0": PROMPT}, {"r0": [0]})
 
 
 def test_image_tokens_wait_for_their_encode(ckpt: str, side_stream) -> None:
-    scheduler = scheduler_for(ckpt, EncodeAheadScheduler, 16384)
-    scheduler.add_request(image_request(0, IMAGE_TOKENS, PROMPT, offset=TEXT_BEFORE))
+    scheduler = _one_image_request(ckpt)
     assert _step(scheduler) == ({"r0": TEXT_BEFORE}, {"r0": [0]})  # the text before it, and its encode
     encode = _launch(side_stream, 1)
     assert _step(scheduler) == ({}, {})  # still encoding: the image's tokens are held
@@ -72,8 +79,7 @@ def test_image_tokens_wait_for_their_encode(ckpt: str, side_stream) -> None:
 
 
 def test_other_requests_run_while_one_waits(ckpt: str, side_stream) -> None:
-    scheduler = scheduler_for(ckpt, EncodeAheadScheduler, 16384)
-    scheduler.add_request(image_request(0, IMAGE_TOKENS, PROMPT, offset=TEXT_BEFORE))
+    scheduler = _one_image_request(ckpt)
     _step(scheduler)
     _launch(side_stream, 1)
     scheduler.add_request(image_request(1, IMAGE_TOKENS, PROMPT, offset=TEXT_BEFORE))
@@ -82,8 +88,7 @@ def test_other_requests_run_while_one_waits(ckpt: str, side_stream) -> None:
 
 def test_hold_is_bounded(ckpt: str, side_stream, monkeypatch) -> None:
     monkeypatch.setattr(encode_ahead, "MAX_HOLD_S", 0.0)
-    scheduler = scheduler_for(ckpt, EncodeAheadScheduler, 16384)
-    scheduler.add_request(image_request(0, IMAGE_TOKENS, PROMPT, offset=TEXT_BEFORE))
+    scheduler = _one_image_request(ckpt)
     _step(scheduler)
     _launch(side_stream, 1)  # never finishes (a model and a scheduler that disagree must not hang)
     assert _step(scheduler) == ({"r0": PROMPT - TEXT_BEFORE}, {})
@@ -91,15 +96,13 @@ def test_hold_is_bounded(ckpt: str, side_stream, monkeypatch) -> None:
 
 def test_no_hold_without_a_side_stream_in_this_process(ckpt: str) -> None:
     assert not PROGRESS.active  # e.g. a multi-process executor: the scheduler cannot see the encodes
-    scheduler = scheduler_for(ckpt, EncodeAheadScheduler, 16384)
-    scheduler.add_request(image_request(0, IMAGE_TOKENS, PROMPT, offset=TEXT_BEFORE))
+    scheduler = _one_image_request(ckpt)
     assert _step(scheduler) == ({"r0": TEXT_BEFORE}, {"r0": [0]})
     assert _step(scheduler) == ({"r0": PROMPT - TEXT_BEFORE}, {})
 
 
 def test_image_at_the_computed_boundary_is_encoded_and_used_at_once(ckpt: str, side_stream) -> None:
-    scheduler = scheduler_for(ckpt, EncodeAheadScheduler, 16384)
-    scheduler.add_request(image_request(0, IMAGE_TOKENS, PROMPT, offset=0))
+    scheduler = _one_image_request(ckpt, offset=0)
     assert _step(scheduler) == ({"r0": PROMPT}, {"r0": [0]})  # deferring would schedule nothing
 
 
@@ -120,14 +123,12 @@ def test_abort_while_encoding_frees_the_encoder_cache(ckpt: str, side_stream) ->
 
 
 def test_async_variant_defers_the_same_way(ckpt: str, side_stream) -> None:
-    scheduler = scheduler_for(ckpt, EncodeAheadAsyncScheduler, 16384)
-    scheduler.add_request(image_request(0, IMAGE_TOKENS, PROMPT, offset=TEXT_BEFORE))
+    scheduler = _one_image_request(ckpt, EncodeAheadAsyncScheduler)
     assert _step(scheduler) == ({"r0": TEXT_BEFORE}, {"r0": [0]})
 
 
 def test_chunked_prefill_of_an_encoded_image(ckpt: str, side_stream) -> None:
-    scheduler = scheduler_for(ckpt, EncodeAheadScheduler, 512)
-    scheduler.add_request(image_request(0, IMAGE_TOKENS, PROMPT, offset=TEXT_BEFORE))
+    scheduler = _one_image_request(ckpt, batched_tokens=512)
     assert _step(scheduler) == ({"r0": TEXT_BEFORE}, {"r0": [0]})
     _launch(side_stream, 1).done = True
     assert _step(scheduler) == ({"r0": 512}, {})  # the image's first chunk, from the encoder cache
