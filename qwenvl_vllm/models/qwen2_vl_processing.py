@@ -251,22 +251,27 @@ def _check_given_size(height: int, width: int, factor: int) -> tuple[int, int]:
 
 
 def qwen2vl_field_config(merge_size: int) -> Callable[[Mapping[str, torch.Tensor]], Mapping[str, Any]]:
-    """Field layout: flat patch/embedding rows sliced per item by grid size, grids batched (kept on CPU)."""
+    """Field layout: flat patch/embedding rows sliced per item by grid size, grids batched (kept on CPU).
+    Only the keys present get a config (the sizes cost torch ops on the API server's every request)."""
+
+    def flat(modality: str, grids: torch.Tensor, per_patch: bool) -> MultiModalFieldConfig:
+        sizes = grids.prod(-1) if per_patch else grids_tokens(grids, merge_size)
+        return MultiModalFieldConfig.flat_from_sizes(modality, sizes)
 
     def fields(hf_inputs: Mapping[str, torch.Tensor]) -> Mapping[str, MultiModalFieldConfig]:
-        empty = torch.empty((0, 3), dtype=torch.long)
-        image_grids = hf_inputs.get("image_grid_thw", empty)
-        video_grids = hf_inputs.get("video_grid_thw", empty)
-        image_tokens, video_tokens = (grids_tokens(g, merge_size) for g in (image_grids, video_grids))
-        return dict(
-            pixel_values=MultiModalFieldConfig.flat_from_sizes("image", image_grids.prod(-1)),
-            image_embeds=MultiModalFieldConfig.flat_from_sizes("image", image_tokens),
-            image_grid_thw=MultiModalFieldConfig.batched("image", keep_on_cpu=True),
-            pixel_values_videos=MultiModalFieldConfig.flat_from_sizes("video", video_grids.prod(-1)),
-            video_embeds=MultiModalFieldConfig.flat_from_sizes("video", video_tokens),
-            video_grid_thw=MultiModalFieldConfig.batched("video", keep_on_cpu=True),
-            **{key: MultiModalFieldConfig.batched(modality) for modality, key in UINT8_PIXEL_KEYS.items()},
-        )
+        out: dict[str, MultiModalFieldConfig] = {}
+        for modality, rows_key in (("image", "pixel_values"), ("video", "pixel_values_videos")):
+            grids = hf_inputs.get(f"{modality}_grid_thw")
+            if grids is None:
+                continue
+            out[f"{modality}_grid_thw"] = MultiModalFieldConfig.batched(modality, keep_on_cpu=True)
+            if rows_key in hf_inputs:
+                out[rows_key] = flat(modality, grids, per_patch=True)
+            if f"{modality}_embeds" in hf_inputs:
+                out[f"{modality}_embeds"] = flat(modality, grids, per_patch=False)
+            if UINT8_PIXEL_KEYS[modality] in hf_inputs:
+                out[UINT8_PIXEL_KEYS[modality]] = MultiModalFieldConfig.batched(modality)
+        return out
 
     return fields
 
