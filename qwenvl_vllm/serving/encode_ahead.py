@@ -22,6 +22,7 @@ from vllm.v1.core.sched.output import SchedulerOutput
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, RequestStatus
 
+from qwenvl_vllm.log import logger
 from qwenvl_vllm.models.encoder_stream import PROGRESS
 
 MAX_HOLD_S = 1.0  # a safety bound, not a knob: a hold normally ends with its encode (tens of ms)
@@ -36,6 +37,10 @@ class _EncodeAhead:
         PROGRESS.reset()  # the engine's profiling runs encoded dummy items before we existed
         self._ordinal = 0
         self._issued: dict[str, tuple[int, float]] = {}  # mm_hash -> (launch ordinal, time)
+        logger.info(
+            "qwenvl-vllm: encoding images ahead of their prefill; holding tokens until encoded: %s",
+            "on" if PROGRESS.active else "off (no side-stream encoder in this process: deferral only)",
+        )
 
     def schedule(self, throttle_prefills: bool = False) -> SchedulerOutput:
         output = super().schedule(throttle_prefills)
