@@ -113,22 +113,19 @@ class SideStreamEmbedding:
     `embed_multimodal` runs the model's `_embed` on an `EncoderStream` and `embed_input_ids` waits for it."""
 
     _encoder_stream: EncoderStream | None = None
-    _wants_encoder_stream = False
 
     def _init_encoder_stream(self, vllm_config: object) -> None:
-        self._wants_encoder_stream = wants_encoder_stream(vllm_config)
+        """At model construction, on the worker's device (so the scheduler, built later in the same
+        process, already sees an active side stream)."""
+        if wants_encoder_stream(vllm_config):
+            self._encoder_stream = EncoderStream(torch.device(vllm_config.device_config.device))
 
     def _embed(self, kwargs: dict[str, object]) -> Sequence[torch.Tensor]:
         raise NotImplementedError
 
-    def _encoder_device(self) -> torch.device:
-        raise NotImplementedError
-
     def embed_multimodal(self, **kwargs: object) -> Sequence[torch.Tensor]:
-        if not self._wants_encoder_stream:
-            return self._embed(kwargs)
         if self._encoder_stream is None:
-            self._encoder_stream = EncoderStream(self._encoder_device())
+            return self._embed(kwargs)
         return self._encoder_stream.run(lambda: self._embed(kwargs), list(kwargs.values()))
 
     def embed_input_ids(

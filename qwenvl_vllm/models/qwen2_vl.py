@@ -351,9 +351,6 @@ class Qwen2VLForConditionalGeneration(
             [uint8_rows(p, g, self.geometry, device, dtype) for p, g in zip(pixels, grid, strict=True)]
         )
 
-    def _encoder_device(self) -> torch.device:
-        return self.visual.device
-
     def _embed(self, kwargs: dict[str, object]) -> MultiModalEmbeddings:
         inputs = self._parse_inputs(kwargs)
         pixel_parts: list[torch.Tensor] = []

@@ -422,9 +422,6 @@ class QwenVLForConditionalGeneration(
             resolve_bindings={"ifs": vision_n_queries(self.visual_config), "hs": self.config.hidden_size},
         )
 
-    def _encoder_device(self) -> torch.device:
-        return next(self.visual.parameters()).device
-
     def _embed(self, kwargs: dict[str, object]) -> MultiModalEmbeddings:
         image_input = self._parse_and_validate_image_input(**kwargs)
         if image_input is None:

@@ -7,18 +7,28 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from qwenvl_vllm.models.encoder_stream import PROGRESS, EncoderStream, wants_encoder_stream
+from qwenvl_vllm.models.encoder_stream import (
+    PROGRESS,
+    EncoderStream,
+    SideStreamEmbedding,
+    wants_encoder_stream,
+)
+
+AHEAD = "qwenvl_vllm.serving.encode_ahead.EncodeAheadAsyncScheduler"
 
 
 def _config(scheduler_cls):
-    return SimpleNamespace(scheduler_config=SimpleNamespace(scheduler_cls=scheduler_cls))
+    return SimpleNamespace(
+        scheduler_config=SimpleNamespace(scheduler_cls=scheduler_cls),
+        device_config=SimpleNamespace(device="cpu"),
+    )
 
 
 @pytest.mark.parametrize(
     "scheduler_cls,wanted",
     [
         (None, False),
-        ("qwenvl_vllm.serving.encode_ahead.EncodeAheadAsyncScheduler", True),
+        (AHEAD, True),
         ("qwenvl_vllm.serving.encode_ahead.EncodeAheadScheduler", True),
         ("qwenvl_vllm.serving.scheduler.EncoderPacedAsyncScheduler", False),
         ("vllm.v1.core.sched.async_scheduler.AsyncScheduler", False),
@@ -55,3 +65,11 @@ def test_progress_finishes_in_launch_order() -> None:
     first.done = True
     assert PROGRESS.finished_items() == 5
     PROGRESS.reset()
+
+
+@pytest.mark.parametrize("scheduler_cls", [None, AHEAD])
+def test_models_get_their_stream_at_construction(scheduler_cls) -> None:
+    """Made with the model (before vLLM builds the scheduler in the same process), only under encode-ahead."""
+    model = SideStreamEmbedding()
+    model._init_encoder_stream(_config(scheduler_cls))
+    assert (model._encoder_stream is not None) is (scheduler_cls == AHEAD)

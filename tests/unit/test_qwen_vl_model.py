@@ -233,9 +233,9 @@ def test_image_prompt_logits_match_reference(vl_model, tiny_ckpt: Path, cpu_pixe
 
 
 def test_encode_ahead_path_gives_the_same_logits(vl_model, tiny_ckpt: Path, cpu_pixels, monkeypatch) -> None:
-    """Built under the encode-ahead scheduler the model encodes through its EncoderStream (inline on CPU)
-    and waits in embed_input_ids: the same logits, and the scheduler's counter sees the images."""
-    from qwenvl_vllm.models.encoder_stream import PROGRESS
+    """With an EncoderStream (what the model gets under the encode-ahead scheduler; inline on CPU) it encodes
+    through it and waits in embed_input_ids: the same logits, and the scheduler's counter sees the images."""
+    from qwenvl_vllm.models.encoder_stream import PROGRESS, EncoderStream
 
     model, _, _ = vl_model
     prompt = "<|im_start|>user\nPicture 1: <img>a.jpg</img>\nPicture 2: <img></img>\nCompare.<|im_end|>\n"
@@ -244,11 +244,10 @@ def test_encode_ahead_path_gives_the_same_logits(vl_model, tiny_ckpt: Path, cpu_
     pixel_values = torch.stack([item["pixel_values"].data for item in out["mm_kwargs"]["image"]])
     with torch.inference_mode():
         want = _ours_logits(model, ids, pixel_values)
-        monkeypatch.setattr(model, "_wants_encoder_stream", True)
-        monkeypatch.setattr(model, "_encoder_stream", None)  # the stream the model makes is dropped after
+        monkeypatch.setattr(model, "_encoder_stream", EncoderStream(torch.device("cpu")))
         PROGRESS.reset()
         got = _ours_logits(model, ids, pixel_values)
-    assert model._encoder_stream is not None and PROGRESS.launched == pixel_values.shape[0]
+    assert PROGRESS.launched == pixel_values.shape[0]
     assert torch.equal(got, want)
 
 
