@@ -96,7 +96,7 @@ RELEASED_TOKENIZER_CONFIG = {
 }
 
 
-def scheduler_for(ckpt: str, cls: type, batched_tokens: int):
+def scheduler_for(ckpt: str, cls: type, batched_tokens: int, num_blocks: int = 4096):
     """vLLM's scheduler class `cls` (or a subclass of ours) for a checkpoint, on CPU, with a KV pool."""
     import torch
     from vllm.config import CacheConfig, DeviceConfig, ModelConfig, SchedulerConfig, VllmConfig
@@ -114,9 +114,10 @@ def scheduler_for(ckpt: str, cls: type, batched_tokens: int):
         cache_config=CacheConfig(block_size=16, enable_prefix_caching=False),
         device_config=DeviceConfig(device="cpu"),
     )
-    config.cache_config.num_gpu_blocks = 4096  # set by the engine after profiling
+    config.cache_config.num_gpu_blocks = num_blocks  # set by the engine after profiling
     spec = FullAttentionSpec(block_size=16, num_kv_heads=1, head_size=16, dtype=torch.float32)
-    kv = KVCacheConfig(num_blocks=4096, kv_cache_tensors=[], kv_cache_groups=[KVCacheGroupSpec(["l0"], spec)])
+    groups = [KVCacheGroupSpec(["l0"], spec)]
+    kv = KVCacheConfig(num_blocks=num_blocks, kv_cache_tensors=[], kv_cache_groups=groups)
     assert issubclass(cls, Scheduler)
     return cls(
         vllm_config=config,

@@ -133,3 +133,32 @@ def test_chunked_prefill_of_an_encoded_image(ckpt: str, side_stream) -> None:
     _launch(side_stream, 1).done = True
     assert _step(scheduler) == ({"r0": 512}, {})  # the image's first chunk, from the encoder cache
     assert _step(scheduler) == ({"r0": PROMPT - TEXT_BEFORE - 512}, {})  # the rest, no second encode
+
+
+def test_preemption_between_encode_and_prefill(ckpt: str, side_stream) -> None:
+    """A KV pool too small for both prompts: the second request is preempted after its image was encoded
+    ahead, resumes from vLLM's encoder cache (no second encode), both finish, and the cache is whole again."""
+    from vllm.v1.outputs import ModelRunnerOutput
+    from vllm.v1.request import RequestStatus
+
+    scheduler = scheduler_for(ckpt, EncodeAheadScheduler, 16384, num_blocks=100)  # 1600 tokens of KV
+    for i in range(2):
+        scheduler.add_request(image_request(i, IMAGE_TOKENS, PROMPT, offset=TEXT_BEFORE))
+    encoded, preempted = [], set()
+    for _ in range(12):
+        out = scheduler.schedule(False)
+        new = [req for req, ids in out.scheduled_encoder_inputs.items() for _ in ids]
+        _launch(side_stream, len(new)).done = True  # the model's side stream, finished at once
+        encoded += new
+        requests = scheduler.requests.values()
+        preempted |= {r.request_id for r in requests if r.status == RequestStatus.PREEMPTED}
+        ids = list(out.num_scheduled_tokens)
+        done = [scheduler.requests[r].num_computed_tokens >= PROMPT for r in ids]
+        sampled = [[7] if finished else [] for finished in done]  # one token per step once prefilled
+        runner = ModelRunnerOutput(req_ids=ids, req_id_to_index={r: i for i, r in enumerate(ids)})
+        runner.sampled_token_ids = sampled
+        scheduler.update_from_output(out, runner)
+    cache = scheduler.encoder_cache_manager
+    assert preempted == {"r1"} and sorted(encoded) == ["r0", "r1"]
+    assert not scheduler.requests  # both finished (4 tokens each)
+    assert cache.num_freeable_slots == cache.cache_size and not any(cache.cached.values())
