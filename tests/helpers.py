@@ -4,13 +4,19 @@
 - `RELEASED_CONFIG` / `RELEASED_TOKENIZER_CONFIG`: Qwen-VL-Chat's published config.json and
   tokenizer_config.json, for released-layout checkpoint directories.
 - `scheduler_for` / `image_request`: vLLM's real scheduler (or ours) on CPU, and one-image requests for it.
+- `run_json_script`: a scripts/gpu script in a fresh interpreter, its --out JSON back (GPU tests).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -147,3 +153,26 @@ def image_request(i: int, image_tokens: int, prompt: int, offset: int = 10):
         pooling_params=None,
         mm_features=[feature],
     )
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_json_script(script: Path, args: list[str], out: Path, **env: str) -> dict:
+    """Runs `script args --out out` from the repo root in a fresh interpreter (no CUDA state in the test
+    process); returns the JSON it wrote, or fails the test with the ends of its output."""
+    import pytest
+
+    proc = subprocess.run(
+        [sys.executable, str(script), *args, "--out", str(out)],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONUNBUFFERED="1", **env),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if not out.exists():
+        pytest.fail(
+            f"{script.name} failed (rc {proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+        )
+    return json.loads(out.read_text())

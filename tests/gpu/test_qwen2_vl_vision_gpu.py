@@ -39,13 +39,8 @@ def _config(**overrides):
 
 
 @pytest.fixture(scope="module")
-def vllm_gpu():
-    if not torch.cuda.is_available():
-        pytest.skip("needs CUDA")
-    from helpers import vllm_env
-
-    with vllm_env("cuda") as cfg:
-        yield cfg
+def vllm_gpu(vllm_cuda):
+    yield vllm_cuda
     out = os.environ.get("QWENVL_VISION_BENCH_OUT")
     if out:
         with open(out, "w") as f:

@@ -8,17 +8,14 @@ process free of CUDA state). Tolerance: relative L2 error of logprobs <= 1e-2 (s
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import REPO, run_json_script
 
 pytestmark = pytest.mark.gpu
 
-REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "gpu" / "qwen_vl_parity.py"
 
 
@@ -37,20 +34,7 @@ def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _run(args: list[str], out: Path) -> dict:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), *args, "--out", str(out)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if not out.exists():
-        pytest.fail(
-            f"parity script failed (rc {proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
-        )
-    return json.loads(out.read_text())
+    return run_json_script(SCRIPT, args, out)
 
 
 def _check(result: dict) -> None:

@@ -10,34 +10,19 @@ prefix caching off in the engine that served them (on by default, turned off by 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import REPO, run_json_script
 
 pytestmark = pytest.mark.gpu
 
-REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "gpu" / "qwen_vl_long_context.py"
 
 
 def _run(args: list[str], out: Path, runner: str) -> dict:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    if runner == "v1":
-        env["VLLM_USE_V2_MODEL_RUNNER"] = "0"  # vLLM's V1 model runner (its own M-RoPE position code)
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), *args, "--out", str(out)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if not out.exists():
-        pytest.fail(f"script failed (rc {proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
-    return json.loads(out.read_text())
+    # "v1": vLLM's V1 model runner (its own M-RoPE position code)
+    return run_json_script(SCRIPT, args, out, **({"VLLM_USE_V2_MODEL_RUNNER": "0"} if runner == "v1" else {}))
 
 
 @pytest.mark.parametrize(

@@ -14,16 +14,6 @@ BF16_ULP = 2**-7  # relative spacing of bf16 at 1.0
 FP8_ULP = 2**-3  # relative spacing of e4m3 (3 mantissa bits)
 
 
-@pytest.fixture(scope="module")
-def cuda_env():
-    if not torch.cuda.is_available():
-        pytest.skip("needs CUDA")
-    from helpers import vllm_env
-
-    with vllm_env("cuda") as cfg:
-        yield cfg
-
-
 def _rows(n: int, e: int, seed: int, scale: float = 1.0) -> torch.Tensor:
     gen = torch.Generator("cuda").manual_seed(seed)
     return (torch.randn(n, e, device="cuda", generator=gen) * scale).to(torch.bfloat16)
@@ -39,7 +29,7 @@ def _assert_fp8_close(got, want) -> None:
 
 @pytest.mark.parametrize("n,e", [(4044, 1280), (7, 96), (1, 5000)])
 @pytest.mark.parametrize("with_delta", [True, False])
-def test_add_layernorm_matches_unfused(cuda_env, n, e, with_delta):
+def test_add_layernorm_matches_unfused(vllm_cuda, n, e, with_delta):
     from qwenvl_vllm.kernels.layernorm import add_layernorm, add_layernorm_native
 
     x, d = _rows(n, e, 0, 3.0), _rows(n, e, 1) if with_delta else None
@@ -54,7 +44,7 @@ def test_add_layernorm_matches_unfused(cuda_env, n, e, with_delta):
     _assert_fp8_close(q_got, q_want)
 
 
-def test_quick_gelu_fp8_matches_unfused(cuda_env):
+def test_quick_gelu_fp8_matches_unfused(vllm_cuda):
     from qwenvl_vllm.kernels.fp8 import quantize_rows_native
     from qwenvl_vllm.kernels.quick_gelu import quick_gelu
 
@@ -63,7 +53,7 @@ def test_quick_gelu_fp8_matches_unfused(cuda_env):
     _assert_fp8_close(quick_gelu(x, fp8=True), quantize_rows_native(bf16))
 
 
-def test_fp8_linear_matches_dequantized_matmul(cuda_env):
+def test_fp8_linear_matches_dequantized_matmul(vllm_cuda):
     from qwenvl_vllm.kernels.fp8 import fp8_linear, fp8_linear_native, quantize_rows, quantize_weight
 
     x = quantize_rows(_rows(4044, 1280, 5))
@@ -92,7 +82,7 @@ def _tower(**kwargs):
     return tower
 
 
-def test_fp8_tower_close_to_bf16_tower(cuda_env):
+def test_fp8_tower_close_to_bf16_tower(vllm_cuda):
     towers = {fp8: _tower(use_fp8=fp8) for fp8 in (False, True)}
     grids = [[1, 54, 74], [2, 8, 12]]
     pixels = torch.randn(sum(t * h * w for t, h, w in grids), 1176, device="cuda", dtype=torch.bfloat16)
@@ -103,7 +93,7 @@ def test_fp8_tower_close_to_bf16_tower(cuda_env):
     assert rel < 0.1
 
 
-def test_cuda_graph_replays_match_eager(cuda_env):
+def test_cuda_graph_replays_match_eager(vllm_cuda):
     tower = _tower(graph_max_patches=16384)
     # Same bucket twice with other contents (stale pad rows / positions), an exact bucket size, a video.
     batches = [[(1, 54, 74)], [(1, 32, 32), (1, 40, 60), (1, 4, 4)], [(1, 32, 32)], [(4, 26, 46), (1, 2, 2)]]
