@@ -190,7 +190,7 @@ def main() -> None:
     total = sum(requests_for(c) for c in args.concurrency) + 4
     images = [jpeg_url(seed, args.image_size) for seed in range(total)]
     sides: dict[str, list[dict]] = {}
-    for impl in ("ours", *args.extra_sides, "in_tree"):
+    for impl in ("ours", "in_tree", *args.extra_sides):  # the ratio's two sides first
         log = out_dir / f"serve_bench_{impl}.log"
         with PeakMemory() as memory:
             sides[impl] = run_server(args, impl, images, log, memory)

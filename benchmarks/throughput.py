@@ -32,6 +32,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-model-len", type=int, default=16384)
     parser.add_argument("--kv-cache-gib", type=float, default=24.0)
     parser.add_argument("--enforce-eager", action="store_true")
+    # Only to share the GPU (vLLM's start-up check wants this fraction free); the KV budget stays fixed.
+    parser.add_argument("--gpu-memory-utilization", type=float, default=None, help="default: vLLM's")
     parser.add_argument("--tensor-parallel-size", type=int, default=1)
     parser.add_argument("--mm-encoder-tp-mode", choices=["weights", "data"], default="weights")
     parser.add_argument("--out-dir", required=True)
@@ -54,6 +56,7 @@ def main() -> None:
             kv_cache_memory_bytes=int(args.kv_cache_gib * 2**30),
             limit_mm_per_prompt={"image": 2, "video": 1},
             enforce_eager=args.enforce_eager,
+            **({"gpu_memory_utilization": args.gpu_memory_utilization} if args.gpu_memory_utilization else {}),
             tensor_parallel_size=args.tensor_parallel_size,
             mm_encoder_tp_mode=args.mm_encoder_tp_mode,
         )

@@ -14,6 +14,11 @@
 #      then `vllm serve` c=64 with 1920x1080 JPEG photos, ours vs in-tree (~8 min)
 #   w  a Qwen2-VL-72B GPTQ-Int4 checkpoint written on the GPU (make-checkpoint --device cuda), its size
 #   x  W1 (64 requests) on that 72B checkpoint, ours vs in-tree, one H200 (weights + KV from the start-up logs)
+#   Calls for a lease of ~25 minutes (each < 10 min; the earlier calls warm vLLM's compile cache for the later):
+#   g1 checkpoints; then side by side (nothing timed): GPU tests and the encode-ahead check, Qwen2-VL parity
+#      with this round's defaults, and short W1/W3 runs of in-tree and ours that compile their engines
+#   g2 W1 and W3 ours vs in-tree (compare.py), then the TTFT breakdown
+#   g3 `vllm serve` c=16/64: ours, in-tree, ours encoding ahead, ours encoder-paced
 #   t  the vision tower benchmark, then the parity run with the fp8 tower (its end-to-end error vs transformers,
 #      beside call p's bf16 numbers; expected above the bf16 tolerance) (~8 min)
 set -uo pipefail
@@ -21,7 +26,35 @@ source "$(dirname "$0")/common.sh"
 RET=$OUT; R=/tmp/round; mkdir -p "$R"; OUT=$R
 bash .gpu/install.sh 2>&1 | tail -1
 pack() { tar czf "$RET/round_$1.tgz" -C "$R" .; }
-case ${1:?call a, b, c, p, e, h, w, x or t} in
+END=$((SECONDS + ${ROUND_BUDGET_S:-570}))
+cap() { local left=$((END - SECONDS)); echo $(( left < $1 ? (left > 5 ? left : 5) : $1 )); }  # a step's timeout
+case ${1:?call a, b, c, p, e, h, w, x, t, g1, g2 or g3} in
+g1)
+  mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk 2b-bf16 qwen2-vl-2b bf16 & wait; echo "== checkpoints at ${SECONDS}s"
+  ( timeout "$(cap 200)" python3 -m pytest -q tests/gpu/test_vision_kernels_gpu.py tests/gpu/test_kernels_gpu.py \
+      tests/gpu/test_qwen2_vl_vision_gpu.py tests/gpu/test_writer_gpu.py >"$R/gpu_tests.log" 2>&1
+    status gpu_tests $?; tail -2 "$R/gpu_tests.log"
+    timeout "$(cap 270)" python3 scripts/gpu/encode_ahead_check.py --ckpt "$CK/2b-bf16" --kv-cache-gib 8 \
+      --out "$R/encode_ahead_check.json" >"$R/encode_ahead_check.log" 2>&1; status encode_ahead $? ) &
+  ( timeout "$(cap 540)" python3 scripts/gpu/qwen2_vl_parity.py --ckpt "$CK/2b-bf16" --gpu-memory-utilization 0.3 \
+      --kv-cache-gib 8 --out "$R/parity_bf16.json" >"$R/parity.log" 2>&1; status parity $? ) &
+  ( for impl in in_tree ours; do
+      timeout "$(cap 260)" python3 benchmarks/throughput.py --ckpt "$CK/2b-gptq" --workloads W1 W3 --impl $impl \
+        --num-requests 8 --gpu-memory-utilization 0.3 --out-dir "$R/warm" >"$R/warm_$impl.log" 2>&1
+      status "warm_$impl" $?; done ) &
+  wait; echo "== done at ${SECONDS}s"; tail -c 500 "$R/parity_bf16.json"; tail -c 400 "$R/encode_ahead_check.json"
+  pack g1 ;;
+g2)
+  timeout "$(cap 400)" python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W1 W3 --out-dir "$R/offline" \
+    >"$R/compare.log" 2>&1; status compare $?; tail -6 "$R/compare.log"; pack g2
+  timeout "$(cap 300)" python3 benchmarks/ttft_breakdown.py --ckpt "$CK/2b-gptq" --out "$R/ttft_breakdown.json" \
+    >"$R/ttft_breakdown.log" 2>&1; status ttft_breakdown $?; tail -c 700 "$R/ttft_breakdown.json"
+  pack g2 ;;
+g3)
+  timeout "$(cap 570)" python3 benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency 16 64 \
+    --extra-sides ours_ahead ours_paced --out-dir "$R/serve" >"$R/serve_bench.log" 2>&1
+  status serve_bench $?; tail -8 "$R/serve_bench.log"
+  pack g3 ;;
 a)
   mk 2b-gptq qwen2-vl-2b gptq-int4 & mk 2b-bf16 qwen2-vl-2b bf16 & wait
   timeout 150 python3 -m pytest -q tests/gpu/test_vision_kernels_gpu.py tests/gpu/test_kernels_gpu.py \
