@@ -56,7 +56,7 @@ def main() -> None:
             kv_cache_memory_bytes=int(args.kv_cache_gib * 2**30),
             limit_mm_per_prompt={"image": 2, "video": 1},
             enforce_eager=args.enforce_eager,
-            **({"gpu_memory_utilization": args.gpu_memory_utilization} if args.gpu_memory_utilization else {}),
+            **shared_gpu(args.gpu_memory_utilization),
             tensor_parallel_size=args.tensor_parallel_size,
             mm_encoder_tp_mode=args.mm_encoder_tp_mode,
         )
@@ -69,6 +69,10 @@ def main() -> None:
             print(json.dumps(result), flush=True)
             out = Path(args.out_dir) / f"{workload}_{args.impl}.json"
             out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def shared_gpu(fraction: float | None) -> dict:
+    return {"gpu_memory_utilization": fraction} if fraction else {}
 
 
 def run_workload(llm, workload: str, args: argparse.Namespace) -> dict:
