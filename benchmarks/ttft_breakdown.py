@@ -22,6 +22,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -115,8 +116,12 @@ def _side(impl: str, args: argparse.Namespace) -> dict:
     env["QWENVL_VLLM_DISABLE"] = "1" if impl == "in_tree" else "0"
     cmd = [sys.executable, __file__, "--worker", impl, "--ckpt", args.ckpt, "--repeats", str(args.repeats)]
     cmd += ["--kv-cache-gib", str(args.kv_cache_gib)]
-    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "stages.json"  # not stdout: vLLM logs there too
+        proc = subprocess.run([*cmd, "--out", str(result)], env=env, capture_output=True, text=True)
+        if proc.returncode:
+            raise RuntimeError(f"{impl} side exited {proc.returncode}: {(proc.stdout + proc.stderr)[-3000:]}")
+        return json.loads(result.read_text())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", choices=["ours", "in_tree"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(args, ours=args.worker == "ours")))
+        Path(args.out).write_text(json.dumps(worker(args, ours=args.worker == "ours")))
         return 0
     import torch
 
