@@ -17,7 +17,7 @@
 #   Calls for a lease of ~25 minutes (each < 10 min; the earlier calls warm vLLM's compile cache for the later):
 #   g1 checkpoints; then side by side (nothing timed): GPU tests and the encode-ahead check, Qwen2-VL parity
 #      with this round's defaults, and short W1/W3 runs of in-tree and ours that compile their engines
-#   g2 W1 and W3 ours vs in-tree (compare.py), then the TTFT breakdown
+#   g2 W1 and W3 ours vs in-tree (compare.py), the tower's attention kernels alone, then the TTFT breakdown
 #   g3 `vllm serve` c=16/64: ours, in-tree, ours encoding ahead, ours encoder-paced
 #   t  the vision tower benchmark, then the parity run with the fp8 tower (its end-to-end error vs transformers,
 #      beside call p's bf16 numbers; expected above the bf16 tolerance) (~8 min)
@@ -47,12 +47,15 @@ g1)
 g2)
   timeout "$(cap 400)" python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W1 W3 --out-dir "$R/offline" \
     >"$R/compare.log" 2>&1; status compare $?; tail -6 "$R/compare.log"; pack g2
+  timeout "$(cap 90)" python3 benchmarks/attention_kernels.py --out "$R/attention_kernels.json" >"$R/attn.log" 2>&1
+  status attention_kernels $?; pack g2
   timeout "$(cap 300)" python3 benchmarks/ttft_breakdown.py --ckpt "$CK/2b-gptq" --out "$R/ttft_breakdown.json" \
     >"$R/ttft_breakdown.log" 2>&1; status ttft_breakdown $?; tail -c 700 "$R/ttft_breakdown.json"
   pack g2 ;;
 g3)
-  timeout "$(cap 570)" python3 benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency 16 64 \
-    --extra-sides ours_ahead ours_paced --out-dir "$R/serve" >"$R/serve_bench.log" 2>&1
+  # shorter leases: G3_CONCURRENCY="64" G3_SIDES="ours_ahead"
+  timeout "$(cap 570)" python3 benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency ${G3_CONCURRENCY:-16 64} \
+    --extra-sides ${G3_SIDES:-ours_ahead ours_paced} --out-dir "$R/serve" >"$R/serve_bench.log" 2>&1
   status serve_bench $?; tail -8 "$R/serve_bench.log"
   pack g3 ;;
 a)
