@@ -5,8 +5,9 @@ in its 96 kernel) against torch SDPA backends that take head_dim 80 as it is (GP
 
 Qwen2-VL tower shapes: 16 heads x 80, bf16, batches of 8 images of one size. The images of a batch have
 equal lengths, so SDPA on the dense [B, H, S, D] view is the same computation as the varlen call. q, k, v
-are strided views of one [B, S, 3, H, D] projection output, as in the tower. Per path: ms per image,
-TFLOP/s (4 * S^2 * H * D per image) and the max abs difference from FA3 (bf16 rounding: ~1e-2 at most).
+are strided views of one [B, S, 3, H, D] projection output, as in the tower. Per path: ms per image for
+one attention call (the tower makes 32, one per block), TFLOP/s (4 * S^2 * H * D per image and call) and the
+max abs difference from FA3 (bf16 rounding: ~1e-2 at most).
 """
 
 from __future__ import annotations
@@ -112,6 +113,7 @@ def main() -> None:
         "heads": HEADS,
         "head_dim": HEAD_DIM,
         "batch": BATCH,
+        "ms_per_img": "per image and attention call (the tower makes one per block)",
     }
     for size, seq in SEQ_LENS.items():
         result[size] = measure(seq, args.iters)

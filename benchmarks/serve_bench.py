@@ -196,12 +196,18 @@ def main() -> None:
             sides[impl] = run_server(args, impl, images, log, memory)
         startup = memory_from_log(log.read_text())
         sides[impl] = [level | startup for level in sides[impl]]
+        write_results(args, sides, out_dir)  # after every side: a time limit keeps the finished ones
+
+
+def write_results(args: argparse.Namespace, sides: dict[str, list[dict]], out_dir: Path) -> None:
     import torch
     import vllm
 
+    extra = [side for side in args.extra_sides if side in sides]
     for i, c in enumerate(args.concurrency):
         name = workload_name(args.image_size, c)
-        ours, in_tree = sides["ours"][i], sides["in_tree"][i]
+        ours = sides["ours"][i]
+        in_tree = sides["in_tree"][i] if "in_tree" in sides else None
         result = {
             "gpu": torch.cuda.get_device_name(),
             "date": time.strftime("%Y-%m-%d"),
@@ -209,15 +215,16 @@ def main() -> None:
             "workload": name,
             "ours": ours,
             "in_tree": in_tree,
-            "ratio": ours["req_per_s"] / in_tree["req_per_s"] if in_tree["req_per_s"] else None,
-            **{side: sides[side][i] for side in args.extra_sides},
+            "ratio": ours["req_per_s"] / in_tree["req_per_s"] if in_tree and in_tree["req_per_s"] else None,
+            **{side: sides[side][i] for side in extra},
             "config": {
                 "ckpt": args.ckpt,
                 "max_tokens": args.max_tokens,
                 "image": f"{args.image_size} JPEG base64",
                 "max_model_len": 16384,
                 "kv_cache_budget_gib": KV_BUDGET / 2**30,
-                "extra_sides": {side: SIDES[side][1] for side in args.extra_sides},
+                "extra_sides": {side: SIDES[side][1] for side in extra},
+                "sides_not_run": [side for side in args.extra_sides if side not in sides],
                 "serve_args": args.serve_args.split(),
             },
         }

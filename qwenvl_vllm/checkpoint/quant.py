@@ -70,6 +70,12 @@ def _round_up_significand(x: torch.Tensor, bits: int) -> torch.Tensor:
     return torch.ldexp(mant, exp)
 
 
+def _div(x: torch.Tensor, divisor: int) -> torch.Tensor:
+    """x / divisor, correctly rounded on every device: with a Python-number divisor CUDA multiplies by its
+    reciprocal (one ulp off at times), which moved scales across _round_up_significand's steps."""
+    return x / torch.full_like(x, divisor)
+
+
 def _grouped(w_kn: torch.Tensor, group: int) -> torch.Tensor:
     k, n = w_kn.shape
     return w_kn.reshape(k // group, group, n)  # [K/g, g, N]
@@ -83,13 +89,13 @@ def quantize(weight: torch.Tensor, scheme: QuantScheme) -> Codes:
     sig_bits = 4 if scheme.bits == 4 else 1
     if scheme.method == "gptq":
         amax = w.abs().amax(dim=1)
-        scales = _round_up_significand((2 * amax / scheme.maxq).clamp(min=_MIN_SCALE), sig_bits)
+        scales = _round_up_significand(_div(2 * amax, scheme.maxq).clamp(min=_MIN_SCALE), sig_bits)
         zeros = torch.full_like(scales, 1 << (scheme.bits - 1), dtype=torch.int32)
     elif scheme.method == "awq":
         # The range always includes 0 (like GPTQ's asymmetric quantizer) so the zero point stays in [0, maxq]
         # and no group pays a clamping error (AutoAWQ clamps the zero point of all-positive groups instead).
         wmax, wmin = w.amax(dim=1).clamp(min=0), w.amin(dim=1).clamp(max=0)
-        scales = _round_up_significand(((wmax - wmin) / scheme.maxq).clamp(min=_MIN_SCALE), sig_bits)
+        scales = _round_up_significand(_div(wmax - wmin, scheme.maxq).clamp(min=_MIN_SCALE), sig_bits)
         zeros = torch.clamp(-torch.round(wmin / scales), 0, scheme.maxq).to(torch.int32)
     else:
         raise ValueError(f"unknown quantization method {scheme.method!r}")

@@ -184,7 +184,8 @@ def worker_parity(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def worker_greedy(args: argparse.Namespace) -> dict[str, Any]:
-    return {"served_by": _served_by(), "results": greedy_results(_llm(args))}
+    results = greedy_results(_llm(args))
+    return {"served_by": _served_by(), "results": results}  # after the engine start, which loads the plugin
 
 
 def greedy_results(llm) -> list[dict[str, Any]]:
