@@ -176,3 +176,15 @@ def run_json_script(script: Path, args: list[str], out: Path, **env: str) -> dic
             f"{script.name} failed (rc {proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
         )
     return json.loads(out.read_text())
+
+
+def finish_step(scheduler, out, prompt: int) -> None:
+    """Feed `out` back to the scheduler as a model run would: one sampled token for every request whose
+    prompt (`prompt` tokens) is computed, none for prefill chunks."""
+    from vllm.v1.outputs import ModelRunnerOutput
+
+    ids = list(out.num_scheduled_tokens)
+    runner = ModelRunnerOutput(req_ids=ids, req_id_to_index={r: i for i, r in enumerate(ids)})
+    prefilled = [scheduler.requests[r].num_computed_tokens >= prompt for r in ids]
+    runner.sampled_token_ids = [[7] if done else [] for done in prefilled]
+    scheduler.update_from_output(out, runner)

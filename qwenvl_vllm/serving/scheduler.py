@@ -2,10 +2,12 @@
 
 Why: vLLM 0.26 lets one step encode as many images as `max_num_batched_tokens` allows (its encoder budget
 equals the token budget and is not separately settable), and every decode in that step waits for all of
-them; with 1024x768 images that is ~8 images, >100 ms. Here the encoder budget per step is its own setting
-(`QWENVL_VLLM_ENCODER_STEP_TOKENS`, in the LM tokens the encoder outputs), while the token budget for
-prefill and decode stays as configured, so the tower's work is spread over more, shorter steps. The budget
-never drops below the largest single item, which would otherwise never be scheduled.
+them; with 1024x768 images that is ~8 images, >100 ms. Here each step stops admitting encoder inputs once
+`QWENVL_VLLM_ENCODER_STEP_TOKENS` (in the LM tokens the encoder outputs) are scheduled, while the token
+budget for prefill and decode stays as configured, so the tower's work is spread over more, shorter steps.
+The cap is soft: the first request to encode in a step gets vLLM's whole budget, so an item larger than the
+cap (a 16k-token image) is still scheduled, alone. (A fixed lower budget cannot do this: it must stay above
+the largest possible item, 16384 tokens for Qwen2-VL's default max_pixels, which is above vLLM's own.)
 
 Use: `vllm serve ... --scheduler-cls qwenvl_vllm.serving.scheduler.EncoderPacedAsyncScheduler` (vLLM's
 default async scheduling); `EncoderPacedScheduler` with `--no-async-scheduling`.
@@ -13,49 +15,65 @@ default async scheduling); `EncoderPacedScheduler` with `--no-async-scheduling`.
 
 from __future__ import annotations
 
-from vllm.multimodal import MULTIMODAL_REGISTRY
-from vllm.multimodal.encoder_budget import MultiModalBudget
 from vllm.v1.core.sched.async_scheduler import AsyncScheduler
+from vllm.v1.core.sched.output import SchedulerOutput
 from vllm.v1.core.sched.scheduler import Scheduler
+from vllm.v1.request import Request
 
 from qwenvl_vllm.log import logger
 from qwenvl_vllm.settings import get_settings
 
 
-def paced_encoder_budget(configured: int, step_tokens: int, largest_item: int) -> int:
-    """Encoder tokens per step: the setting, but at least one whole largest item, at most vLLM's own."""
-    if configured <= 0 or step_tokens <= 0:
-        return configured
-    return min(configured, max(step_tokens, largest_item))
+def step_allowance(budget_left: int, step_cap: int, spent: int) -> int:
+    """Encoder tokens one request may still use in this step: vLLM's remaining budget for the step's first
+    encoding request, then what is left under the cap (0 cap: vLLM's budget, no pacing)."""
+    if step_cap <= 0 or spent == 0:
+        return budget_left
+    return min(budget_left, max(step_cap - spent, 0))
 
 
 class _EncoderPacing:
-    """Mixin: after vLLM's scheduler is built, lower its per-step encoder budget."""
+    """Mixin over vLLM's scheduler: counts the encoder tokens scheduled in the current step."""
 
-    def _pace_encoder(self, mm_registry: object) -> None:
-        configured = self.max_num_encoder_input_tokens
-        if configured <= 0:  # no multimodal inputs
-            return
-        budget = MultiModalBudget(self.vllm_config, mm_registry)
-        largest = max(budget.mm_max_toks_per_item.values(), default=0)
-        self.max_num_encoder_input_tokens = paced_encoder_budget(
-            configured, get_settings().encoder_step_tokens, largest
-        )
+    _step_cap = 0
+    _step_spent = 0
+
+    def _start_pacing(self) -> None:
+        self._step_cap = get_settings().encoder_step_tokens
         logger.info(
-            "qwenvl-vllm: encoder budget %d tokens per step (vLLM's: %d, largest item: %d)",
+            "qwenvl-vllm: encoder tokens per step capped at %d (soft; vLLM's budget: %d)",
+            self._step_cap,
             self.max_num_encoder_input_tokens,
-            configured,
-            largest,
         )
+
+    def schedule(self, throttle_prefills: bool = False) -> SchedulerOutput:
+        self._step_spent = 0
+        return super().schedule(throttle_prefills)
+
+    def _try_schedule_encoder_inputs(
+        self,
+        request: Request,
+        num_computed_tokens: int,
+        num_new_tokens: int,
+        encoder_compute_budget: int,
+        shift_computed_tokens: int = 0,
+    ) -> tuple[list[int], int, int, list[int]]:
+        allowed = step_allowance(encoder_compute_budget, self._step_cap, self._step_spent)
+        inputs, new_tokens, left, external = super()._try_schedule_encoder_inputs(
+            request, num_computed_tokens, num_new_tokens, allowed, shift_computed_tokens
+        )
+        used = allowed - left
+        self._step_spent += used
+        return inputs, new_tokens, encoder_compute_budget - used, external
 
 
 class EncoderPacedScheduler(_EncoderPacing, Scheduler):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._pace_encoder(kwargs.get("mm_registry", MULTIMODAL_REGISTRY))
+        self._start_pacing()
 
 
 class EncoderPacedAsyncScheduler(_EncoderPacing, AsyncScheduler):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._pace_encoder(kwargs.get("mm_registry", MULTIMODAL_REGISTRY))
+        self._start_pacing()

@@ -4,7 +4,7 @@ its tokens, its tokens wait for the encode, and aborts give the encoder cache ba
 from __future__ import annotations
 
 import pytest
-from helpers import image_request, scheduler_for
+from helpers import finish_step, image_request, scheduler_for
 
 from qwenvl_vllm.checkpoint.writer import write_checkpoint
 from qwenvl_vllm.models.encoder_stream import PROGRESS
@@ -138,7 +138,6 @@ def test_chunked_prefill_of_an_encoded_image(ckpt: str, side_stream) -> None:
 def test_preemption_between_encode_and_prefill(ckpt: str, side_stream) -> None:
     """A KV pool too small for both prompts: the second request is preempted after its image was encoded
     ahead, resumes from vLLM's encoder cache (no second encode), both finish, and the cache is whole again."""
-    from vllm.v1.outputs import ModelRunnerOutput
     from vllm.v1.request import RequestStatus
 
     scheduler = scheduler_for(ckpt, EncodeAheadScheduler, 16384, num_blocks=100)  # 1600 tokens of KV
@@ -152,12 +151,7 @@ def test_preemption_between_encode_and_prefill(ckpt: str, side_stream) -> None:
         encoded += new
         requests = scheduler.requests.values()
         preempted |= {r.request_id for r in requests if r.status == RequestStatus.PREEMPTED}
-        ids = list(out.num_scheduled_tokens)
-        done = [scheduler.requests[r].num_computed_tokens >= PROMPT for r in ids]
-        sampled = [[7] if finished else [] for finished in done]  # one token per step once prefilled
-        runner = ModelRunnerOutput(req_ids=ids, req_id_to_index={r: i for i, r in enumerate(ids)})
-        runner.sampled_token_ids = sampled
-        scheduler.update_from_output(out, runner)
+        finish_step(scheduler, out, PROMPT)
     cache = scheduler.encoder_cache_manager
     assert preempted == {"r1"} and sorted(encoded) == ["r0", "r1"]
     assert not scheduler.requests  # both finished (4 tokens each)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from helpers import image_request, scheduler_for
+from helpers import finish_step, image_request, scheduler_for
 
 from qwenvl_vllm.checkpoint.writer import write_checkpoint
-from qwenvl_vllm.serving.scheduler import EncoderPacedAsyncScheduler, paced_encoder_budget
+from qwenvl_vllm.serving.scheduler import EncoderPacedAsyncScheduler, EncoderPacedScheduler, step_allowance
 
 IMAGE_TOKENS = 999  # a 1024x768 image
 PROMPT = 1024
@@ -29,27 +29,42 @@ def _encoder_tokens_first_step(scheduler, n: int) -> int:
     return IMAGE_TOKENS * sum(len(ids) for ids in out.scheduled_encoder_inputs.values())
 
 
-def test_budget_formula() -> None:
-    assert paced_encoder_budget(16384, 2048, 999) == 2048
-    assert paced_encoder_budget(16384, 2048, 9000) == 9000  # one whole largest item always fits
-    assert paced_encoder_budget(16384, 0, 999) == 16384  # 0: vLLM's budget
-    assert paced_encoder_budget(1024, 2048, 999) == 1024  # never above vLLM's own
+def test_step_allowance() -> None:
+    assert step_allowance(16384, 2048, 0) == 16384  # the step's first encoding request: vLLM's budget
+    assert step_allowance(15385, 2048, 999) == 1049  # then what the cap leaves
+    assert step_allowance(14386, 2048, 1998) == 50
+    assert step_allowance(100, 2048, 999) == 100  # never above vLLM's remaining budget
+    assert step_allowance(16384, 2048, 4000) == 0
+    assert step_allowance(15385, 0, 999) == 15385  # 0: no pacing
+
+
+def _paced(ckpt: str, monkeypatch, step_tokens: int):
+    from vllm.v1.core.sched.async_scheduler import AsyncScheduler
+
+    monkeypatch.setenv("QWENVL_VLLM_ENCODER_STEP_TOKENS", str(step_tokens))
+    return scheduler_for(ckpt, AsyncScheduler, 16384), scheduler_for(ckpt, EncoderPacedAsyncScheduler, 16384)
 
 
 def test_paced_scheduler_encodes_fewer_images_per_step(ckpt: str, monkeypatch) -> None:
-    from vllm.v1.core.sched.async_scheduler import AsyncScheduler
+    plain, paced = _paced(ckpt, monkeypatch, 2048)
+    assert paced.max_num_encoder_input_tokens == plain.max_num_encoder_input_tokens  # items of any size fit
+    assert _encoder_tokens_first_step(plain, 12) > 2048  # vLLM alone encodes as many as its budget holds
+    assert _encoder_tokens_first_step(paced, 12) == 2 * IMAGE_TOKENS  # the cap, in whole images
 
+
+def test_an_item_above_the_cap_is_scheduled_alone(ckpt: str, monkeypatch) -> None:
+    _, paced = _paced(ckpt, monkeypatch, 500)
+    assert _encoder_tokens_first_step(paced, 4) == IMAGE_TOKENS
+
+
+def test_every_step_encodes_up_to_the_cap_until_all_are_encoded(ckpt: str, monkeypatch) -> None:
     monkeypatch.setenv("QWENVL_VLLM_ENCODER_STEP_TOKENS", "2048")
-    plain = scheduler_for(ckpt, AsyncScheduler, 16384)
-    paced = scheduler_for(ckpt, EncoderPacedAsyncScheduler, 16384)
-    from vllm.multimodal import MULTIMODAL_REGISTRY
-    from vllm.multimodal.encoder_budget import MultiModalBudget
-
-    largest = max(MultiModalBudget(paced.vllm_config, MULTIMODAL_REGISTRY).mm_max_toks_per_item.values())
-    budget = max(2048, largest)  # the tiny model's largest image fills its 4096-token context
-    assert plain.max_num_encoder_input_tokens == 16384
-    assert paced.max_num_encoder_input_tokens == budget
-    plain_tokens = _encoder_tokens_first_step(plain, 12)
-    paced_tokens = _encoder_tokens_first_step(paced, 12)
-    assert plain_tokens > budget  # vLLM alone encodes as many as its token budget holds in one step
-    assert 0 < paced_tokens <= budget
+    paced = scheduler_for(ckpt, EncoderPacedScheduler, 16384)  # the synchronous variant
+    for i in range(6):
+        paced.add_request(image_request(i, IMAGE_TOKENS, PROMPT))
+    encoded = []
+    for _ in range(4):
+        out = paced.schedule()
+        encoded.append(sum(len(ids) for ids in out.scheduled_encoder_inputs.values()))
+        finish_step(paced, out, PROMPT)
+    assert encoded == [2, 2, 2, 0]
