@@ -50,6 +50,10 @@ SIDES = {  # name -> (plugin on, extra `vllm serve` arguments)
     "ours": (True, []),
     "ours_paced": (True, ["--scheduler-cls", "qwenvl_vllm.serving.scheduler.EncoderPacedAsyncScheduler"]),
     "ours_ahead": (True, ["--scheduler-cls", "qwenvl_vllm.serving.encode_ahead.EncodeAheadAsyncScheduler"]),
+    "ours_ahead_paced": (
+        True,
+        ["--scheduler-cls", "qwenvl_vllm.serving.encode_ahead.EncodeAheadPacedAsyncScheduler"],
+    ),
     "in_tree": (False, []),
 }
 

@@ -10,7 +10,9 @@ preemption and aborts are unchanged.
 
 Use: `vllm serve ... --scheduler-cls qwenvl_vllm.serving.encode_ahead.EncodeAheadAsyncScheduler` (vLLM's
 default async scheduling); `EncodeAheadScheduler` with `--no-async-scheduling`. The model puts its tower on
-a side stream when it sees one of these schedulers in the config.
+a side stream when it sees one of these schedulers in the config. `EncodeAheadPacedAsyncScheduler` also
+caps the encoder tokens per step (`qwenvl_vllm.serving.scheduler`), so that one side-stream encode
+competes with fewer decode steps at a time.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from vllm.v1.request import Request, RequestStatus
 
 from qwenvl_vllm.log import logger
 from qwenvl_vllm.models.encoder_stream import PROGRESS
+from qwenvl_vllm.serving.scheduler import EncoderPacing
 
 MAX_HOLD_S = 1.0  # a safety bound, not a knob: a hold normally ends with its encode (tens of ms)
 
@@ -107,3 +110,10 @@ class EncodeAheadAsyncScheduler(_EncodeAhead, AsyncScheduler):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._init_encode_ahead()
+
+
+class EncodeAheadPacedAsyncScheduler(EncoderPacing, _EncodeAhead, AsyncScheduler):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_encode_ahead()
+        self._start_pacing()

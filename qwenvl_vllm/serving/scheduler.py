@@ -32,7 +32,7 @@ def step_allowance(budget_left: int, step_cap: int, spent: int) -> int:
     return min(budget_left, max(step_cap - spent, 0))
 
 
-class _EncoderPacing:
+class EncoderPacing:
     """Mixin over vLLM's scheduler: counts the encoder tokens scheduled in the current step."""
 
     _step_cap = 0
@@ -67,13 +67,13 @@ class _EncoderPacing:
         return inputs, new_tokens, encoder_compute_budget - used, external
 
 
-class EncoderPacedScheduler(_EncoderPacing, Scheduler):
+class EncoderPacedScheduler(EncoderPacing, Scheduler):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._start_pacing()
 
 
-class EncoderPacedAsyncScheduler(_EncoderPacing, AsyncScheduler):
+class EncoderPacedAsyncScheduler(EncoderPacing, AsyncScheduler):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._start_pacing()

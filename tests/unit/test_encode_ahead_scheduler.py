@@ -9,7 +9,11 @@ from helpers import finish_step, image_request, scheduler_for
 from qwenvl_vllm.checkpoint.writer import write_checkpoint
 from qwenvl_vllm.models.encoder_stream import PROGRESS
 from qwenvl_vllm.serving import encode_ahead
-from qwenvl_vllm.serving.encode_ahead import EncodeAheadAsyncScheduler, EncodeAheadScheduler
+from qwenvl_vllm.serving.encode_ahead import (
+    EncodeAheadAsyncScheduler,
+    EncodeAheadPacedAsyncScheduler,
+    EncodeAheadScheduler,
+)
 
 IMAGE_TOKENS = 999  # a 1024x768 image
 PROMPT = 1024
@@ -125,6 +129,17 @@ def test_abort_while_encoding_frees_the_encoder_cache(ckpt: str, side_stream) ->
 def test_async_variant_defers_the_same_way(ckpt: str, side_stream) -> None:
     scheduler = _one_image_request(ckpt, EncodeAheadAsyncScheduler)
     assert _step(scheduler) == ({"r0": TEXT_BEFORE}, {"r0": [0]})
+
+
+def test_paced_variant_encodes_ahead_up_to_the_cap(ckpt: str, side_stream, monkeypatch) -> None:
+    monkeypatch.setenv("QWENVL_VLLM_ENCODER_STEP_TOKENS", "2048")
+    scheduler = scheduler_for(ckpt, EncodeAheadPacedAsyncScheduler, 16384)
+    assert EncodeAheadPacedAsyncScheduler.uses_encoder_stream  # the model makes its side stream for it
+    for i in range(4):
+        scheduler.add_request(image_request(i, IMAGE_TOKENS, PROMPT, offset=TEXT_BEFORE))
+    tokens, encodes = _step(scheduler)
+    assert encodes == {"r0": [0], "r1": [0]}  # two images' worth of encoder tokens
+    assert tokens == {f"r{i}": TEXT_BEFORE for i in range(4)}  # every image's tokens wait
 
 
 def test_chunked_prefill_of_an_encoded_image(ckpt: str, side_stream) -> None:
