@@ -26,6 +26,8 @@ def run_side(impl: str, args: argparse.Namespace, tmp: Path) -> dict[str, dict]:
     cmd += ["--max-model-len", str(args.max_model_len), "--kv-cache-gib", str(args.kv_cache_gib)]
     cmd += ["--tensor-parallel-size", str(args.tensor_parallel_size)]
     cmd += ["--mm-encoder-tp-mode", args.mm_encoder_tp_mode]
+    if impl == "ours" and args.ours_scheduler_cls:
+        cmd += ["--scheduler-cls", args.ours_scheduler_cls]
     if args.num_requests:
         cmd += ["--num-requests", str(args.num_requests)]
     proc = subprocess.run(cmd, text=True, capture_output=True)
@@ -115,6 +117,7 @@ def main() -> None:
     parser.add_argument("--tag", default="")
     parser.add_argument("--tensor-parallel-size", type=int, default=1)
     parser.add_argument("--mm-encoder-tp-mode", choices=["weights", "data"], default="weights")
+    parser.add_argument("--ours-scheduler-cls", default=None, help="our side only, e.g. an encode-ahead one")
     args = parser.parse_args()
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -143,6 +146,7 @@ def main() -> None:
                 "kv_cache_budget_gib": args.kv_cache_gib,
                 "tensor_parallel_size": args.tensor_parallel_size,
                 "mm_encoder_tp_mode": args.mm_encoder_tp_mode,
+                "ours_scheduler_cls": args.ours_scheduler_cls,
             },
         }
         (out_dir / f"{workload}{args.tag}.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -34,6 +34,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--enforce-eager", action="store_true")
     # Only to share the GPU (vLLM's start-up check wants this fraction free); the KV budget stays fixed.
     parser.add_argument("--gpu-memory-utilization", type=float, default=None, help="default: vLLM's")
+    parser.add_argument("--scheduler-cls", default=None, help="a scheduler class path (default: vLLM's)")
     parser.add_argument("--tensor-parallel-size", type=int, default=1)
     parser.add_argument("--mm-encoder-tp-mode", choices=["weights", "data"], default="weights")
     parser.add_argument("--out-dir", required=True)
@@ -57,6 +58,7 @@ def main() -> None:
             limit_mm_per_prompt={"image": 2, "video": 1},
             enforce_eager=args.enforce_eager,
             **shared_gpu(args.gpu_memory_utilization),
+            **({"scheduler_cls": args.scheduler_cls} if args.scheduler_cls else {}),
             tensor_parallel_size=args.tensor_parallel_size,
             mm_encoder_tp_mode=args.mm_encoder_tp_mode,
         )

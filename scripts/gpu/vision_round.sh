@@ -19,6 +19,7 @@
 #      with this round's defaults, and short W1/W3 runs of in-tree and ours that compile their engines
 #   g2 W1 and W3 ours vs in-tree (compare.py), the tower's attention kernels alone, then the TTFT breakdown
 #   g3 `vllm serve` c=16/64: ours, in-tree, ours encoding ahead, ours encoder-paced, both
+#   g4 W1 offline with ours encoding ahead (the tower beside the LM's steps) vs in-tree; the TTFT breakdown
 #   t  the vision tower benchmark, then the parity run with the fp8 tower (its end-to-end error vs transformers,
 #      beside call p's bf16 numbers; expected above the bf16 tolerance) (~8 min)
 set -uo pipefail
@@ -28,7 +29,7 @@ bash .gpu/install.sh 2>&1 | tail -1
 pack() { tar czf "$RET/round_$1.tgz" -C "$R" .; }
 END=$((SECONDS + ${ROUND_BUDGET_S:-570}))
 cap() { local left=$((END - SECONDS)); echo $(( left < $1 ? (left > 5 ? left : 5) : $1 )); }  # a step's timeout
-case ${1:?call a, b, c, p, e, h, w, x, t, g1, g2 or g3} in
+case ${1:?call a, b, c, p, e, h, w, x, t, g1, g2, g3 or g4} in
 g1)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk 2b-bf16 qwen2-vl-2b bf16 & wait; echo "== checkpoints at ${SECONDS}s"
   ( timeout "$(cap 200)" python3 -m pytest -q tests/gpu/test_vision_kernels_gpu.py tests/gpu/test_kernels_gpu.py \
@@ -52,6 +53,13 @@ g2)
   timeout "$(cap 300)" python3 benchmarks/ttft_breakdown.py --ckpt "$CK/2b-gptq" --out "$R/ttft_breakdown.json" \
     >"$R/ttft_breakdown.log" 2>&1; status ttft_breakdown $?; tail -c 700 "$R/ttft_breakdown.json"
   pack g2 ;;
+g4)
+  timeout "$(cap 300)" python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W1 --tag _ours_ahead \
+    --ours-scheduler-cls qwenvl_vllm.serving.encode_ahead.EncodeAheadAsyncScheduler --out-dir "$R/offline_ahead" \
+    >"$R/compare_ahead.log" 2>&1; status compare_ahead $?; tail -4 "$R/compare_ahead.log"; pack g4
+  timeout "$(cap 270)" python3 benchmarks/ttft_breakdown.py --ckpt "$CK/2b-gptq" --out "$R/ttft_breakdown.json" \
+    >"$R/ttft_breakdown.log" 2>&1; status ttft_breakdown $?; tail -c 700 "$R/ttft_breakdown.json"
+  pack g4 ;;
 g3)
   # shorter leases: G3_CONCURRENCY="64" G3_SIDES="ours_ahead"
   timeout "$(cap 570)" python3 benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency ${G3_CONCURRENCY:-16 64} \
