@@ -7,7 +7,8 @@ own process (the plugin registers at import): ours with pixels on the GPU (the d
 decoded uint8 and the target size), ours with CPU pixels (resize + normalise + patchify on the API server),
 and in-tree vLLM (transformers' torchvision processor). Each side: decode (the side's own media IO:
 `QwenVLImageMediaIO` for ours, vLLM's `ImageMediaIO` in-tree) and vLLM's multimodal processor `apply` on the
-decoded image (`MediaWithBytes` with uuid None, as the chat endpoint passes it; no processor cache),
+decoded image (`MediaWithBytes` with uuid None, as the chat endpoint passes it; one torch thread, as vLLM's
+renderer sets it; no processor cache),
 median ms. Issue 10's target: front end <= decode + 1 ms. Last, W3's 16-frame clips (already decoded
 frames) through the same processor: in-tree resizes them on the CPU, ours on the GPU.
 """
@@ -68,6 +69,7 @@ def measure_side(side: str, ckpt: str, repeats: int) -> dict:
     from vllm.config import ModelConfig
     from vllm.multimodal import MULTIMODAL_REGISTRY
     from vllm.multimodal.processing import ProcessorInputs, TimingContext
+    from vllm.utils.torch_utils import set_default_torch_num_threads
 
     if side != "in_tree":
         from qwenvl_vllm.model_registry import register
@@ -77,18 +79,24 @@ def measure_side(side: str, ckpt: str, repeats: int) -> dict:
     processor = MULTIMODAL_REGISTRY.create_processor(config)
     media_io = _media_io(side)
 
-    def process(image, prompt: str = PROMPT, modality: str = "image") -> None:
+    def process(image, prompt: str = PROMPT, modality: str = "image", uuids: list | None = None) -> None:
+        # As vLLM's renderer calls it: one torch thread (unless OMP_NUM_THREADS), and per-item uuids of
+        # None from the chat endpoint (then the hash covers the encoded bytes of a MediaWithBytes, not the
+        # pixels); offline `LLM.generate` passes none.
         items = processor.info.parse_mm_data({modality: image})
-        processor.apply(
-            ProcessorInputs(prompt, items, hf_processor_mm_kwargs={}), TimingContext(enabled=False)
-        )
+        uuid_items = {modality: uuids} if uuids is not None else None
+        with set_default_torch_num_threads():
+            processor.apply(
+                ProcessorInputs(prompt, items, uuid_items, hf_processor_mm_kwargs={}),
+                TimingContext(enabled=False),
+            )
 
     rows = []
     for width, height in SIZES:
         blobs = [jpeg(width, height, seed) for seed in range(repeats + 1)]
         images = [media_io.load_bytes(b) for b in blobs]  # MediaWithBytes, as `vllm serve` passes it
         decode = median_ms(media_io.load_bytes, blobs)
-        proc = median_ms(process, images)
+        proc = median_ms(lambda image: process(image, uuids=[None]), images)
         rows.append(
             {
                 "image": f"{width}x{height}",
