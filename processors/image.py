@@ -35,6 +35,28 @@ def to_rgb(image: Image.Image) -> Image.Image:
         raise ValueError(f"cannot convert {image.mode} image to RGB: {exc}") from exc
 
 
+def rgb_bytes(image: Image.Image) -> bytes:
+    """`image.tobytes()` of an RGB image, packed in one encoder call: Pillow's own loop packs 64 KiB
+    chunks and joins them, a second copy of every byte (~1 ms of 2 ms at 1920x1080 on the dev CPU)."""
+    if image.mode != "RGB":
+        raise ValueError(f"expected an RGB image, got mode {image.mode}")
+    image.load()
+    if not image.width or not image.height:
+        return b""
+    encoder = Image._getencoder("RGB", "raw", "RGB")  # what tobytes uses; pinned Pillow (pyproject)
+    try:
+        encoder.setimage(image.im, (0, 0, *image.size))
+        chunks, status = [], 0
+        while not status:  # one pass: the buffer holds every row
+            _, status, data = encoder.encode(max(image.width * image.height * 3, 65536))
+            chunks.append(data)
+    finally:
+        encoder.cleanup()
+    if status < 0:
+        raise ValueError(f"Pillow's raw encoder failed ({status})")
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 def uint8_hwc(pixels: Image.Image | np.ndarray) -> torch.Tensor:
     """[H, W, 3] uint8 tensor of an RGB image; a PIL image's bytes are not copied again (nothing writes
     the tensor: the model reads it once), an array is copied (the caller may reuse it)."""
@@ -42,7 +64,7 @@ def uint8_hwc(pixels: Image.Image | np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.array(pixels, dtype=np.uint8))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*not writable.*")
-        flat = torch.frombuffer(pixels.tobytes(), dtype=torch.uint8)
+        flat = torch.frombuffer(rgb_bytes(pixels), dtype=torch.uint8)
     return flat.view(pixels.height, pixels.width, 3)
 
 

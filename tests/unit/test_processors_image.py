@@ -151,3 +151,29 @@ def test_process_vision_info_images(tmp_path) -> None:
     assert ours_videos is None and ref_videos is None
     for a, b in zip(ours_images, ref_images, strict=True):
         _same_result(a, b)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 300), (300, 1), (1024, 768), (3000, 23), (23, 3000)])
+def test_rgb_bytes_equals_tobytes(size: tuple[int, int]) -> None:
+    from qwenvl_vllm.processors.image import rgb_bytes
+
+    image = make_image(*size, seed=3).convert("RGB")
+    assert rgb_bytes(image) == image.tobytes()
+
+
+def test_rgb_bytes_decodes_a_lazy_jpeg() -> None:
+    from PIL import Image
+
+    from qwenvl_vllm.processors.image import rgb_bytes
+
+    buf = io.BytesIO()
+    make_image(640, 480, seed=4).save(buf, format="JPEG", quality=90)
+    lazy, other = (Image.open(io.BytesIO(buf.getvalue())) for _ in range(2))
+    assert lazy.mode == "RGB" and rgb_bytes(lazy) == other.tobytes()
+
+
+def test_rgb_bytes_refuses_other_modes() -> None:
+    from qwenvl_vllm.processors.image import rgb_bytes
+
+    with pytest.raises(ValueError, match="RGB"):
+        rgb_bytes(make_image(8, 8, seed=0).convert("L"))
