@@ -46,21 +46,22 @@ def jpeg_url(seed: int, size: str = DEFAULT_SIZE) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-SIDES = {  # name -> (plugin on, extra `vllm serve` arguments)
-    "ours": (True, []),
-    "ours_paced": (True, ["--scheduler-cls", "qwenvl_vllm.serving.scheduler.EncoderPacedAsyncScheduler"]),
-    "ours_ahead": (True, ["--scheduler-cls", "qwenvl_vllm.serving.encode_ahead.EncodeAheadAsyncScheduler"]),
-    "ours_ahead_paced": (
-        True,
-        ["--scheduler-cls", "qwenvl_vllm.serving.encode_ahead.EncodeAheadPacedAsyncScheduler"],
-    ),
-    "in_tree": (False, []),
+AHEAD = "qwenvl_vllm.serving.encode_ahead.EncodeAheadAsyncScheduler"
+PACED = "qwenvl_vllm.serving.scheduler.EncoderPacedAsyncScheduler"
+AHEAD_PACED = "qwenvl_vllm.serving.encode_ahead.EncodeAheadPacedAsyncScheduler"
+SIDES = {  # name -> (plugin on, extra `vllm serve` arguments, extra environment)
+    "ours": (True, [], {}),
+    "ours_paced": (True, ["--scheduler-cls", PACED], {}),
+    "ours_paced_1k": (True, ["--scheduler-cls", PACED], {"QWENVL_VLLM_ENCODER_STEP_TOKENS": "1024"}),
+    "ours_ahead": (True, ["--scheduler-cls", AHEAD], {}),
+    "ours_ahead_paced": (True, ["--scheduler-cls", AHEAD_PACED], {}),
+    "in_tree": (False, [], {}),
 }
 
 
 def start(ckpt: str, impl: str, log: Path, serve_args: list[str]) -> subprocess.Popen:
-    plugin, extra = SIDES[impl]
-    env = dict(os.environ, QWENVL_VLLM_DISABLE="0" if plugin else "1")
+    plugin, extra, side_env = SIDES[impl]
+    env = dict(os.environ, QWENVL_VLLM_DISABLE="0" if plugin else "1", **side_env)
     cmd = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", ckpt, "--served-model-name", "m"]
     cmd += ["--port", str(PORT), "--max-model-len", "16384", "--kv-cache-memory-bytes", str(KV_BUDGET)]
     cmd += ["--limit-mm-per-prompt", '{"image": 1}', *extra, *serve_args]
@@ -227,7 +228,7 @@ def write_results(args: argparse.Namespace, sides: dict[str, list[dict]], out_di
                 "image": f"{args.image_size} JPEG base64",
                 "max_model_len": 16384,
                 "kv_cache_budget_gib": KV_BUDGET / 2**30,
-                "extra_sides": {side: SIDES[side][1] for side in extra},
+                "extra_sides": {side: [*SIDES[side][1], SIDES[side][2]] for side in extra},
                 "sides_not_run": [side for side in args.extra_sides if side not in sides],
                 "serve_args": args.serve_args.split(),
             },

@@ -18,7 +18,8 @@
 #   g1 checkpoints; then side by side (nothing timed): GPU tests and the encode-ahead check, Qwen2-VL parity
 #      with this round's defaults, and short W1/W3 runs of in-tree and ours that compile their engines
 #   g2 W1 and W3 ours vs in-tree (compare.py), the tower's attention kernels alone, then the TTFT breakdown
-#   g3 `vllm serve` c=16/64: ours, in-tree, ours encoding ahead, ours encoder-paced, both
+#   g3 `vllm serve` c=16/64: ours, in-tree, then ours paced at 1024 encoder tokens per step, encoding ahead +
+#      paced, encoding ahead, paced at 2048 (~8 min warm)
 #   g4 W1 offline with ours encoding ahead (the tower beside the LM's steps) vs in-tree; the TTFT breakdown
 #   t  the vision tower benchmark, then the parity run with the fp8 tower (its end-to-end error vs transformers,
 #      beside call p's bf16 numbers; expected above the bf16 tolerance) (~8 min)
@@ -63,7 +64,7 @@ g4)
 g3)
   # shorter leases: G3_CONCURRENCY="64" G3_SIDES="ours_ahead"
   timeout "$(cap 570)" python3 benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency ${G3_CONCURRENCY:-16 64} \
-    --extra-sides ${G3_SIDES:-ours_ahead ours_paced ours_ahead_paced} --out-dir "$R/serve" >"$R/serve_bench.log" 2>&1
+    --extra-sides ${G3_SIDES:-ours_paced_1k ours_ahead_paced ours_ahead ours_paced} --out-dir "$R/serve" >"$R/serve_bench.log" 2>&1
   status serve_bench $?; tail -8 "$R/serve_bench.log"
   pack g3 ;;
 a)
