@@ -57,8 +57,7 @@ def main() -> None:
             kv_cache_memory_bytes=int(args.kv_cache_gib * 2**30),
             limit_mm_per_prompt={"image": 2, "video": 1},
             enforce_eager=args.enforce_eager,
-            **shared_gpu(args.gpu_memory_utilization),
-            **({"scheduler_cls": args.scheduler_cls} if args.scheduler_cls else {}),
+            **given(gpu_memory_utilization=args.gpu_memory_utilization, scheduler_cls=args.scheduler_cls),
             tensor_parallel_size=args.tensor_parallel_size,
             mm_encoder_tp_mode=args.mm_encoder_tp_mode,
         )
@@ -73,8 +72,9 @@ def main() -> None:
             out.write_text(json.dumps(result, indent=2) + "\n")
 
 
-def shared_gpu(fraction: float | None) -> dict:
-    return {"gpu_memory_utilization": fraction} if fraction else {}
+def given(**options: object) -> dict:
+    """The options set on the command line; the others keep vLLM's defaults."""
+    return {key: value for key, value in options.items() if value}
 
 
 def run_workload(llm, workload: str, args: argparse.Namespace) -> dict:

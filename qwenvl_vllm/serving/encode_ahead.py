@@ -36,7 +36,8 @@ class _EncodeAhead:
 
     uses_encoder_stream = True
 
-    def _init_encode_ahead(self) -> None:
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
         PROGRESS.reset()  # the engine's profiling runs encoded dummy items before we existed
         self._ordinal = 0
         self._issued: dict[str, tuple[int, float]] = {}  # mm_hash -> (launch ordinal, time)
@@ -101,19 +102,12 @@ class _EncodeAhead:
 
 
 class EncodeAheadScheduler(_EncodeAhead, Scheduler):
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_encode_ahead()
+    pass
 
 
 class EncodeAheadAsyncScheduler(_EncodeAhead, AsyncScheduler):
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_encode_ahead()
+    pass
 
 
 class EncodeAheadPacedAsyncScheduler(EncoderPacing, _EncodeAhead, AsyncScheduler):
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_encode_ahead()
-        self._start_pacing()
+    pass

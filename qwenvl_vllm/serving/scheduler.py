@@ -33,12 +33,11 @@ def step_allowance(budget_left: int, step_cap: int, spent: int) -> int:
 
 
 class EncoderPacing:
-    """Mixin over vLLM's scheduler: counts the encoder tokens scheduled in the current step."""
+    """Mixin (before vLLM's scheduler class): counts the encoder tokens scheduled in the current step."""
 
-    _step_cap = 0
-    _step_spent = 0
-
-    def _start_pacing(self) -> None:
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._step_spent = 0
         self._step_cap = get_settings().encoder_step_tokens
         logger.info(
             "qwenvl-vllm: encoder tokens per step capped at %d (soft; vLLM's budget: %d)",
@@ -68,12 +67,8 @@ class EncoderPacing:
 
 
 class EncoderPacedScheduler(EncoderPacing, Scheduler):
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._start_pacing()
+    pass
 
 
 class EncoderPacedAsyncScheduler(EncoderPacing, AsyncScheduler):
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._start_pacing()
+    pass
