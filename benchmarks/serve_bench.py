@@ -187,6 +187,11 @@ def main() -> None:
     )
     parser.add_argument("--image-size", default=DEFAULT_SIZE, choices=IMAGE_SIZES)
     parser.add_argument(
+        "--in-tree-last",
+        action="store_true",
+        help="run in-tree after the extra sides (a short lease then keeps our mechanisms' numbers first)",
+    )
+    parser.add_argument(
         "--serve-args", default="", help="more `vllm serve` arguments for every side, e.g. '-tp 2'"
     )
     args = parser.parse_args()
@@ -195,7 +200,8 @@ def main() -> None:
     total = sum(requests_for(c) for c in args.concurrency) + 4
     images = [jpeg_url(seed, args.image_size) for seed in range(total)]
     sides: dict[str, list[dict]] = {}
-    for impl in ("ours", "in_tree", *args.extra_sides):  # the ratio's two sides first
+    order = ["ours", *args.extra_sides, "in_tree"] if args.in_tree_last else ["ours", "in_tree", *args.extra_sides]
+    for impl in order:
         log = out_dir / f"serve_bench_{impl}.log"
         with PeakMemory() as memory:
             sides[impl] = run_server(args, impl, images, log, memory)
@@ -229,7 +235,7 @@ def write_results(args: argparse.Namespace, sides: dict[str, list[dict]], out_di
                 "max_model_len": 16384,
                 "kv_cache_budget_gib": KV_BUDGET / 2**30,
                 "extra_sides": {side: [*SIDES[side][1], SIDES[side][2]] for side in extra},
-                "sides_not_run": [side for side in args.extra_sides if side not in sides],
+                "sides_not_run": [side for side in (*args.extra_sides, "in_tree") if side not in sides],
                 "serve_args": args.serve_args.split(),
             },
         }

@@ -18,9 +18,11 @@
 #   g1 checkpoints; then side by side (nothing timed): GPU tests and the encode-ahead check, Qwen2-VL parity
 #      with this round's defaults, and short W1/W3 runs of in-tree and ours that compile their engines
 #   g2 W1 and W3 ours vs in-tree (compare.py), the tower's attention kernels alone, then the TTFT breakdown
-#   g3 `vllm serve` c=16/64: ours, in-tree, then ours paced at 1024 encoder tokens per step, encoding ahead +
-#      paced, encoding ahead, paced at 2048 (~8 min warm)
+#   g3 `vllm serve` c=16/64: ours, then ours paced at 1024 encoder tokens per step, encoding ahead, encoding
+#      ahead + paced, paced at 2048, in-tree last (each side writes its numbers as it ends)
 #   g4 W1 offline with ours encoding ahead (the tower beside the LM's steps) vs in-tree; the TTFT breakdown
+#   k1 checkpoints (2B on the CPU, 72B GPTQ-Int4 written on the GPU beside the rest); then side by side: GPU
+#      tests and the encode-ahead check, the parity run with the fp8 tower (~9 min)
 #   t  the vision tower benchmark, then the parity run with the fp8 tower (its end-to-end error vs transformers,
 #      beside call p's bf16 numbers; expected above the bf16 tolerance) (~8 min)
 set -uo pipefail
@@ -54,6 +56,23 @@ g2)
   timeout "$(cap 300)" python3 benchmarks/ttft_breakdown.py --ckpt "$CK/2b-gptq" --out "$R/ttft_breakdown.json" \
     >"$R/ttft_breakdown.log" 2>&1; status ttft_breakdown $?; tail -c 700 "$R/ttft_breakdown.json"
   pack g2 ;;
+k1)
+  ( timeout "$(cap 550)" python3 -m qwenvl_vllm.cli make-checkpoint --model qwen2-vl-72b --quant gptq-int4 \
+      --device cuda --out "$CK/72b-gptq" >"$R/mk_72b.log" 2>&1; status mk_72b $?; echo "72B at ${SECONDS}s"
+    du -sh "$CK/72b-gptq" ) &
+  mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & p2=$!; mk 2b-bf16 qwen2-vl-2b bf16 & p3=$!; wait $p2 $p3
+  echo "== 2B checkpoints at ${SECONDS}s"
+  ( timeout "$(cap 200)" python3 -m pytest -q tests/gpu/test_vision_kernels_gpu.py tests/gpu/test_kernels_gpu.py \
+      tests/gpu/test_qwen2_vl_vision_gpu.py tests/gpu/test_writer_gpu.py >"$R/gpu_tests.log" 2>&1
+    status gpu_tests $?; tail -2 "$R/gpu_tests.log"
+    timeout "$(cap 270)" python3 scripts/gpu/encode_ahead_check.py --ckpt "$CK/2b-bf16" --kv-cache-gib 8 \
+      --out "$R/encode_ahead_check.json" >"$R/encode_ahead_check.log" 2>&1; status encode_ahead $? ) &
+  ( QWENVL_VLLM_VIT_FP8=1 timeout "$(cap 540)" python3 scripts/gpu/qwen2_vl_parity.py --ckpt "$CK/2b-bf16" \
+      --gpu-memory-utilization 0.3 --kv-cache-gib 8 --out "$R/parity_fp8_tower.json" >"$R/parity_fp8.log" 2>&1
+    status parity_fp8 $? ) &
+  wait; echo "== done at ${SECONDS}s"; tail -c 400 "$R/parity_fp8_tower.json"; tail -c 300 "$R/encode_ahead_check.json"
+  tail -3 "$R/mk_72b.log"; df -h /tmp | tail -1
+  pack k1 ;;
 g4)
   timeout "$(cap 300)" python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W1 --tag _ours_ahead \
     --ours-scheduler-cls qwenvl_vllm.serving.encode_ahead.EncodeAheadAsyncScheduler --out-dir "$R/offline_ahead" \
@@ -64,7 +83,7 @@ g4)
 g3)
   # shorter leases: G3_CONCURRENCY="64" G3_SIDES="ours_ahead"
   timeout "$(cap 570)" python3 benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency ${G3_CONCURRENCY:-16 64} \
-    --extra-sides ${G3_SIDES:-ours_paced_1k ours_ahead_paced ours_ahead ours_paced} --out-dir "$R/serve" >"$R/serve_bench.log" 2>&1
+    --in-tree-last --extra-sides ${G3_SIDES:-ours_paced_1k ours_ahead ours_ahead_paced ours_paced} --out-dir "$R/serve" >"$R/serve_bench.log" 2>&1
   status serve_bench $?; tail -8 "$R/serve_bench.log"
   pack g3 ;;
 a)
