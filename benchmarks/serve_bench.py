@@ -200,7 +200,8 @@ def main() -> None:
     total = sum(requests_for(c) for c in args.concurrency) + 4
     images = [jpeg_url(seed, args.image_size) for seed in range(total)]
     sides: dict[str, list[dict]] = {}
-    order = ["ours", *args.extra_sides, "in_tree"] if args.in_tree_last else ["ours", "in_tree", *args.extra_sides]
+    extra = args.extra_sides
+    order = ["ours", *extra, "in_tree"] if args.in_tree_last else ["ours", "in_tree", *extra]
     for impl in order:
         log = out_dir / f"serve_bench_{impl}.log"
         with PeakMemory() as memory:
