@@ -11,6 +11,10 @@ so that each stage can be timed where it runs; each side in its own process. Sta
 - `encoder`: the model's `embed_multimodal` (the tower) minus `pixels`, CUDA-synchronised;
 - `forward`: the executor's `execute_model` + `sample_tokens` minus the encoder (inputs, prefill, sampling);
 - `other`: the rest of `generate` (engine loop, output processing, detokenising).
+The `forward.*` keys split `forward` by the model runner's methods, each CUDA-synchronised: `update` (request
+state, M-RoPE positions), `inputs`, `mm_batching` (`_execute_mm_encoder` minus the model's
+`embed_multimodal`: grouping the items, moving them to the GPU), `gather` (encoder-cache lookup),
+`lm` (`_model_forward`: the language model's prefill), `sample`, and `rest`.
 The synchronisations cost a little; `ttft_ms` is measured on the same runs.
 """
 
@@ -29,6 +33,14 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 WARMUP = 3
+RUNNER_PARTS = {  # model-runner method -> its part of `forward`
+    "_update_states": "update",
+    "_prepare_inputs": "inputs",
+    "_execute_mm_encoder": "mm_encoder",
+    "_gather_mm_embeddings": "gather",
+    "_model_forward": "lm",
+    "_sample": "sample",
+}
 
 
 class Stopwatch:
@@ -67,6 +79,8 @@ def _instrument(llm, watch: Stopwatch, ours: bool) -> None:
     watch.wrap(model, "embed_multimodal", "embed", sync=True)
     watch.wrap(core.model_executor, "execute_model", "execute", sync=True)
     watch.wrap(core.model_executor, "sample_tokens", "execute", sync=True)
+    for attr, stage in RUNNER_PARTS.items():
+        watch.wrap(runner, attr, stage, sync=True)
     if ours:
         import qwenvl_vllm.models.qwen2_vl as ours_model
 
@@ -81,7 +95,14 @@ def _stages(ms: dict[str, float], total: float) -> dict[str, float]:
         "encoder": ms["embed"] - ms["pixels"],
         "forward": ms["execute"] - ms["embed"],
     }
-    return stages | {"other": total - sum(stages.values()), "ttft_ms": total}
+    parts = {stage: ms.get(stage, 0.0) for stage in RUNNER_PARTS.values() if stage != "mm_encoder"}
+    parts["mm_batching"] = ms.get("mm_encoder", ms["embed"]) - ms["embed"]
+    parts["rest"] = stages["forward"] - sum(parts.values())
+    return (
+        stages
+        | {"other": total - sum(stages.values()), "ttft_ms": total}
+        | {f"forward.{k}": v for k, v in parts.items()}
+    )
 
 
 def worker(args: argparse.Namespace, ours: bool) -> dict:

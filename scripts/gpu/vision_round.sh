@@ -22,7 +22,7 @@
 #      ahead + paced, paced at 2048, in-tree last (each side writes its numbers as it ends)
 #   g4 W1 offline with ours encoding ahead (the tower beside the LM's steps) vs in-tree; the TTFT breakdown
 #   k1 checkpoints (2B on the CPU, 72B GPTQ-Int4 written on the GPU beside the rest); then side by side: GPU
-#      tests and the encode-ahead check, the parity run with the fp8 tower (~9 min)
+#      tests and the encode-ahead check, the fp8 tower's parity vs transformers (~9 min)
 #   t  the vision tower benchmark, then the parity run with the fp8 tower (its end-to-end error vs transformers,
 #      beside call p's bf16 numbers; expected above the bf16 tolerance) (~8 min)
 set -uo pipefail
@@ -68,7 +68,7 @@ k1)
     timeout "$(cap 270)" python3 scripts/gpu/encode_ahead_check.py --ckpt "$CK/2b-bf16" --kv-cache-gib 8 \
       --out "$R/encode_ahead_check.json" >"$R/encode_ahead_check.log" 2>&1; status encode_ahead $? ) &
   ( QWENVL_VLLM_VIT_FP8=1 timeout "$(cap 540)" python3 scripts/gpu/qwen2_vl_parity.py --ckpt "$CK/2b-bf16" \
-      --gpu-memory-utilization 0.3 --kv-cache-gib 8 --out "$R/parity_fp8_tower.json" >"$R/parity_fp8.log" 2>&1
+      --skip-in-tree --gpu-memory-utilization 0.3 --kv-cache-gib 8 --out "$R/parity_fp8_tower.json" >"$R/parity_fp8.log" 2>&1
     status parity_fp8 $? ) &
   wait; echo "== done at ${SECONDS}s"; tail -c 400 "$R/parity_fp8_tower.json"; tail -c 300 "$R/encode_ahead_check.json"
   tail -3 "$R/mk_72b.log"; df -h /tmp | tail -1
@@ -136,7 +136,7 @@ t)
   timeout 200 python3 benchmarks/vision_tower.py --out-dir "$R/tower" --iters 5 --attn-backends FLASHINFER TRITON_ATTN \
     >"$R/tower.log" 2>&1; status tower $?
   pack t; mk 2b-bf16 qwen2-vl-2b bf16
-  QWENVL_VLLM_VIT_FP8=1 timeout 380 python3 scripts/gpu/qwen2_vl_parity.py --ckpt "$CK/2b-bf16" \
+  QWENVL_VLLM_VIT_FP8=1 timeout 380 python3 scripts/gpu/qwen2_vl_parity.py --ckpt "$CK/2b-bf16" --skip-in-tree \
     --gpu-memory-utilization 0.3 --kv-cache-gib 8 --out "$R/parity_fp8_tower.json" >"$R/parity_fp8.log" 2>&1
   status parity_fp8 $?; tail -c 600 "$R/parity_fp8_tower.json"
   pack t ;;

@@ -88,6 +88,11 @@ def test_ttft_stages_add_up_to_the_ttft() -> None:
     watch.wrap(engine, "step", "schedule")
     assert engine.step(3) == 3 and engine.step(4) == 4 and watch.ms["schedule"] > 0
     ms = {"frontend": 2.0, "schedule": 0.5, "pixels": 1.0, "embed": 16.0, "execute": 30.0}
+    ms |= {"update": 1.0, "mm_encoder": 17.5, "lm": 9.0, "sample": 0.5}
     stages = ttft_breakdown._stages(ms, 40.0)
     assert stages["encoder"] == 15.0 and stages["forward"] == 14.0 and stages["other"] == 7.5
-    assert sum(v for k, v in stages.items() if k != "ttft_ms") == stages["ttft_ms"] == 40.0
+    top = {k: v for k, v in stages.items() if "." not in k and k != "ttft_ms"}
+    assert sum(top.values()) == stages["ttft_ms"] == 40.0
+    parts = {k: v for k, v in stages.items() if k.startswith("forward.")}
+    assert parts["forward.mm_batching"] == 1.5 and parts["forward.rest"] == 2.0
+    assert sum(parts.values()) == stages["forward"]
