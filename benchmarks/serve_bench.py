@@ -54,6 +54,7 @@ SIDES = {  # name -> (plugin on, extra `vllm serve` arguments, extra environment
     "ours_paced": (True, ["--scheduler-cls", PACED], {}),
     "ours_paced_1k": (True, ["--scheduler-cls", PACED], {"QWENVL_VLLM_ENCODER_STEP_TOKENS": "1024"}),
     "ours_ahead": (True, ["--scheduler-cls", AHEAD], {}),
+    "ours_ahead_equal": (True, ["--scheduler-cls", AHEAD], {"QWENVL_VLLM_LM_STREAM_PRIORITY": "0"}),
     "ours_ahead_paced": (True, ["--scheduler-cls", AHEAD_PACED], {}),
     "in_tree": (False, [], {}),
 }

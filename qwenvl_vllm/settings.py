@@ -47,6 +47,9 @@ class Settings:
     # Encoder (vision tower) output tokens per engine step under our paced schedulers
     # (qwenvl_vllm.serving.scheduler); 0 keeps vLLM's budget (= max_num_batched_tokens).
     encoder_step_tokens: int
+    # Under an encode-ahead scheduler: the language model's CUDA stream runs at a higher priority than the
+    # vision tower's side stream (off: equal priorities).
+    lm_stream_priority: bool
     # qwen-vl-utils' MODEL_SEQ_LEN: the default total_pixels budget of a video is 90% of it in tokens.
     model_seq_len: int
 
@@ -62,5 +65,6 @@ def get_settings() -> Settings:
         vit_graph_max_patches=_env_int("QWENVL_VLLM_VIT_GRAPH_MAX_PATCHES", 16384),
         device_pixels=_env_flag("QWENVL_VLLM_DEVICE_PIXELS", default=True),
         encoder_step_tokens=_env_int("QWENVL_VLLM_ENCODER_STEP_TOKENS", 2048),
+        lm_stream_priority=_env_flag("QWENVL_VLLM_LM_STREAM_PRIORITY", default=True),
         model_seq_len=int(_env_float("MODEL_SEQ_LEN", 128000)),  # qwen-vl-utils reads it as a float
     )

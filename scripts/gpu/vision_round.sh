@@ -18,8 +18,8 @@
 #   g1 checkpoints; then side by side (nothing timed): GPU tests and the encode-ahead check, Qwen2-VL parity
 #      with this round's defaults, and short W1/W3 runs of in-tree and ours that compile their engines
 #   g2 W1 and W3 ours vs in-tree (compare.py), the tower's attention kernels alone, then the TTFT breakdown
-#   g3 `vllm serve` c=16/64: ours, then ours paced at 1024 encoder tokens per step, encoding ahead, encoding
-#      ahead + paced, paced at 2048, in-tree last (each side writes its numbers as it ends)
+#   g3 `vllm serve` c=16/64: ours, then ours encoding ahead (LM stream prioritised), encoding ahead + paced,
+#      encoding ahead with equal stream priorities, in-tree last (each side writes its numbers as it ends)
 #   g4 W1 offline with ours encoding ahead (the tower beside the LM's steps) vs in-tree; the TTFT breakdown
 #   k1 checkpoints (2B on the CPU, 72B GPTQ-Int4 written on the GPU beside the rest); then side by side: GPU
 #      tests and the encode-ahead check, the fp8 tower's parity vs transformers (~9 min)
@@ -83,7 +83,7 @@ g4)
 g3)
   # shorter leases: G3_CONCURRENCY="64" G3_SIDES="ours_ahead"
   timeout "$(cap 570)" python3 benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency ${G3_CONCURRENCY:-16 64} \
-    --in-tree-last --extra-sides ${G3_SIDES:-ours_paced_1k ours_ahead ours_ahead_paced ours_paced} --out-dir "$R/serve" >"$R/serve_bench.log" 2>&1
+    --in-tree-last --extra-sides ${G3_SIDES:-ours_ahead ours_ahead_paced ours_ahead_equal} --out-dir "$R/serve" >"$R/serve_bench.log" 2>&1
   status serve_bench $?; tail -8 "$R/serve_bench.log"
   pack g3 ;;
 a)

@@ -182,7 +182,10 @@ def test_side_stream_tower_equals_main_stream(vllm_gpu):
     n = sum(t * h * w for t, h, w in grids)
     pixels = torch.randn(n, 3 * 2 * 14 * 14, device="cuda", generator=torch.Generator("cuda").manual_seed(2))
     sizes = [grid_tokens(g, 2) for g in grids]
+    before = torch.cuda.current_stream()
     stream = EncoderStream(torch.device("cuda"))
+    # the language model's stream (this thread's current one from now on) outranks the tower's
+    assert torch.cuda.current_stream().priority < stream.stream.priority == 0
     PROGRESS.reset()
     with torch.inference_mode():
         want = ours(pixels, grids).clone()
@@ -191,5 +194,15 @@ def test_side_stream_tower_equals_main_stream(vllm_gpu):
         stream.wait_for(outputs[1:])
         got = torch.cat(outputs)  # on the main stream
     torch.cuda.synchronize()
+    torch.cuda.set_stream(before)
     assert torch.equal(got, want)
     assert PROGRESS.launched == 4 and PROGRESS.finished_items() == 4
+
+
+def test_equal_stream_priorities_when_turned_off(vllm_gpu, monkeypatch):
+    from qwenvl_vllm.models.encoder_stream import EncoderStream
+
+    monkeypatch.setenv("QWENVL_VLLM_LM_STREAM_PRIORITY", "0")
+    before = torch.cuda.current_stream()
+    stream = EncoderStream(torch.device("cuda"))
+    assert torch.cuda.current_stream() == before and stream.stream.priority == before.priority == 0
