@@ -18,8 +18,11 @@
 #   g1 checkpoints; then side by side (nothing timed): GPU tests and the encode-ahead check, Qwen2-VL parity
 #      with this round's defaults, and short W1/W3 runs of in-tree and ours that compile their engines
 #   g2 W1 and W3 ours vs in-tree (compare.py), the tower's attention kernels alone, then the TTFT breakdown
-#   g3 `vllm serve` c=16/64: ours, then ours encoding ahead (LM stream prioritised), encoding ahead + paced,
-#      encoding ahead with equal stream priorities, in-tree last (each side writes its numbers as it ends)
+#   g3 `vllm serve` c=16/64: ours, then ours encoding ahead (LM stream prioritised), the same with 2048-token
+#      steps, in-tree last (each side writes its numbers as it ends; ~1m50 per warm side, in-tree cold ~2m30)
+#   n3 the TTFT breakdown (forward split by the runner's methods), then `vllm serve` c=64 with 1920x1080 JPEG
+#      photos, ours vs in-tree (issue 10)
+#   Next lease: stage, k1, g3, n3 (~30 min); then x for the 72B W1 (k1 writes that checkpoint).
 #   g4 W1 offline with ours encoding ahead (the tower beside the LM's steps) vs in-tree; the TTFT breakdown
 #   k1 checkpoints (2B on the CPU, 72B GPTQ-Int4 written on the GPU beside the rest); then side by side: GPU
 #      tests and the encode-ahead check, the fp8 tower's parity vs transformers (~9 min)
@@ -83,9 +86,15 @@ g4)
 g3)
   # shorter leases: G3_CONCURRENCY="64" G3_SIDES="ours_ahead"
   timeout "$(cap 570)" python3 benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency ${G3_CONCURRENCY:-16 64} \
-    --in-tree-last --extra-sides ${G3_SIDES:-ours_ahead ours_ahead_paced ours_ahead_equal} --out-dir "$R/serve" >"$R/serve_bench.log" 2>&1
+    --in-tree-last --extra-sides ${G3_SIDES:-ours_ahead ours_ahead_2k} --out-dir "$R/serve" >"$R/serve_bench.log" 2>&1
   status serve_bench $?; tail -8 "$R/serve_bench.log"
   pack g3 ;;
+n3)
+  timeout "$(cap 280)" python3 benchmarks/ttft_breakdown.py --ckpt "$CK/2b-gptq" --out "$R/ttft_breakdown.json" \
+    >"$R/ttft_breakdown.log" 2>&1; status ttft_breakdown $?; tail -c 900 "$R/ttft_breakdown.json"; pack n3
+  timeout "$(cap 400)" python3 benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency 64 --image-size 1920x1080 \
+    --out-dir "$R/serve_photos" >"$R/serve_photos.log" 2>&1; status serve_photos $?; tail -4 "$R/serve_photos.log"
+  pack n3 ;;
 a)
   mk 2b-gptq qwen2-vl-2b gptq-int4 & mk 2b-bf16 qwen2-vl-2b bf16 & wait
   timeout 150 python3 -m pytest -q tests/gpu/test_vision_kernels_gpu.py tests/gpu/test_kernels_gpu.py \
