@@ -35,7 +35,7 @@ bash .gpu/install.sh 2>&1 | tail -1
 pack() { tar czf "$RET/round_$1.tgz" -C "$R" .; }
 END=$((SECONDS + ${ROUND_BUDGET_S:-570}))
 cap() { local left=$((END - SECONDS)); echo $(( left < $1 ? (left > 5 ? left : 5) : $1 )); }  # a step's timeout
-case ${1:?call a, b, c, p, e, h, w, x, t, g1, g2, g3 or g4} in
+case ${1:?call a, b, c, p, e, h, w, x, t, g1, g2, g3, g4, k1 or n3} in
 g1)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk 2b-bf16 qwen2-vl-2b bf16 & wait; echo "== checkpoints at ${SECONDS}s"
   ( timeout "$(cap 200)" python3 -m pytest -q tests/gpu/test_vision_kernels_gpu.py tests/gpu/test_kernels_gpu.py \
