@@ -18,7 +18,9 @@ import triton.language as tl
 from .pil_coeffs import PRECISION_BITS, ROUNDING
 
 
-@triton.jit
+# Sizes vary with every image: specialising on them (Triton's ==1 / %16 flags) would JIT-compile new
+# variants for new sizes mid-serving, each a stall of the engine loop; one variant per block shape instead.
+@triton.jit(do_not_specialize=["taps", "length_in", "length_out", "inner"])
 def _resample_kernel(
     src,
     dst,
