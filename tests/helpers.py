@@ -102,8 +102,11 @@ RELEASED_TOKENIZER_CONFIG = {
 }
 
 
-def scheduler_for(ckpt: str, cls: type, batched_tokens: int, num_blocks: int = 4096):
-    """vLLM's scheduler class `cls` (or a subclass of ours) for a checkpoint, on CPU, with a KV pool."""
+def scheduler_for(
+    ckpt: str, cls: type, batched_tokens: int, num_blocks: int = 4096, scheduled_tokens: int | None = None
+):
+    """vLLM's scheduler class `cls` (or a subclass of ours) for a checkpoint, on CPU, with a KV pool;
+    `scheduled_tokens`: vLLM's `--max-num-scheduled-tokens` (the step's token cap alone)."""
     import torch
     from vllm.config import CacheConfig, DeviceConfig, ModelConfig, SchedulerConfig, VllmConfig
     from vllm.v1.core.sched.scheduler import Scheduler
@@ -112,7 +115,11 @@ def scheduler_for(ckpt: str, cls: type, batched_tokens: int, num_blocks: int = 4
 
     model = ModelConfig(model=ckpt, max_model_len=4096, limit_mm_per_prompt={"image": 1, "video": 0})
     sched = SchedulerConfig(
-        max_num_batched_tokens=batched_tokens, max_num_seqs=64, max_model_len=4096, is_encoder_decoder=False
+        max_num_batched_tokens=batched_tokens,
+        max_num_scheduled_tokens=scheduled_tokens,
+        max_num_seqs=64,
+        max_model_len=4096,
+        is_encoder_decoder=False,
     )
     config = VllmConfig(
         model_config=model,

@@ -171,3 +171,23 @@ def test_preemption_between_encode_and_prefill(ckpt: str, side_stream) -> None:
     assert preempted == {"r1"} and sorted(encoded) == ["r0", "r1"]
     assert not scheduler.requests  # both finished (4 tokens each)
     assert cache.num_freeable_slots == cache.cache_size and not any(cache.cached.values())
+
+
+def test_token_cap_spreads_prefills_while_images_encode_ahead(ckpt: str, side_stream) -> None:
+    """`--max-num-scheduled-tokens 2048` (serve_bench's ours_ahead_2k): every waiting image is encoded in
+    the first step (vLLM's encoder budget is kept), then the held prompts are prefilled ~2 per step."""
+    scheduler = scheduler_for(ckpt, EncodeAheadAsyncScheduler, 16384, scheduled_tokens=2048)
+    for i in range(6):
+        scheduler.add_request(image_request(i, IMAGE_TOKENS, PROMPT, offset=TEXT_BEFORE))
+    out = scheduler.schedule(False)
+    assert sorted(out.scheduled_encoder_inputs) == [f"r{i}" for i in range(6)]
+    assert dict(out.num_scheduled_tokens) == {f"r{i}": TEXT_BEFORE for i in range(6)}
+    _launch(side_stream, 6).done = True
+    finish_step(scheduler, out, PROMPT)
+    prefilled = 0
+    for _ in range(4):
+        out = scheduler.schedule(False)
+        assert out.total_num_scheduled_tokens <= 2048 and not out.scheduled_encoder_inputs
+        prefilled += out.total_num_scheduled_tokens
+        finish_step(scheduler, out, PROMPT)
+    assert prefilled >= 6 * (PROMPT - TEXT_BEFORE)  # all prompts, with no step above the cap
