@@ -7,7 +7,9 @@ Qwen2-VL tower shapes: 16 heads x 80, bf16, batches of 8 images of one size. The
 equal lengths, so SDPA on the dense [B, H, S, D] view is the same computation as the varlen call. q, k, v
 are strided views of one [B, S, 3, H, D] projection output, as in the tower. Per path: ms per image for
 one attention call (the tower makes 32, one per block), TFLOP/s (4 * S^2 * H * D per image and call) and the
-max abs difference from FA3 (bf16 rounding: ~1e-2 at most).
+max abs difference from FA3 (bf16 rounding: ~1e-2 at most). `fa3_fp8`: the same FA3 call on e4m3 q, k, v
+(per-tensor scales, quantized outside the timed call, as a fused producer would hand them over), issue 9's
+fp8-attention candidate; its difference from bf16 FA3 is fp8 rounding.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ HEADS, HEAD_DIM, BATCH = 16, 80, 8
 SEQ_LENS = {"448x448": 32 * 32, "1024x768": 54 * 74, "1920x1080": 78 * 138}  # patches per image
 
 
-def fa3(q, k, v):  # [B, S, H, D] each
+def fa3(q, k, v, **descales):  # [B, S, H, D] each
     import torch
     from vllm.v1.attention.backends.fa_utils import flash_attn_varlen_func
 
@@ -38,8 +40,22 @@ def fa3(q, k, v):  # [B, S, H, D] each
         softmax_scale=HEAD_DIM**-0.5,
         causal=False,
         fa_version=3,
+        **descales,
     )
     return out.view(b, s, HEADS, HEAD_DIM)
+
+
+def fp8_inputs(q, k, v) -> tuple[list, dict]:
+    """e4m3 copies of q, k, v and FA3's descale arguments ([sequences, kv heads] each)."""
+    import torch
+
+    fp8 = torch.float8_e4m3fn
+    quantized, descales = [], {}
+    for name, x in zip("qkv", (q, k, v), strict=True):
+        scale = x.abs().amax().float().clamp(min=1e-12) / torch.finfo(fp8).max
+        quantized.append((x / scale).to(fp8))
+        descales[f"{name}_descale"] = scale.reshape(1, 1).expand(x.shape[0], HEADS)
+    return quantized, descales
 
 
 def sdpa(backend_name: str):
@@ -54,9 +70,22 @@ def sdpa(backend_name: str):
     return run
 
 
-PATHS = {
-    "fa3_varlen": fa3,
-    **{f"sdpa_{n.lower()}": sdpa(n) for n in ("CUDNN_ATTENTION", "FLASH_ATTENTION", "EFFICIENT_ATTENTION")},
+def bf16(path):
+    return lambda q, k, v: lambda: path(q, k, v)
+
+
+def fa3_fp8(q, k, v):
+    quantized, descales = fp8_inputs(q, k, v)
+    return lambda: fa3(*quantized, **descales)
+
+
+PATHS = {  # name -> (q, k, v) -> the timed call
+    "fa3_varlen": bf16(fa3),
+    **{
+        f"sdpa_{n.lower()}": bf16(sdpa(n))
+        for n in ("CUDNN_ATTENTION", "FLASH_ATTENTION", "EFFICIENT_ATTENTION")
+    },
+    "fa3_fp8": fa3_fp8,
 }
 
 
@@ -83,11 +112,12 @@ def measure(seq: int, iters: int) -> dict:
     reference = fa3(q, k, v)
     flops = 4 * seq * seq * HEADS * HEAD_DIM
     rows = {}
-    for name, path in PATHS.items():
+    for name, prepare in PATHS.items():
         try:
-            out = path(q, k, v)
-            ms = time_ms(lambda path=path: path(q, k, v), iters) / BATCH
-        except RuntimeError as error:  # a backend that refuses these shapes
+            call = prepare(q, k, v)
+            out = call()
+            ms = time_ms(call, iters) / BATCH
+        except (RuntimeError, TypeError, ValueError) as error:  # a backend that refuses these shapes
             rows[name] = {"error": str(error).splitlines()[0][:200]}
             continue
         rows[name] = {

@@ -24,8 +24,9 @@
 #      photos, ours vs in-tree (issue 10)
 #   Next lease: stage, k1, g3, n3 (~30 min); then x for the 72B W1 (k1 writes that checkpoint).
 #   g4 W1 offline with ours encoding ahead (the tower beside the LM's steps) vs in-tree; the TTFT breakdown
-#   k1 checkpoints (2B on the CPU, 72B GPTQ-Int4 written on the GPU beside the rest); then side by side: GPU
-#      tests and the encode-ahead check, the fp8 tower's parity vs transformers (~9 min)
+#   k1 checkpoints (2B on the CPU while the attention kernels, FA3 fp8 included, are timed alone on the GPU;
+#      72B GPTQ-Int4 written on the GPU beside the rest); then side by side: GPU tests and the encode-ahead
+#      check, the fp8 tower's parity vs transformers (~9 min)
 #   t  the vision tower benchmark, then the parity run with the fp8 tower (its end-to-end error vs transformers,
 #      beside call p's bf16 numbers; expected above the bf16 tolerance) (~8 min)
 set -uo pipefail
@@ -60,11 +61,14 @@ g2)
     >"$R/ttft_breakdown.log" 2>&1; status ttft_breakdown $?; tail -c 700 "$R/ttft_breakdown.json"
   pack g2 ;;
 k1)
+  mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & p2=$!; mk 2b-bf16 qwen2-vl-2b bf16 & p3=$!
+  # the GPU is idle while the 2B checkpoints are drawn on the CPU: time the attention kernels there
+  timeout "$(cap 90)" python3 benchmarks/attention_kernels.py --out "$R/attention_kernels.json" >"$R/attn.log" 2>&1
+  status attention_kernels $?
   ( timeout "$(cap 550)" python3 -m qwenvl_vllm.cli make-checkpoint --model qwen2-vl-72b --quant gptq-int4 \
       --device cuda --out "$CK/72b-gptq" >"$R/mk_72b.log" 2>&1; status mk_72b $?; echo "72B at ${SECONDS}s"
     du -sh "$CK/72b-gptq" ) &
-  mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & p2=$!; mk 2b-bf16 qwen2-vl-2b bf16 & p3=$!; wait $p2 $p3
-  echo "== 2B checkpoints at ${SECONDS}s"
+  wait $p2 $p3; echo "== 2B checkpoints at ${SECONDS}s"
   ( timeout "$(cap 200)" python3 -m pytest -q tests/gpu/test_vision_kernels_gpu.py tests/gpu/test_kernels_gpu.py \
       tests/gpu/test_qwen2_vl_vision_gpu.py tests/gpu/test_writer_gpu.py >"$R/gpu_tests.log" 2>&1
     status gpu_tests $?; tail -2 "$R/gpu_tests.log"
