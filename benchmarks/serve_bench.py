@@ -59,6 +59,13 @@ SIDES = {  # name -> (plugin on, extra `vllm serve` arguments, extra environment
     # encoder budget stays vLLM's (`--max-num-batched-tokens` would lower both)
     "ours_ahead_2k": (True, ["--scheduler-cls", AHEAD, "--max-num-scheduled-tokens", "2048"], {}),
     "ours_ahead_paced": (True, ["--scheduler-cls", AHEAD_PACED], {}),
+    # one image per side-stream encode: the tower's kernels are 1/8 as long, so a decode kernel waiting
+    # for the SMs (the tower's GEMMs and FA3 hold them until they end) waits 1/8 as long
+    "ours_ahead_paced_1k": (
+        True,
+        ["--scheduler-cls", AHEAD_PACED],
+        {"QWENVL_VLLM_ENCODER_STEP_TOKENS": "1024"},
+    ),
     "in_tree": (False, [], {}),
 }
 

@@ -12,7 +12,9 @@ behind the tower's long GEMMs and attention and stall about as long as if they r
 ITL p99 192 vs 185 ms at c=64). So the language model's stream gets the higher CUDA priority: the side
 stream is created at the lowest, and the worker thread's current stream (vLLM's compute stream, on which it
 captures and replays its CUDA graphs) is replaced by one of higher priority before the weights load
-(`QWENVL_VLLM_LM_STREAM_PRIORITY`).
+(`QWENVL_VLLM_LM_STREAM_PRIORITY`). Priority only orders work waiting for SMs: the tower's GEMM and
+FlashAttention kernels keep theirs until they end, so a decode kernel can still wait for one tower kernel;
+encoding one image per step (`EncodeAheadPacedAsyncScheduler`) keeps those kernels short.
 """
 
 from __future__ import annotations
