@@ -14,7 +14,7 @@ stream is created at the lowest, and the worker thread's current stream (vLLM's 
 captures and replays its CUDA graphs) is replaced by one of higher priority before the weights load
 (`QWENVL_VLLM_LM_STREAM_PRIORITY`). Priority only orders work waiting for SMs: the tower's GEMM and
 FlashAttention kernels keep theirs until they end, so a decode kernel can still wait for one tower kernel;
-encoding one image per step (`EncodeAheadPacedAsyncScheduler`) keeps those kernels short.
+so on the side stream the models run the tower one item at a time, which keeps those kernels short.
 """
 
 from __future__ import annotations

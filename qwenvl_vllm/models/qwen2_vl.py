@@ -340,6 +340,11 @@ class Qwen2VLForConditionalGeneration(
                 _DataParallelTower(self.visual), pixel_values, grid, rope_type="rope_3d"
             )
             return list(embeds)
+        if self._encoder_stream is not None:
+            # Beside the LM's steps, one item per tower call: the tower's kernels hold the SMs until they end
+            # (decode kernels wait for them), and one item's kernels are a batch's divided by its size.
+            rows = pixel_values.split([t * h * w for t, h, w in grid])  # [patches of item i, C*T*P*P]
+            return [self.visual(item, [g]) for item, g in zip(rows, grid, strict=True)]
         sizes = [grid_tokens(g, self.merge_size) for g in grid]
         return list(self.visual(pixel_values, grid).split(sizes))
 

@@ -119,3 +119,33 @@ def test_model_embeds_uint8_items_as_their_rows(ckpt, build, monkeypatch):
     assert len(got) == len(want) == 3
     for g, w in zip(got, want, strict=True):
         assert torch.equal(g, w)  # identical tower inputs, same (deterministic CPU) tower
+
+
+def test_side_stream_encodes_item_by_item_with_the_same_embeddings(ckpt, build, monkeypatch):
+    """Under encode ahead (an EncoderStream; inline on CPU) the tower runs once per item: the same
+    embeddings as one batched call, and the scheduler's counter sees every item."""
+    from safetensors.torch import load_file
+
+    from qwenvl_vllm.models.encoder_stream import PROGRESS, EncoderStream
+
+    model = build(ckpt)
+    model.load_weights(load_file(f"{ckpt}/model.safetensors").items())
+    images = [make_image(90, 60, seed=6), make_image(120, 200, seed=7), make_image(56, 56, seed=8)]
+    monkeypatch.setenv("QWENVL_VLLM_DEVICE_PIXELS", "0")
+    out = _apply(ckpt, "float32", IMAGE * 3, {"image": images})
+    kwargs = {
+        "pixel_values": torch.cat(_items(out, "image", "pixel_values")),
+        "image_grid_thw": torch.stack(_items(out, "image", "image_grid_thw")),
+    }
+    calls = []
+    tower = model.visual.forward
+    monkeypatch.setattr(model.visual, "forward", lambda *a: calls.append(a[1]) or tower(*a))
+    with torch.inference_mode():
+        want = model.embed_multimodal(**kwargs)
+        monkeypatch.setattr(model, "_encoder_stream", EncoderStream(torch.device("cpu")))
+        PROGRESS.reset()
+        got = model.embed_multimodal(**kwargs)
+    assert [len(grid) for grid in calls] == [3, 1, 1, 1]  # one batched call, then one call per image
+    assert PROGRESS.launched == 3
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)  # float32 GEMMs of other row counts
