@@ -18,10 +18,10 @@
 #   g1 checkpoints; then side by side (nothing timed): GPU tests and the encode-ahead check, Qwen2-VL parity
 #      with this round's defaults, and short W1/W3 runs of in-tree and ours that compile their engines
 #   g2 W1 and W3 ours vs in-tree (compare.py), the tower's attention kernels alone, then the TTFT breakdown
-#   g3 `vllm serve` c=16/64: ours, then ours encoding ahead (LM stream prioritised) one image per step, the
-#      same with every image at once and 2048-token steps, in-tree last (each side writes its numbers as it
-#      ends; ~1m50 per warm side, in-tree cold ~2m30). G3_SIDES="ours_ahead ours_ahead_equal": the A/B of
-#      the stream priority alone
+#   g3 `vllm serve` c=16/64: ours, then ours encoding ahead (LM stream prioritised, one image per tower call)
+#      with 2048-token steps, the same admitting one image per step, in-tree last (each side writes its
+#      numbers as it ends; ~1m50 per warm side, in-tree cold ~2m30). G3_SIDES="ours_ahead ours_ahead_equal":
+#      the A/B of the stream priority alone
 #   n3 the TTFT breakdown (forward split by the runner's methods), then `vllm serve` c=64 with 1920x1080 JPEG
 #      photos, ours vs in-tree (issue 10)
 #   Next lease: stage, k1, g3, n3 (~30 min); then x for the 72B W1 (k1 writes that checkpoint).
@@ -92,7 +92,7 @@ g4)
 g3)
   # shorter leases: G3_CONCURRENCY="64" G3_SIDES="ours_ahead"
   timeout "$(cap 570)" python3 benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency ${G3_CONCURRENCY:-16 64} \
-    --in-tree-last --extra-sides ${G3_SIDES:-ours_ahead_paced_1k ours_ahead_2k} --out-dir "$R/serve" >"$R/serve_bench.log" 2>&1
+    --in-tree-last --extra-sides ${G3_SIDES:-ours_ahead_2k ours_ahead_paced_1k} --out-dir "$R/serve" >"$R/serve_bench.log" 2>&1
   status serve_bench $?; tail -8 "$R/serve_bench.log"
   pack g3 ;;
 n3)
