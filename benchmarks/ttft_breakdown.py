@@ -33,14 +33,36 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 WARMUP = 3
-RUNNER_PARTS = {  # model-runner method -> its part of `forward`
-    "_update_states": "update",
-    "_prepare_inputs": "inputs",
-    "_execute_mm_encoder": "mm_encoder",
-    "_gather_mm_embeddings": "gather",
-    "_model_forward": "lm",
-    "_sample": "sample",
+# Parts of `forward`: (object reached from the model runner, method, stage). vLLM 0.26 runs these models with
+# its V2 model runner (vllm/v1/worker/gpu/model_runner.py); the V1 runner's methods are listed too.
+RUNNER_PARTS = {
+    "v2": (
+        ("", "add_requests", "update"),
+        ("", "update_requests", "update"),
+        ("", "prepare_inputs", "inputs"),
+        ("", "prepare_attn", "inputs"),
+        ("model_state.encoder_runner", "execute_mm_encoder", "mm_encoder"),
+        ("model_state.encoder_runner", "gather_mm_embeddings", "gather"),
+        ("model_state.encoder_runner", "get_inputs_embeds", "gather"),
+        ("model", "forward", "lm"),
+        ("", "sample", "sample"),
+    ),
+    "v1": (
+        ("", "_update_states", "update"),
+        ("", "_prepare_inputs", "inputs"),
+        ("", "_execute_mm_encoder", "mm_encoder"),
+        ("", "_gather_mm_embeddings", "gather"),
+        ("", "_model_forward", "lm"),
+        ("", "_sample", "sample"),
+    ),
 }
+PART_STAGES = ("update", "inputs", "gather", "lm", "sample")
+
+
+def _owner(runner: object, path: str) -> object:
+    for attr in filter(None, path.split(".")):
+        runner = getattr(runner, attr)
+    return runner
 
 
 class Stopwatch:
@@ -79,8 +101,11 @@ def _instrument(llm, watch: Stopwatch, ours: bool) -> None:
     watch.wrap(model, "embed_multimodal", "embed", sync=True)
     watch.wrap(core.model_executor, "execute_model", "execute", sync=True)
     watch.wrap(core.model_executor, "sample_tokens", "execute", sync=True)
-    for attr, stage in RUNNER_PARTS.items():
-        watch.wrap(runner, attr, stage, sync=True)
+    for path, attr, stage in RUNNER_PARTS["v2" if hasattr(runner, "model_state") else "v1"]:
+        try:
+            watch.wrap(_owner(runner, path), attr, stage, sync=True)
+        except AttributeError:  # another vLLM: the part stays in forward.rest
+            print(f"ttft_breakdown: no {path or 'runner'}.{attr} to time", file=sys.stderr)
     if ours:
         import qwenvl_vllm.models.qwen2_vl as ours_model
 
@@ -95,7 +120,7 @@ def _stages(ms: dict[str, float], total: float) -> dict[str, float]:
         "encoder": ms["embed"] - ms["pixels"],
         "forward": ms["execute"] - ms["embed"],
     }
-    parts = {stage: ms.get(stage, 0.0) for stage in RUNNER_PARTS.values() if stage != "mm_encoder"}
+    parts = {stage: ms.get(stage, 0.0) for stage in PART_STAGES}
     parts["mm_batching"] = ms.get("mm_encoder", ms["embed"]) - ms["embed"]
     parts["rest"] = stages["forward"] - sum(parts.values())
     return (
