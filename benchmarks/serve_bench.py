@@ -49,10 +49,11 @@ def jpeg_url(seed: int, size: str = DEFAULT_SIZE) -> str:
 AHEAD = "qwenvl_vllm.serving.encode_ahead.EncodeAheadAsyncScheduler"
 PACED = "qwenvl_vllm.serving.scheduler.EncoderPacedAsyncScheduler"
 AHEAD_PACED = "qwenvl_vllm.serving.encode_ahead.EncodeAheadPacedAsyncScheduler"
+ONE_IMAGE_PER_STEP = {"QWENVL_VLLM_ENCODER_STEP_TOKENS": "1024"}  # a 1024x768 image is 999 encoder tokens
 SIDES = {  # name -> (plugin on, extra `vllm serve` arguments, extra environment)
     "ours": (True, [], {}),
     "ours_paced": (True, ["--scheduler-cls", PACED], {}),
-    "ours_paced_1k": (True, ["--scheduler-cls", PACED], {"QWENVL_VLLM_ENCODER_STEP_TOKENS": "1024"}),
+    "ours_paced_1k": (True, ["--scheduler-cls", PACED], ONE_IMAGE_PER_STEP),
     "ours_ahead": (True, ["--scheduler-cls", AHEAD], {}),
     "ours_ahead_equal": (True, ["--scheduler-cls", AHEAD], {"QWENVL_VLLM_LM_STREAM_PRIORITY": "0"}),
     # at most 2048 tokens per step (prefill chunks beside the decodes, not ~8k tokens, ~40 ms), while the
@@ -61,11 +62,7 @@ SIDES = {  # name -> (plugin on, extra `vllm serve` arguments, extra environment
     "ours_ahead_paced": (True, ["--scheduler-cls", AHEAD_PACED], {}),
     # one image per side-stream encode: the tower's kernels are 1/8 as long, so a decode kernel waiting
     # for the SMs (the tower's GEMMs and FA3 hold them until they end) waits 1/8 as long
-    "ours_ahead_paced_1k": (
-        True,
-        ["--scheduler-cls", AHEAD_PACED],
-        {"QWENVL_VLLM_ENCODER_STEP_TOKENS": "1024"},
-    ),
+    "ours_ahead_paced_1k": (True, ["--scheduler-cls", AHEAD_PACED], ONE_IMAGE_PER_STEP),
     "in_tree": (False, [], {}),
 }
 

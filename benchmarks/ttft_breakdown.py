@@ -11,10 +11,10 @@ so that each stage can be timed where it runs; each side in its own process. Sta
 - `encoder`: the model's `embed_multimodal` (the tower) minus `pixels`, CUDA-synchronised;
 - `forward`: the executor's `execute_model` + `sample_tokens` minus the encoder (inputs, prefill, sampling);
 - `other`: the rest of `generate` (engine loop, output processing, detokenising).
-The `forward.*` keys split `forward` by the model runner's methods, each CUDA-synchronised: `update` (request
-state, M-RoPE positions), `inputs`, `mm_batching` (`_execute_mm_encoder` minus the model's
-`embed_multimodal`: grouping the items, moving them to the GPU), `gather` (encoder-cache lookup),
-`lm` (`_model_forward`: the language model's prefill), `sample`, and `rest`.
+The `forward.*` keys split `forward` by the model runner's methods (`RUNNER_PARTS`), each CUDA-synchronised:
+`update` (request state, M-RoPE positions), `inputs`, `mm_batching` (the runner's encoder call minus the
+model's `embed_multimodal`: grouping the items, moving them to the GPU), `gather` (encoder-cache lookup and
+the input embeddings), `lm` (the language model's prefill), `sample`, and `rest`.
 The synchronisations cost a little; `ttft_ms` is measured on the same runs.
 """
 

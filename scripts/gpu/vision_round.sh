@@ -24,11 +24,11 @@
 #      the A/B of the stream priority alone
 #   n3 the TTFT breakdown (forward split by the runner's methods), then `vllm serve` c=64 with 1920x1080 JPEG
 #      photos, ours vs in-tree (issue 10)
-#   Next lease: stage, k1, g3, n3 (~30 min); then x for the 72B W1 (k1 writes that checkpoint).
 #   g4 W1 offline with ours encoding ahead (the tower beside the LM's steps) vs in-tree; the TTFT breakdown
 #   k1 checkpoints (2B on the CPU while the attention kernels, FA3 fp8 included, are timed alone on the GPU;
 #      72B GPTQ-Int4 written on the GPU beside the rest); then side by side: GPU tests and the encode-ahead
 #      check, the fp8 tower's parity vs transformers (~9 min)
+#   Next lease: stage, k1, g3, n3 (~30 min); then x for the 72B W1 (k1 writes that checkpoint).
 #   t  the vision tower benchmark, then the parity run with the fp8 tower (its end-to-end error vs transformers,
 #      beside call p's bf16 numbers; expected above the bf16 tolerance) (~8 min)
 set -uo pipefail
