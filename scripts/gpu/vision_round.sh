@@ -27,7 +27,8 @@
 #   g4 W1 offline with ours encoding ahead (the tower beside the LM's steps) vs in-tree; the TTFT breakdown
 #   k1 checkpoints (2B on the CPU while the attention kernels, FA3 fp8 included, are timed alone on the GPU;
 #      72B GPTQ-Int4 written on the GPU beside the rest); then side by side: GPU tests and the encode-ahead
-#      check, the fp8 tower's parity vs transformers (~9 min)
+#      check, the fp8 tower's parity vs transformers (~9 min; K1_72B=0: without the 72B checkpoint)
+#   ph a fresh machine's 2B GPTQ checkpoint, then `vllm serve` c=64 with 1920x1080 JPEG photos, ours vs in-tree
 #   Next lease: stage, k1, g3, n3 (~30 min); then x for the 72B W1 (k1 writes that checkpoint).
 #   t  the vision tower benchmark, then the parity run with the fp8 tower (its end-to-end error vs transformers,
 #      beside call p's bf16 numbers; expected above the bf16 tolerance) (~8 min)
@@ -38,7 +39,7 @@ bash .gpu/install.sh 2>&1 | tail -1
 pack() { tar czf "$RET/round_$1.tgz" -C "$R" .; }
 END=$((SECONDS + ${ROUND_BUDGET_S:-570}))
 cap() { local left=$((END - SECONDS)); echo $(( left < $1 ? (left > 5 ? left : 5) : $1 )); }  # a step's timeout
-case ${1:?call a, b, c, p, e, h, w, x, t, g1, g2, g3, g4, k1 or n3} in
+case ${1:?call a, b, c, p, e, h, w, x, t, g1, g2, g3, g4, k1, n3 or ph} in
 g1)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk 2b-bf16 qwen2-vl-2b bf16 & wait; echo "== checkpoints at ${SECONDS}s"
   ( timeout "$(cap 200)" python3 -m pytest -q tests/gpu/test_vision_kernels_gpu.py tests/gpu/test_kernels_gpu.py \
@@ -67,9 +68,9 @@ k1)
   # the GPU is idle while the 2B checkpoints are drawn on the CPU: time the attention kernels there
   timeout "$(cap 90)" python3 benchmarks/attention_kernels.py --out "$R/attention_kernels.json" >"$R/attn.log" 2>&1
   status attention_kernels $?
-  ( timeout "$(cap 550)" python3 -m qwenvl_vllm.cli make-checkpoint --model qwen2-vl-72b --quant gptq-int4 \
-      --device cuda --out "$CK/72b-gptq" >"$R/mk_72b.log" 2>&1; status mk_72b $?; echo "72B at ${SECONDS}s"
-    du -sh "$CK/72b-gptq" ) &
+  [ "${K1_72B:-1}" = 1 ] && ( timeout "$(cap 550)" python3 -m qwenvl_vllm.cli make-checkpoint --model qwen2-vl-72b \
+      --quant gptq-int4 --device cuda --out "$CK/72b-gptq" >"$R/mk_72b.log" 2>&1; status mk_72b $?
+    echo "72B at ${SECONDS}s"; du -sh "$CK/72b-gptq" ) &
   wait $p2 $p3; echo "== 2B checkpoints at ${SECONDS}s"
   ( timeout "$(cap 200)" python3 -m pytest -q tests/gpu/test_vision_kernels_gpu.py tests/gpu/test_kernels_gpu.py \
       tests/gpu/test_qwen2_vl_vision_gpu.py tests/gpu/test_writer_gpu.py >"$R/gpu_tests.log" 2>&1
@@ -101,6 +102,11 @@ n3)
   timeout "$(cap 400)" python3 benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency 64 --image-size 1920x1080 \
     --out-dir "$R/serve_photos" >"$R/serve_photos.log" 2>&1; status serve_photos $?; tail -4 "$R/serve_photos.log"
   pack n3 ;;
+ph)
+  mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu
+  timeout "$(cap 540)" python3 benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency 64 --image-size 1920x1080 \
+    --out-dir "$R/serve_photos" >"$R/serve_photos.log" 2>&1; status serve_photos $?; tail -4 "$R/serve_photos.log"
+  pack ph ;;
 a)
   mk 2b-gptq qwen2-vl-2b gptq-int4 & mk 2b-bf16 qwen2-vl-2b bf16 & wait
   timeout 150 python3 -m pytest -q tests/gpu/test_vision_kernels_gpu.py tests/gpu/test_kernels_gpu.py \
