@@ -3,7 +3,8 @@
   python benchmarks/serve_bench.py --ckpt DIR --concurrency 1 16 64 --out-dir DIR [--image-size WxH]
 Each request: one distinct JPEG photo-sized image (default 1024x768; 1920x1080 and 4032x3024 are the
 front-end-heavy workloads) as a base64 image_url, 64 streamed output tokens (ignore_eos, greedy). Reports
-req/s, TTFT p50/p99, inter-token latency p50/p99 and errors per concurrency, and writes
+req/s, TTFT p50/p99, inter-token latency p50/p99, the share of gaps above 50/100/200 ms at the client and
+in the engine (vLLM's `/metrics`: `server_metrics.py`) and errors per concurrency, and writes
 <out-dir>/serve-c<N>.json (serve-<WxH>-c<N>.json for other sizes) with the same top-level keys as compare.py.
 """
 
@@ -28,6 +29,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare import memory_from_log  # noqa: E402
 from gpu_memory import PeakMemory  # noqa: E402
+from server_metrics import engine_itl_shares, itl_shares, scrape  # noqa: E402
 from workloads import random_rgb  # noqa: E402
 
 PORT = 8021
@@ -150,6 +152,7 @@ async def run_level(concurrency: int, images: list[str], max_tokens: int) -> dic
         "ttft_p99_ms": pct(ttft, 99),
         "itl_p50_ms": pct(itl, 50),
         "itl_p99_ms": pct(itl, 99),
+        "itl_share": itl_shares(itl),
     }
 
 
@@ -162,8 +165,10 @@ def run_server(args: argparse.Namespace, impl: str, images: list[str], log: Path
         for c in args.concurrency:
             n = requests_for(c)
             memory.reset()
+            before = scrape(URL)
             level = asyncio.run(run_level(c, images[offset : offset + n], args.max_tokens))
-            levels.append(level | {"peak_gpu_gib": memory.peak_gib()})
+            engine = engine_itl_shares(scrape(URL), before)
+            levels.append(level | {"engine_itl_share": engine, "peak_gpu_gib": memory.peak_gib()})
             offset += n
             print(impl, levels[-1], flush=True)
         return levels

@@ -96,3 +96,28 @@ def test_ttft_stages_add_up_to_the_ttft() -> None:
     parts = {k: v for k, v in stages.items() if k.startswith("forward.")}
     assert parts["forward.mm_batching"] == 1.5 and parts["forward.rest"] == 2.0
     assert sum(parts.values()) == stages["forward"]
+
+
+def test_engine_itl_shares_from_a_prometheus_exposition() -> None:
+    prometheus = pytest.importorskip("prometheus_client")
+    import server_metrics
+
+    registry = prometheus.CollectorRegistry()
+    itl = prometheus.Histogram(
+        "vllm:inter_token_latency_seconds", "", ["engine"], registry=registry,
+        buckets=[0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3],
+    )  # fmt: skip
+    for gap in (0.004, 0.3):  # before the level: must not count
+        itl.labels("0").observe(gap)
+    before = server_metrics.parse_histograms(prometheus.generate_latest(registry).decode())
+    gaps = [0.004] * 6 + [0.06, 0.12, 0.25]
+    for engine, gap in enumerate(gaps):
+        itl.labels(str(engine % 2)).observe(gap)  # two engines' series are summed
+    after = server_metrics.parse_histograms(prometheus.generate_latest(registry).decode())
+
+    shares = server_metrics.engine_itl_shares(after, before)
+    assert shares == pytest.approx({"over_50ms": 3 / 9, "over_100ms": 2 / 9, "over_200ms": 1 / 9})
+    client = server_metrics.itl_shares([g * 1000 for g in gaps])
+    assert client == pytest.approx(shares)
+    nothing = server_metrics.engine_itl_shares({}, {})
+    assert nothing == {"over_50ms": None, "over_100ms": None, "over_200ms": None}
