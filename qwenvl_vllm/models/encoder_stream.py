@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
+from qwenvl_vllm.log import logger
 from qwenvl_vllm.settings import get_settings
 
 LM_PRIORITY = -1  # CUDA: lower numbers run first; 0, the default, is the lowest
@@ -54,6 +55,20 @@ class EncoderProgress:
 PROGRESS = EncoderProgress()
 
 
+class RareEvents:
+    """Counts an event that should be rare and logs its 1st, 10th, 100th, ... occurrence (serve logs show
+    whether a latency tail comes with it, at no cost per step)."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        self.count = 0
+
+    def note(self) -> None:
+        self.count += 1
+        if str(self.count).rstrip("0") == "1":
+            logger.info("qwenvl-vllm: %s (%d times so far)", self.message, self.count)
+
+
 def prioritise_current_stream(device: torch.device) -> None:
     """This thread's work from now on goes to a new stream of LM_PRIORITY (vLLM tracks the switch: it
     patches `torch.cuda.set_stream`)."""
@@ -81,6 +96,8 @@ class EncoderStream:
     def __init__(self, device: torch.device) -> None:
         self.stream = torch.cuda.Stream(device, priority=0) if device.type == "cuda" else None
         self._events: dict[int, torch.cuda.Event] = {}  # output storage -> its encode's end
+        # the scheduler holds a prefill until its encode ended, so the LM's stream should never wait here
+        self.waits_on_unfinished = RareEvents("a prefill waited for its image's encode on the side stream")
         PROGRESS.active = self.stream is not None
         if self.stream is not None and get_settings().lm_stream_priority:
             prioritise_current_stream(device)
@@ -114,6 +131,8 @@ class EncoderStream:
         for embedding in embeddings:
             event = self._events.get(_storage_key(embedding))
             if event is not None and id(event) not in waited:
+                if not event.query():
+                    self.waits_on_unfinished.note()
                 torch.cuda.current_stream(self.stream.device).wait_event(event)
                 waited.add(id(event))
 

@@ -25,7 +25,7 @@ from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, RequestStatus
 
 from qwenvl_vllm.log import logger
-from qwenvl_vllm.models.encoder_stream import PROGRESS
+from qwenvl_vllm.models.encoder_stream import PROGRESS, RareEvents
 from qwenvl_vllm.serving.scheduler import EncoderPacing
 
 MAX_HOLD_S = 1.0  # a safety bound, not a knob: a hold normally ends with its encode (tens of ms)
@@ -41,6 +41,7 @@ class _EncodeAhead:
         PROGRESS.reset()  # the engine's profiling runs encoded dummy items before we existed
         self._ordinal = 0
         self._issued: dict[str, tuple[int, float]] = {}  # mm_hash -> (launch ordinal, time)
+        self.expired_holds = RareEvents(f"an image's encode outlasted its {MAX_HOLD_S} s hold")
         logger.info(
             "qwenvl-vllm: encoding images ahead of their prefill; holding tokens until encoded: %s",
             "on" if PROGRESS.active else "off (no side-stream encoder in this process: deferral only)",
@@ -63,7 +64,11 @@ class _EncodeAhead:
         if issued is None:
             return False
         ordinal, at = issued
-        if not PROGRESS.active or ordinal <= PROGRESS.finished_items() or time.monotonic() - at > MAX_HOLD_S:
+        if not PROGRESS.active or ordinal <= PROGRESS.finished_items():
+            del self._issued[mm_hash]
+            return False
+        if time.monotonic() - at > MAX_HOLD_S:
+            self.expired_holds.note()
             del self._issued[mm_hash]
             return False
         return True

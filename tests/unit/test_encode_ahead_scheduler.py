@@ -80,6 +80,7 @@ def test_image_tokens_wait_for_their_encode(ckpt: str, side_stream) -> None:
     assert _step(scheduler) == ({}, {})  # still encoding: the image's tokens are held
     encode.done = True
     assert _step(scheduler) == ({"r0": PROMPT - TEXT_BEFORE}, {})  # from vLLM's encoder cache
+    assert scheduler.expired_holds.count == 0
 
 
 def test_other_requests_run_while_one_waits(ckpt: str, side_stream) -> None:
@@ -96,6 +97,7 @@ def test_hold_is_bounded(ckpt: str, side_stream, monkeypatch) -> None:
     _step(scheduler)
     _launch(side_stream, 1)  # never finishes (a model and a scheduler that disagree must not hang)
     assert _step(scheduler) == ({"r0": PROMPT - TEXT_BEFORE}, {})
+    assert scheduler.expired_holds.count == 1  # logged: a serve log shows it beside a latency tail
 
 
 def test_no_hold_without_a_side_stream_in_this_process(ckpt: str) -> None:

@@ -10,6 +10,7 @@ import torch
 from qwenvl_vllm.models.encoder_stream import (
     PROGRESS,
     EncoderStream,
+    RareEvents,
     SideStreamEmbedding,
     wants_encoder_stream,
 )
@@ -73,3 +74,14 @@ def test_models_get_their_stream_at_construction(scheduler_cls) -> None:
     model = SideStreamEmbedding()
     model._init_encoder_stream(_config(scheduler_cls))
     assert (model._encoder_stream is not None) is (scheduler_cls == AHEAD)
+
+
+def test_rare_events_log_at_powers_of_ten(caplog) -> None:
+    events = RareEvents("something rare")
+    with caplog.at_level("INFO", logger="vllm.qwenvl_vllm"):
+        for _ in range(120):
+            events.note()
+    assert events.count == 120
+    assert [r.getMessage() for r in caplog.records] == [
+        f"qwenvl-vllm: something rare ({n} times so far)" for n in (1, 10, 100)
+    ]
