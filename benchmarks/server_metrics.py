@@ -34,7 +34,12 @@ def parse_histograms(text: str) -> dict[str, Buckets]:
 
 
 def scrape(url: str) -> dict[str, Buckets]:
-    return parse_histograms(requests.get(f"{url}/metrics", timeout=10).text)
+    """The server's histograms; none when it has no metrics endpoint (the shares are then None)."""
+    try:
+        response = requests.get(f"{url}/metrics", timeout=10)
+    except requests.RequestException:
+        return {}
+    return parse_histograms(response.text) if response.ok else {}
 
 
 def difference(after: Buckets, before: Buckets) -> Buckets:

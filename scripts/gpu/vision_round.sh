@@ -29,8 +29,9 @@
 #      72B GPTQ-Int4 written on the GPU beside the rest); then side by side: GPU tests and the encode-ahead
 #      check, the fp8 tower's parity vs transformers (~9 min; K1_72B=0: without the 72B checkpoint)
 #   ph a fresh machine's 2B GPTQ checkpoint, then `vllm serve` c=64 with 1920x1080 JPEG photos, ours vs in-tree
-#   Next lease (fifth visit done: k1, g3, ph): stage, `G3_CONCURRENCY=64 G3_SIDES=ours_ahead ... g3` (its JSON
-#      now holds the engine's share of long inter-token gaps beside the client's: engine or API server?),
+#   Next lease (fifth visit done: k1, g3, ph): stage, k1, `G3_CONCURRENCY=64 G3_SIDES="ours_ahead ours_api2
+#      ours_ahead_api2" ... g3` (its JSON now holds the engine's share of long inter-token gaps beside the
+#      client's, and two sides with two API-server processes: engine or API server?),
 #      n3's TTFT breakdown, then k1 with the 72B checkpoint and x (the 72B W1), as time allows.
 #   t  the vision tower benchmark, then the parity run with the fp8 tower (its end-to-end error vs transformers,
 #      beside call p's bf16 numbers; expected above the bf16 tolerance) (~8 min)
