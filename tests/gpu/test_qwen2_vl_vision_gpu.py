@@ -206,3 +206,23 @@ def test_equal_stream_priorities_when_turned_off(vllm_gpu, monkeypatch):
     before = torch.cuda.current_stream()
     stream = EncoderStream(torch.device("cuda"))
     assert torch.cuda.current_stream() == before and stream.stream.priority == before.priority == 0
+
+
+def test_waits_on_unfinished_encodes_are_counted(vllm_gpu, monkeypatch):
+    """The LM's stream waiting for a side-stream encode is what encode ahead avoids; each such wait is
+    counted (and logged) so a serve log can show it beside a latency tail."""
+    from qwenvl_vllm.models.encoder_stream import EncoderStream
+
+    monkeypatch.setenv("QWENVL_VLLM_LM_STREAM_PRIORITY", "0")  # keep this thread's stream
+    stream = EncoderStream(torch.device("cuda"))
+
+    def slow_encode() -> list[torch.Tensor]:
+        torch.cuda._sleep(200_000_000)  # ~0.1 s of GPU time on the side stream
+        return [torch.ones(4, device="cuda")]
+
+    outputs = stream.run(slow_encode, [])
+    stream.wait_for(outputs)  # still sleeping: a wait on an unfinished encode
+    assert stream.waits_on_unfinished.count == 1
+    torch.cuda.synchronize()
+    stream.wait_for(outputs)  # finished: no wait to count
+    assert stream.waits_on_unfinished.count == 1
