@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
-from qwenvl_vllm.log import logger
+from qwenvl_vllm.log import RareEvents
 from qwenvl_vllm.settings import get_settings
 
 LM_PRIORITY = -1  # CUDA: lower numbers run first; 0, the default, is the lowest
@@ -53,20 +53,6 @@ class EncoderProgress:
 
 
 PROGRESS = EncoderProgress()
-
-
-class RareEvents:
-    """Counts an event that should be rare and logs its 1st, 10th, 100th, ... occurrence (serve logs show
-    whether a latency tail comes with it, at no cost per step)."""
-
-    def __init__(self, message: str) -> None:
-        self.message = message
-        self.count = 0
-
-    def note(self) -> None:
-        self.count += 1
-        if str(self.count).rstrip("0") == "1":
-            logger.info("qwenvl-vllm: %s (%d times so far)", self.message, self.count)
 
 
 def prioritise_current_stream(device: torch.device) -> None:

@@ -24,8 +24,8 @@ from vllm.v1.core.sched.output import SchedulerOutput
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, RequestStatus
 
-from qwenvl_vllm.log import logger
-from qwenvl_vllm.models.encoder_stream import PROGRESS, RareEvents
+from qwenvl_vllm.log import RareEvents, logger
+from qwenvl_vllm.models.encoder_stream import PROGRESS
 from qwenvl_vllm.serving.scheduler import EncoderPacing
 
 MAX_HOLD_S = 1.0  # a safety bound, not a knob: a hold normally ends with its encode (tens of ms)
@@ -64,14 +64,13 @@ class _EncodeAhead:
         if issued is None:
             return False
         ordinal, at = issued
-        if not PROGRESS.active or ordinal <= PROGRESS.finished_items():
-            del self._issued[mm_hash]
-            return False
-        if time.monotonic() - at > MAX_HOLD_S:
+        finished = not PROGRESS.active or ordinal <= PROGRESS.finished_items()
+        if not finished and time.monotonic() - at <= MAX_HOLD_S:
+            return True
+        if not finished:
             self.expired_holds.note()
-            del self._issued[mm_hash]
-            return False
-        return True
+        del self._issued[mm_hash]
+        return False
 
     def _deferral_point(self, request: Request, fresh: list[int], done: int, end: int) -> int | None:
         """Where this step's tokens must stop: before the first placeholder encoded now or still encoding."""

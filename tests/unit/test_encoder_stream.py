@@ -7,10 +7,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from qwenvl_vllm.log import RareEvents
 from qwenvl_vllm.models.encoder_stream import (
     PROGRESS,
     EncoderStream,
-    RareEvents,
     SideStreamEmbedding,
     wants_encoder_stream,
 )
