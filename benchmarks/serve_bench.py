@@ -4,7 +4,8 @@
 Each request: one distinct JPEG photo-sized image (default 1024x768; 1920x1080 and 4032x3024 are the
 front-end-heavy workloads) as a base64 image_url, 64 streamed output tokens (ignore_eos, greedy). Reports
 req/s, TTFT p50/p99, inter-token latency p50/p99, the share of gaps above 50/100/200 ms at the client and
-in the engine (vLLM's `/metrics`: `server_metrics.py`) and errors per concurrency, and writes
+in the engine (vLLM's `/metrics`: `server_metrics.py`), our schedulers' step gaps
+(`qwenvl_vllm.serving.step_trace`, sides with our `--scheduler-cls`) and errors per concurrency, and writes
 <out-dir>/serve-c<N>.json (serve-<WxH>-c<N>.json for other sizes) with the same top-level keys as compare.py.
 """
 
@@ -32,6 +33,8 @@ from gpu_memory import PeakMemory  # noqa: E402
 from server_metrics import engine_itl_shares, itl_shares, scrape  # noqa: E402
 from workloads import random_rgb  # noqa: E402
 
+from qwenvl_vllm.serving import step_trace  # noqa: E402
+
 PORT = 8021
 KV_BUDGET = 24 * 2**30  # fixed for both sides, as in compare.py
 URL = f"http://127.0.0.1:{PORT}"
@@ -50,10 +53,12 @@ def jpeg_url(seed: int, size: str = DEFAULT_SIZE) -> str:
 
 AHEAD = "qwenvl_vllm.serving.encode_ahead.EncodeAheadAsyncScheduler"
 PACED = "qwenvl_vllm.serving.scheduler.EncoderPacedAsyncScheduler"
+TRACED = "qwenvl_vllm.serving.scheduler.TracedAsyncScheduler"  # vLLM's scheduler, with the step trace
 AHEAD_PACED = "qwenvl_vllm.serving.encode_ahead.EncodeAheadPacedAsyncScheduler"
 ONE_IMAGE_PER_STEP = {"QWENVL_VLLM_ENCODER_STEP_TOKENS": "1024"}  # a 1024x768 image is 999 encoder tokens
 SIDES = {  # name -> (plugin on, extra `vllm serve` arguments, extra environment)
     "ours": (True, [], {}),
+    "ours_traced": (True, ["--scheduler-cls", TRACED], {}),
     "ours_paced": (True, ["--scheduler-cls", PACED], {}),
     "ours_paced_1k": (True, ["--scheduler-cls", PACED], ONE_IMAGE_PER_STEP),
     "ours_ahead": (True, ["--scheduler-cls", AHEAD], {}),
@@ -73,9 +78,10 @@ SIDES = {  # name -> (plugin on, extra `vllm serve` arguments, extra environment
 }
 
 
-def start(ckpt: str, impl: str, log: Path, serve_args: list[str]) -> subprocess.Popen:
+def start(ckpt: str, impl: str, log: Path, serve_args: list[str], trace: Path) -> subprocess.Popen:
     plugin, extra, side_env = SIDES[impl]
     env = dict(os.environ, QWENVL_VLLM_DISABLE="0" if plugin else "1", **side_env)
+    env["QWENVL_VLLM_STEP_TRACE"] = str(trace)  # only our schedulers write it
     cmd = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", ckpt, "--served-model-name", "m"]
     cmd += ["--port", str(PORT), "--max-model-len", "16384", "--kv-cache-memory-bytes", str(KV_BUDGET)]
     cmd += ["--limit-mm-per-prompt", '{"image": 1}', *extra, *serve_args]
@@ -161,24 +167,32 @@ async def run_level(concurrency: int, images: list[str], max_tokens: int) -> dic
 
 
 def run_server(args: argparse.Namespace, impl: str, images: list[str], log: Path, memory) -> list[dict]:
-    proc = start(args.ckpt, impl, log, args.serve_args.split())
+    trace = log.with_name(f"steps_{impl}.jsonl")
+    trace.unlink(missing_ok=True)
+    proc = start(args.ckpt, impl, log, args.serve_args.split(), trace)
+    windows: list[tuple[float, float]] = []
+    offset, levels = 4, []
     try:
         wait_ready(proc)
         asyncio.run(run_level(2, images[:4], 8))  # warm-up
-        offset, levels = 4, []
         for c in args.concurrency:
             n = requests_for(c)
             memory.reset()
-            before = scrape(URL)
+            before, since = scrape(URL), time.monotonic()
             level = asyncio.run(run_level(c, images[offset : offset + n], args.max_tokens))
+            windows.append((since, time.monotonic()))
             engine = engine_itl_shares(scrape(URL), before)
             levels.append(level | {"engine_itl_share": engine, "peak_gpu_gib": memory.peak_gib()})
             offset += n
             print(impl, levels[-1], flush=True)
-        return levels
     finally:
         proc.terminate()
         proc.wait(timeout=120)
+    for level, window in zip(levels, windows, strict=True):
+        steps = step_trace.load(trace, *window)
+        if steps:
+            level["step_trace"] = step_trace.summarize(steps)
+    return levels
 
 
 def workload_name(size: str, concurrency: int) -> str:
@@ -209,6 +223,9 @@ def main() -> None:
         help="run in-tree after the extra sides (a short lease then keeps our mechanisms' numbers first)",
     )
     parser.add_argument(
+        "--no-in-tree", action="store_true", help="our sides only (a diagnostic run of our mechanisms)"
+    )
+    parser.add_argument(
         "--serve-args", default="", help="more `vllm serve` arguments for every side, e.g. '-tp 2'"
     )
     args = parser.parse_args()
@@ -219,6 +236,8 @@ def main() -> None:
     sides: dict[str, list[dict]] = {}
     extra = args.extra_sides
     order = ["ours", *extra, "in_tree"] if args.in_tree_last else ["ours", "in_tree", *extra]
+    if args.no_in_tree:
+        order.remove("in_tree")
     failed: dict[str, str] = {}
     for impl in order:
         log = out_dir / f"serve_bench_{impl}.log"

@@ -50,6 +50,8 @@ class Settings:
     # Under an encode-ahead scheduler: the language model's CUDA stream runs at a higher priority than the
     # vision tower's side stream (off: equal priorities).
     lm_stream_priority: bool
+    # A file our schedulers append one JSON line per engine step to (serving.step_trace); unset: off.
+    step_trace_path: str | None
     # qwen-vl-utils' MODEL_SEQ_LEN: the default total_pixels budget of a video is 90% of it in tokens.
     model_seq_len: int
 
@@ -66,5 +68,6 @@ def get_settings() -> Settings:
         device_pixels=_env_flag("QWENVL_VLLM_DEVICE_PIXELS", default=True),
         encoder_step_tokens=_env_int("QWENVL_VLLM_ENCODER_STEP_TOKENS", 2048),
         lm_stream_priority=_env_flag("QWENVL_VLLM_LM_STREAM_PRIORITY", default=True),
+        step_trace_path=os.environ.get("QWENVL_VLLM_STEP_TRACE") or None,
         model_seq_len=int(_env_float("MODEL_SEQ_LEN", 128000)),  # qwen-vl-utils reads it as a float
     )

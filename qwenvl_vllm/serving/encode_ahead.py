@@ -27,6 +27,7 @@ from vllm.v1.request import Request, RequestStatus
 from qwenvl_vllm.log import RareEvents, logger
 from qwenvl_vllm.models.encoder_stream import PROGRESS
 from qwenvl_vllm.serving.scheduler import EncoderPacing
+from qwenvl_vllm.serving.step_trace import StepTracing
 
 MAX_HOLD_S = 1.0  # a safety bound, not a knob: a hold normally ends with its encode (tens of ms)
 
@@ -105,13 +106,13 @@ class _EncodeAhead:
         return fresh, num_new_tokens, budget, external
 
 
-class EncodeAheadScheduler(_EncodeAhead, Scheduler):
+class EncodeAheadScheduler(StepTracing, _EncodeAhead, Scheduler):
     pass
 
 
-class EncodeAheadAsyncScheduler(_EncodeAhead, AsyncScheduler):
+class EncodeAheadAsyncScheduler(StepTracing, _EncodeAhead, AsyncScheduler):
     pass
 
 
-class EncodeAheadPacedAsyncScheduler(EncoderPacing, _EncodeAhead, AsyncScheduler):
+class EncodeAheadPacedAsyncScheduler(StepTracing, EncoderPacing, _EncodeAhead, AsyncScheduler):
     pass

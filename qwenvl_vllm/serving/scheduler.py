@@ -21,6 +21,7 @@ from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request
 
 from qwenvl_vllm.log import logger
+from qwenvl_vllm.serving.step_trace import StepTracing
 from qwenvl_vllm.settings import get_settings
 
 
@@ -66,9 +67,13 @@ class EncoderPacing:
         return inputs, new_tokens, encoder_compute_budget - used, external
 
 
-class EncoderPacedScheduler(EncoderPacing, Scheduler):
+class EncoderPacedScheduler(StepTracing, EncoderPacing, Scheduler):
     pass
 
 
-class EncoderPacedAsyncScheduler(EncoderPacing, AsyncScheduler):
+class EncoderPacedAsyncScheduler(StepTracing, EncoderPacing, AsyncScheduler):
     pass
+
+
+class TracedAsyncScheduler(StepTracing, AsyncScheduler):
+    """vLLM's default (async) scheduler, unchanged, with the step trace when it is set."""

@@ -33,6 +33,9 @@
 #      ours_ahead_api2" ... g3` (its JSON now holds the engine's share of long inter-token gaps beside the
 #      client's, and two sides with two API-server processes: engine or API server?),
 #      n3's TTFT breakdown, then k1 with the 72B checkpoint and x (the 72B W1), as time allows.
+#   Sixth visit: k2, then `G3_CONCURRENCY=64 G3_SIDES="ours_traced ours_ahead ours_api2 ours_ahead_api2"
+#      G3_FLAGS=--no-in-tree ... g3` (our schedulers' step traces beside the engine's and the client's gaps), x.
+#   k2 checkpoints (2B on the CPU, 72B GPTQ-Int4 on the GPU beside the rest), GPU tests and the encode-ahead check
 #   t  the vision tower benchmark, then the parity run with the fp8 tower (its end-to-end error vs transformers,
 #      beside call p's bf16 numbers; expected above the bf16 tolerance) (~8 min)
 set -uo pipefail
@@ -42,7 +45,7 @@ bash .gpu/install.sh 2>&1 | tail -1
 pack() { tar czf "$RET/round_$1.tgz" -C "$R" .; }
 END=$((SECONDS + ${ROUND_BUDGET_S:-570}))
 cap() { local left=$((END - SECONDS)); echo $(( left < $1 ? (left > 5 ? left : 5) : $1 )); }  # a step's timeout
-case ${1:?call a, b, c, p, e, h, w, x, t, g1, g2, g3, g4, k1, n3 or ph} in
+case ${1:?call a, b, c, p, e, h, w, x, t, g1, g2, g3, g4, k1, k2, n3 or ph} in
 g1)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk 2b-bf16 qwen2-vl-2b bf16 & wait; echo "== checkpoints at ${SECONDS}s"
   ( timeout "$(cap 200)" python3 -m pytest -q tests/gpu/test_vision_kernels_gpu.py tests/gpu/test_kernels_gpu.py \
@@ -86,6 +89,19 @@ k1)
   wait; echo "== done at ${SECONDS}s"; tail -c 400 "$R/parity_fp8_tower.json"; tail -c 300 "$R/encode_ahead_check.json"
   tail -3 "$R/mk_72b.log"; df -h /tmp | tail -1
   pack k1 ;;
+k2)
+  mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk 2b-bf16 qwen2-vl-2b bf16 & wait
+  echo "== 2B checkpoints at ${SECONDS}s"; df -h /tmp | tail -1  # 72B (~42 GB) after them: the disk is 64 GiB
+  ( timeout "$(cap 550)" python3 -m qwenvl_vllm.cli make-checkpoint --model qwen2-vl-72b --quant gptq-int4 \
+      --device cuda --out "$CK/72b-gptq" >"$R/mk_72b.log" 2>&1; status mk_72b $?
+    echo "72B at ${SECONDS}s"; du -sh "$CK/72b-gptq" ) &
+  timeout "$(cap 200)" python3 -m pytest -q tests/gpu/test_vision_kernels_gpu.py tests/gpu/test_kernels_gpu.py \
+    tests/gpu/test_qwen2_vl_vision_gpu.py tests/gpu/test_writer_gpu.py >"$R/gpu_tests.log" 2>&1
+  status gpu_tests $?; tail -2 "$R/gpu_tests.log"; pack k2
+  timeout "$(cap 270)" python3 scripts/gpu/encode_ahead_check.py --ckpt "$CK/2b-bf16" --kv-cache-gib 8 \
+    --out "$R/encode_ahead_check.json" >"$R/encode_ahead_check.log" 2>&1; status encode_ahead $?
+  wait; echo "== done at ${SECONDS}s"; tail -c 300 "$R/encode_ahead_check.json"; tail -3 "$R/mk_72b.log"
+  df -h /tmp | tail -1; pack k2 ;;
 g4)
   timeout "$(cap 300)" python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W1 --tag _ours_ahead \
     --ours-scheduler-cls qwenvl_vllm.serving.encode_ahead.EncodeAheadAsyncScheduler --out-dir "$R/offline_ahead" \
@@ -96,7 +112,7 @@ g4)
 g3)
   # shorter leases: G3_CONCURRENCY="64" G3_SIDES="ours_ahead"
   timeout "$(cap 570)" python3 benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency ${G3_CONCURRENCY:-16 64} \
-    --in-tree-last --extra-sides ${G3_SIDES:-ours_ahead_2k ours_ahead_paced_1k} --out-dir "$R/serve" >"$R/serve_bench.log" 2>&1
+    --in-tree-last ${G3_FLAGS:-} --extra-sides ${G3_SIDES:-ours_ahead_2k ours_ahead_paced_1k} --out-dir "$R/serve" >"$R/serve_bench.log" 2>&1
   status serve_bench $?; tail -8 "$R/serve_bench.log"
   pack g3 ;;
 n3)

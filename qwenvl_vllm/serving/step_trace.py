@@ -1,0 +1,91 @@
+"""A per-step trace of the engine's scheduler, for finding what a long inter-token gap was made of.
+
+With `QWENVL_VLLM_STEP_TRACE=<file>` set, each of our schedulers appends one JSON line per `schedule()` call:
+when it started (monotonic seconds), how long the call took, the step's decode and prefill tokens, its
+encoder inputs and the queue lengths (written once a second: the last second before the engine idles may
+be missing). The gap between two calls is one engine step (async scheduling
+overlaps the next call with the GPU's work, so gaps still add up to wall time). Off by default: no cost.
+`summarize` turns a trace into the numbers the serve benchmark reports beside its client-side latencies.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from qwenvl_vllm.settings import get_settings
+
+if TYPE_CHECKING:
+    from vllm.v1.core.sched.output import SchedulerOutput
+
+FLUSH_EVERY_S = 1.0  # the trace must not add a file write to every step
+
+
+def step_record(output: SchedulerOutput, started: float, ended: float, waiting: int, running: int) -> dict:
+    decodes = sum(1 for n in output.num_scheduled_tokens.values() if n == 1)
+    return {
+        "t": round(started, 6),
+        "sched_ms": round((ended - started) * 1000, 3),
+        "decodes": decodes,
+        "prefill_tokens": output.total_num_scheduled_tokens - decodes,
+        "encoder_inputs": sum(len(ids) for ids in output.scheduled_encoder_inputs.values()),
+        "waiting": waiting,
+        "running": running,
+    }
+
+
+class StepTracing:
+    """Mixin (before vLLM's scheduler class): records each step when the trace setting names a file."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        path = get_settings().step_trace_path
+        self._trace_file = Path(path) if path else None
+        self._trace: list[dict] = []
+        self._flushed_at = time.monotonic()
+
+    def schedule(self, throttle_prefills: bool = False) -> SchedulerOutput:
+        started = time.monotonic()
+        output = super().schedule(throttle_prefills)
+        if self._trace_file is not None:
+            record = step_record(output, started, time.monotonic(), len(self.waiting), len(self.running))
+            self._trace.append(record)
+            if started - self._flushed_at >= FLUSH_EVERY_S:
+                self.flush_trace()
+        return output
+
+    def flush_trace(self) -> None:
+        if self._trace_file is None or not self._trace:
+            return
+        with self._trace_file.open("a") as f:
+            f.writelines(json.dumps(record) + "\n" for record in self._trace)
+        self._trace.clear()
+        self._flushed_at = time.monotonic()
+
+
+def load(path: Path, since: float, until: float) -> list[dict]:
+    """The steps recorded in [since, until] (`time.monotonic()` seconds: one clock for every process)."""
+    if not path.exists():
+        return []
+    steps = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [step for step in steps if since <= step["t"] <= until]
+
+
+def summarize(steps: list[dict], long_ms: float = 100.0) -> dict:
+    """Step-gap percentiles, and what the steps that began a gap over `long_ms` scheduled."""
+    if len(steps) < 2:
+        return {"steps": len(steps)}
+    gaps = np.diff([step["t"] for step in steps]) * 1000
+    long = [steps[i] | {"gap_ms": round(float(gap), 1)} for i, gap in enumerate(gaps) if gap > long_ms]
+    return {
+        "steps": len(steps),
+        "gap_p50_ms": float(np.percentile(gaps, 50)),
+        "gap_p99_ms": float(np.percentile(gaps, 99)),
+        "gap_max_ms": float(gaps.max()),
+        "sched_p99_ms": float(np.percentile([step["sched_ms"] for step in steps], 99)),
+        f"gaps_over_{int(long_ms)}ms": long[:50],
+    }

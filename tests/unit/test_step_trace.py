@@ -1,0 +1,72 @@
+"""The schedulers' step trace (CPU, vLLM's real scheduler): one line per step with what it scheduled, read
+back per time window and summarised as the serve benchmark reports it."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from helpers import finish_step, image_request, scheduler_for
+
+from qwenvl_vllm.checkpoint.writer import write_checkpoint
+from qwenvl_vllm.serving import step_trace
+from qwenvl_vllm.serving.encode_ahead import EncodeAheadAsyncScheduler
+from qwenvl_vllm.serving.scheduler import TracedAsyncScheduler
+
+PROMPT = 1024
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> str:
+    from qwenvl_vllm.model_registry import register
+
+    register()
+    return str(write_checkpoint("tiny-qwen2-vl", "bf16", tmp_path_factory.mktemp("trace")))
+
+
+@pytest.mark.parametrize("cls", [TracedAsyncScheduler, EncodeAheadAsyncScheduler])
+def test_each_step_is_recorded_with_its_work(ckpt: str, cls: type, tmp_path, monkeypatch) -> None:
+    path = tmp_path / "steps.jsonl"
+    monkeypatch.setenv("QWENVL_VLLM_STEP_TRACE", str(path))
+    since = time.monotonic()
+    scheduler = scheduler_for(ckpt, cls, 16384)
+    for i in range(3):
+        scheduler.add_request(image_request(i, 999, PROMPT, offset=0))  # image first: nothing to defer
+    out = scheduler.schedule(False)
+    finish_step(scheduler, out, PROMPT)
+    out2 = scheduler.schedule(False)
+    scheduler.flush_trace()
+    steps = step_trace.load(path, since, time.monotonic())
+    assert len(steps) == 2
+    first, second = steps
+    assert first["prefill_tokens"] == out.total_num_scheduled_tokens == 3 * PROMPT
+    assert first["encoder_inputs"] == 3 and first["decodes"] == 0 and first["running"] == 3
+    assert second["decodes"] == len(out2.num_scheduled_tokens) == 3 and second["prefill_tokens"] == 0
+    assert first["t"] <= second["t"] and first["sched_ms"] >= 0
+
+
+def test_no_setting_writes_nothing(ckpt: str, tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("QWENVL_VLLM_STEP_TRACE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    scheduler = scheduler_for(ckpt, TracedAsyncScheduler, 16384)
+    scheduler.add_request(image_request(0, 999, PROMPT, offset=0))
+    scheduler.schedule(False)
+    scheduler.flush_trace()
+    assert not list(tmp_path.iterdir())
+
+
+def test_load_keeps_the_window_only(tmp_path) -> None:
+    path = tmp_path / "steps.jsonl"
+    path.write_text("".join(f'{{"t": {t}, "sched_ms": 0.1}}\n' for t in (1.0, 2.0, 3.0)))
+    assert [s["t"] for s in step_trace.load(path, 1.5, 3.0)] == [2.0, 3.0]
+    assert step_trace.load(tmp_path / "absent.jsonl", 0, 9) == []
+
+
+def test_summary_names_the_steps_before_long_gaps() -> None:
+    times = [0.0, 0.01, 0.02, 0.25, 0.26]  # one 230 ms gap, after the third step
+    steps = [{"t": t, "sched_ms": 0.5, "prefill_tokens": 100 * i} for i, t in enumerate(times)]
+    summary = step_trace.summarize(steps)
+    assert summary["steps"] == 5 and summary["gap_max_ms"] == pytest.approx(230)
+    (long,) = summary["gaps_over_100ms"]
+    assert long["prefill_tokens"] == 200 and long["gap_ms"] == pytest.approx(230)
+    assert summary["gap_p50_ms"] == pytest.approx(10)
