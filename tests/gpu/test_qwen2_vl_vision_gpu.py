@@ -226,3 +226,47 @@ def test_waits_on_unfinished_encodes_are_counted(vllm_gpu, monkeypatch):
     torch.cuda.synchronize()
     stream.wait_for(outputs)  # finished: no wait to count
     assert stream.waits_on_unfinished.count == 1
+
+
+def test_side_stream_encode_never_blocks_the_host(vllm_gpu):
+    """Encode ahead only helps if launching a batch's encodes returns at once: a host sync inside (a pageable
+    copy, `.item()`, an allocation that synchronises) would make the LM's next step wait for the tower.
+    The GPU sleeps ~1 s first; the launch must end before the sleep does, with no sync torch can flag."""
+    from qwenvl_vllm.geometry import VisionGeometry
+    from qwenvl_vllm.models.encoder_stream import PROGRESS, EncoderStream
+    from qwenvl_vllm.models.qwen2_vl_device_pixels import uint8_rows
+    from qwenvl_vllm.models.qwen2_vl_vision import Qwen2VisionTower
+
+    cfg = _config(depth=4)
+    ours = _build(Qwen2VisionTower, cfg, torch.bfloat16, list(_reference(cfg).state_dict().items()))
+    geometry = VisionGeometry(14, 2, 2)
+    gen = torch.Generator("cuda").manual_seed(3)
+    images = [torch.randint(0, 256, (768, 1024, 3), dtype=torch.uint8, device="cuda", generator=gen)] * 8
+
+    def encode() -> list[torch.Tensor]:  # as the model's side-stream path: device pixels, one item per call
+        return [
+            ours(uint8_rows(im, IMAGE_1024x768, geometry, im.device, torch.bfloat16), [IMAGE_1024x768])
+            for im in images
+        ]
+
+    before = torch.cuda.current_stream()
+    stream = EncoderStream(torch.device("cuda"))
+    try:
+        with torch.inference_mode():
+            stream.run(encode, images)  # first use: graph capture and resize tables, which may synchronise
+            torch.cuda.synchronize()
+            torch.cuda._sleep(2_000_000_000)  # ~1 s on the LM's stream; the side stream waits behind it
+            sleeping = torch.cuda.Event()
+            sleeping.record()
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                stream.run(encode, images)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+            assert not sleeping.query(), (
+                "the launch waited for the GPU: a host sync in the side-stream encode"
+            )
+            torch.cuda.synchronize()
+    finally:
+        torch.cuda.set_stream(before)
+        PROGRESS.reset()
