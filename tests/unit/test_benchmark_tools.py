@@ -10,6 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import compare  # noqa: E402
+import step_trace_report  # noqa: E402
 import summarize  # noqa: E402
 import ttft_breakdown  # noqa: E402
 
@@ -121,3 +122,18 @@ def test_engine_itl_shares_from_a_prometheus_exposition() -> None:
     assert client == pytest.approx(shares)
     nothing = server_metrics.engine_itl_shares({}, {})
     assert nothing == {"over_50ms": None, "over_100ms": None, "over_200ms": None}
+
+
+def test_step_trace_report_groups_gaps_by_what_the_step_scheduled(tmp_path) -> None:
+    def step(t: float, enc: int, pre: int, running: int = 64) -> dict:
+        return {"t": t, "encoder_inputs": enc, "prefill_tokens": pre, "running": running, "decodes": 0}
+
+    steps = [step(0.0, 0, 0), step(0.004, 8, 8000), step(0.184, 0, 0), step(0.188, 0, 0, running=0)]
+    steps.append(step(0.400, 1, 1000))
+    groups = step_trace_report.group_gaps(steps)
+    assert groups[("6-99", "6144-8191")] == [pytest.approx(180)]
+    assert groups[("0", "0-2047")] == [pytest.approx(4), pytest.approx(4)]
+    assert step_trace_report.idle_gaps(steps) == [pytest.approx(212)]
+    trace = tmp_path / "steps_x.jsonl"
+    trace.write_text("".join(json.dumps(s) + "\n" for s in steps))
+    assert "| 6-99 | 6144-8191 | 1 | 180.0 | 180.0 |" in step_trace_report.report(trace)

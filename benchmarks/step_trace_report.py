@@ -1,0 +1,73 @@
+"""What the engine's steps were made of, from serve_bench's step traces (`steps_<side>.jsonl`).
+
+  python benchmarks/step_trace_report.py DIR_OR_FILES...
+Per trace: the gaps between steps grouped by what the step scheduled (encoder inputs, prefill tokens), and
+the idle gaps (no request in the engine: the next requests are still in the API server). The gap after a
+step is its time on the GPU or, with async scheduling, the previous step's (the two overlap): a long gap
+belongs to a run of heavy steps, which the grouping shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ENCODER_BINS = ((0, 0), (1, 2), (3, 5), (6, 99))
+PREFILL_BIN_TOKENS = 2048
+
+
+def _encoder_bin(count: int) -> str:
+    low, high = next((lo, hi) for lo, hi in ENCODER_BINS if lo <= count <= hi)
+    return str(low) if low == high else f"{low}-{high}"
+
+
+def _prefill_bin(tokens: int) -> str:
+    low = tokens // PREFILL_BIN_TOKENS * PREFILL_BIN_TOKENS
+    return f"{low}-{low + PREFILL_BIN_TOKENS - 1}"
+
+
+def group_gaps(steps: list[dict]) -> dict[tuple[str, str], list[float]]:
+    """Gap (ms) after each step with requests, keyed by (encoder-input bin, prefill-token bin)."""
+    groups: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for step, following in zip(steps, steps[1:], strict=False):
+        if step["running"] == 0:
+            continue
+        key = (_encoder_bin(step["encoder_inputs"]), _prefill_bin(step["prefill_tokens"]))
+        groups[key].append((following["t"] - step["t"]) * 1000)
+    return groups
+
+
+def idle_gaps(steps: list[dict]) -> list[float]:
+    return [(b["t"] - a["t"]) * 1000 for a, b in zip(steps, steps[1:], strict=False) if a["running"] == 0]
+
+
+def report(path: Path) -> str:
+    steps = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [f"### {path.name}: {len(steps)} steps", ""]
+    lines += [
+        "| encoder inputs | prefill tokens | steps | gap p50 (ms) | gap max (ms) |",
+        "|---|---|---|---|---|",
+    ]
+    for (enc, pre), gaps in sorted(group_gaps(steps).items(), key=lambda kv: (len(kv[0][0]), kv[0])):
+        lines.append(f"| {enc} | {pre} | {len(gaps)} | {np.median(gaps):.1f} | {max(gaps):.1f} |")
+    idle = idle_gaps(steps)
+    if idle:
+        lines += ["", f"idle gaps (engine empty): {len(idle)}, median {np.median(idle):.0f} ms"]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("paths", nargs="+", type=Path)
+    args = parser.parse_args()
+    for path in args.paths:
+        for trace in sorted(path.glob("steps_*.jsonl")) if path.is_dir() else [path]:
+            print(report(trace))
+
+
+if __name__ == "__main__":
+    main()
