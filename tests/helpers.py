@@ -103,7 +103,12 @@ RELEASED_TOKENIZER_CONFIG = {
 
 
 def scheduler_for(
-    ckpt: str, cls: type, batched_tokens: int, num_blocks: int = 4096, scheduled_tokens: int | None = None
+    ckpt: str,
+    cls: type,
+    batched_tokens: int,
+    num_blocks: int = 4096,
+    scheduled_tokens: int | None = None,
+    max_num_seqs: int = 64,
 ):
     """vLLM's scheduler class `cls` (or a subclass of ours) for a checkpoint, on CPU, with a KV pool;
     `scheduled_tokens`: vLLM's `--max-num-scheduled-tokens` (the step's token cap alone)."""
@@ -117,7 +122,7 @@ def scheduler_for(
     sched = SchedulerConfig(
         max_num_batched_tokens=batched_tokens,
         max_num_scheduled_tokens=scheduled_tokens,
-        max_num_seqs=64,
+        max_num_seqs=max_num_seqs,
         max_model_len=4096,
         is_encoder_decoder=False,
     )
@@ -140,7 +145,7 @@ def scheduler_for(
     )
 
 
-def image_request(i: int, image_tokens: int, prompt: int, offset: int = 10):
+def image_request(i: int, image_tokens: int, prompt: int, offset: int = 10, max_tokens: int = 4):
     """A one-image request r{i} whose image placeholder starts at `offset`."""
     from vllm import SamplingParams
     from vllm.multimodal.inputs import MultiModalFeatureSpec, PlaceholderRange
@@ -156,7 +161,7 @@ def image_request(i: int, image_tokens: int, prompt: int, offset: int = 10):
     return Request(
         request_id=f"r{i}",
         prompt_token_ids=[1] * prompt,
-        sampling_params=SamplingParams(max_tokens=4),
+        sampling_params=SamplingParams(max_tokens=max_tokens, ignore_eos=True),
         pooling_params=None,
         mm_features=[feature],
     )

@@ -114,5 +114,9 @@ class EncodeAheadAsyncScheduler(StepTracing, _EncodeAhead, AsyncScheduler):
     pass
 
 
+class EncodeAheadPacedScheduler(StepTracing, EncoderPacing, _EncodeAhead, Scheduler):
+    pass
+
+
 class EncodeAheadPacedAsyncScheduler(StepTracing, EncoderPacing, _EncodeAhead, AsyncScheduler):
     pass

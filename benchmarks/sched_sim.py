@@ -1,0 +1,334 @@
+"""A closed-loop serving simulation: vLLM's real scheduler (ours or its own) driven on the CPU with a cost
+model of the GPU and the API server, to compare scheduling policies before spending GPU time on them.
+
+  python benchmarks/sched_sim.py --scheduler default paced ahead ahead_paced [--encoder-step-tokens 1024]
+What is real: the scheduler classes (budgets, chunked prefill, encoder-cache accounting, our pacing and
+encode-ahead holds). What is modelled (`Costs`, defaults fitted to the H200 step traces of
+`benchmarks/results/2026-12-02-h200-round6/`, 2B GPTQ-Int4, 1024x768 images): a step's GPU time from its
+decodes, prefill tokens and encoder tokens; the tower's side stream under encode ahead (`side_cost`: how
+much of its work lengthens the steps it runs beside, 1 = none hidden, as measured at c=64); the API
+server (64 requests arriving together: the first reaches the engine ~210 ms later, the rest ~5 ms apart, as
+the traces show). Numbers are predictions to rank policies, not measurements.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers import image_request, scheduler_for  # noqa: E402
+
+
+@dataclass
+class Costs:
+    base_ms: float = 3.3  # a step's fixed cost (64 decodes: 3.5 ms measured)
+    per_seq_ms: float = 0.003
+    prefill_ms_per_1k: float = 5.5  # 6-8k-token prefill steps without encodes: 40-50 ms
+    tower_ms_per_1k: float = 15.3  # encoder tokens; one 1024x768 image is 999
+    # Steps over vLLM's largest CUDA-graph size run the LM eagerly and are bound by the host: a 1k-token
+    # prefill step takes ~30 ms (GPU work ~9 ms), one with an image ~43 ms (trace: steps of 1-2 images).
+    graph_max_tokens: int = 512
+    eager_host_ms: float = 30.0
+    host_ms_per_image: float = 13.0  # fitted on those steps; not explained (the TTFT breakdown's "forward")
+    api_shared_ms: float = 3.3  # API-server CPU per request, interleaved with the others' (see ApiLane)
+    api_serial_ms: float = 4.7  # ... and one request at a time: a cohort's requests then reach the engine
+    api_servers: int = 1
+    side_cost: float = 1.0
+
+
+@dataclass
+class Workload:
+    concurrency: int = 64
+    requests: int = 256
+    prompt: int = 1026
+    image_tokens: int = 999
+    offset: int = 15  # tokens before the image placeholder
+    max_tokens: int = 64
+
+
+class FinishedAt:
+    """Stands in for a side-stream encode's CUDA event: finished once the simulated clock passes it."""
+
+    def __init__(self, sim: Sim) -> None:
+        self.sim, self.at = sim, None
+
+    def query(self) -> bool:
+        return self.at is not None and self.at <= self.sim.clock
+
+
+class ApiLane:
+    """One API-server process: every request first shares its CPU with the others in it (`shared_ms` of
+    work each: asyncio interleaves their parsing and media loading), then passes one at a time
+    (`serial_ms`: what a request holds the event loop for, processor and hand-off to the engine)."""
+
+    def __init__(self, shared_ms: float, serial_ms: float) -> None:
+        self.shared_ms, self.serial_ms = shared_ms, serial_ms
+        self.jobs: list[list] = []  # [remaining shared ms, request]
+        self.clock = 0.0
+        self.serial_free = 0.0
+        self.ready: list[tuple[float, object]] = []  # (time out of the lane, request)
+
+    def submit(self, request) -> None:
+        self.jobs.append([self.shared_ms, request])
+
+    def advance(self, until: float) -> list[tuple[float, object]]:
+        while self.jobs:
+            step = min(job[0] for job in self.jobs) * len(self.jobs)
+            if self.clock + step > until:
+                for job in self.jobs:
+                    job[0] -= (until - self.clock) / len(self.jobs)
+                break
+            self.clock += step
+            for job in self.jobs:
+                job[0] -= step / len(self.jobs)
+            for job in [j for j in self.jobs if j[0] <= 1e-9]:
+                self.serial_free = max(self.clock, self.serial_free) + self.serial_ms
+                self.ready.append((self.serial_free, job[1]))
+            self.jobs = [job for job in self.jobs if job[0] > 1e-9]
+        self.clock = max(self.clock, until)
+        out = [item for item in self.ready if item[0] <= until]
+        self.ready = [item for item in self.ready if item[0] > until]
+        return out
+
+    def next_done(self) -> float | None:
+        if self.ready:
+            return min(t for t, _ in self.ready)
+        if not self.jobs:
+            return None
+        shared_end = self.clock + min(job[0] for job in self.jobs) * len(self.jobs)
+        return max(shared_end, self.serial_free) + self.serial_ms
+
+
+class ApiServer:
+    """`--api-server-count` processes; connections are spread over them in turn."""
+
+    def __init__(self, shared_ms: float, serial_ms: float, servers: int) -> None:
+        self.lanes = [ApiLane(shared_ms, serial_ms) for _ in range(servers)]
+        self.sent = 0
+
+    def submit(self, request) -> None:
+        self.lanes[self.sent % len(self.lanes)].submit(request)
+        self.sent += 1
+
+    def advance(self, until: float) -> list[tuple[float, object]]:
+        return sorted((item for lane in self.lanes for item in lane.advance(until)), key=lambda x: x[0])
+
+    def next_done(self) -> float | None:
+        times = [t for t in (lane.next_done() for lane in self.lanes) if t is not None]
+        return min(times) if times else None
+
+
+@dataclass
+class Sim:
+    scheduler: object
+    costs: Costs
+    work: Workload
+    side_stream: bool
+    clock: float = 0.0
+    side: list = field(default_factory=list)  # [remaining ms, FinishedAt] in launch order
+    submitted: dict = field(default_factory=dict)
+    tokens: dict = field(default_factory=dict)
+    steps: list = field(default_factory=list)  # (start ms, encodes, tokens, ms) per step
+
+    def run(self) -> dict:
+        from qwenvl_vllm.models.encoder_stream import PROGRESS
+
+        PROGRESS.reset()
+        PROGRESS.active = self.side_stream
+        self.api = ApiServer(self.costs.api_shared_ms, self.costs.api_serial_ms, self.costs.api_servers)
+        self.issued = 0
+        for _ in range(self.work.concurrency):
+            self._submit()
+        finished = 0
+        while finished < self.work.requests:
+            for _, request in self.api.advance(self.clock):
+                self.scheduler.add_request(request)
+            out = self.scheduler.schedule()
+            if out.total_num_scheduled_tokens == 0:
+                self._idle()
+                continue
+            step_ms = self._step_ms(out, PROGRESS)
+            encodes = sum(len(ids) for ids in out.scheduled_encoder_inputs.values())
+            self.steps.append((self.clock, encodes, out.total_num_scheduled_tokens, step_ms))
+            self.clock += step_ms
+            for req_id in self._sampled(out):
+                self.tokens.setdefault(req_id, []).append(self.clock)
+                if len(self.tokens[req_id]) == self.work.max_tokens:
+                    finished += 1
+                    self._submit()
+        PROGRESS.active = False
+        return self._metrics()
+
+    def _submit(self) -> None:
+        """The client of a finished request sends its next one (it enters the API server now)."""
+        if self.issued == self.work.requests:
+            return
+        w = self.work
+        request = image_request(
+            self.issued, w.image_tokens, w.prompt, offset=w.offset, max_tokens=w.max_tokens
+        )
+        for _, ready in self.api.advance(self.clock):
+            self.scheduler.add_request(ready)
+        self.submitted[request.request_id] = self.clock
+        self.api.submit(request)
+        self.issued += 1
+
+    def _idle(self) -> None:
+        """Nothing to schedule: the clock moves to the next request out of the API server or, if sooner,
+        the next side-stream encode's end (the tower alone on the GPU)."""
+        api_at = self.api.next_done()
+        if self.side and (api_at is None or self.clock + self.side[0][0] <= api_at):
+            self.clock += self.side[0][0]
+            self.side.pop(0)[1].at = self.clock
+        elif api_at is not None:
+            self._run_side(api_at - self.clock, end=api_at)
+            self.clock = api_at + 1e-6
+        else:
+            raise RuntimeError("nothing scheduled and nothing to wait for")
+
+    def _step_ms(self, out, progress) -> float:
+        c = self.costs
+        decodes = sum(1 for n in out.num_scheduled_tokens.values() if n == 1)
+        prefill = out.total_num_scheduled_tokens - decodes
+        lm = c.base_ms + c.per_seq_ms * len(out.num_scheduled_tokens) + prefill / 1000 * c.prefill_ms_per_1k
+        encodes = [
+            self.scheduler.requests[r].mm_features[i].mm_position.length
+            for r, ids in out.scheduled_encoder_inputs.items()
+            for i in ids
+        ]
+        graphed = out.total_num_scheduled_tokens <= c.graph_max_tokens
+        host = (0.0 if graphed else c.eager_host_ms) + c.host_ms_per_image * len(encodes)
+        if not self.side_stream:
+            return max(host, lm + sum(encodes) / 1000 * c.tower_ms_per_1k)
+        for tokens in encodes:
+            event = FinishedAt(self)
+            progress.add(1, event)
+            self.side.append([tokens / 1000 * c.tower_ms_per_1k, event])
+        used = self._run_side(max(lm, host), end=None)
+        step = max(host, lm + c.side_cost * used)
+        for event in self._just_finished:
+            event.at = self.clock + step
+        return step
+
+    def _run_side(self, budget_ms: float, end: float | None) -> float:
+        """Side-stream work done beside `budget_ms` of other GPU time; the encodes it finishes end at `end`
+        (None: with the step, which sets their time)."""
+        used, self._just_finished = 0.0, []
+        while self.side and used < budget_ms - 1e-9:
+            take = min(self.side[0][0], budget_ms - used)
+            self.side[0][0] -= take
+            used += take
+            if self.side[0][0] <= 1e-9:
+                event = self.side.pop(0)[1]
+                self._just_finished.append(event)
+                if end is not None:
+                    event.at = end
+        return used
+
+    def _sampled(self, out) -> list[str]:
+        from vllm.v1.outputs import ModelRunnerOutput
+
+        ids = list(out.num_scheduled_tokens)
+        prompt = self.work.prompt
+        done = [self.scheduler.requests[r].num_computed_tokens >= prompt for r in ids]
+        runner = ModelRunnerOutput(req_ids=ids, req_id_to_index={r: i for i, r in enumerate(ids)})
+        runner.sampled_token_ids = [[7] if d else [] for d in done]
+        self.scheduler.update_from_output(out, runner)
+        return [r for r, d in zip(ids, done, strict=True) if d]
+
+    def _metrics(self) -> dict:
+        firsts = {r: times[0] - self.submitted[r] for r, times in self.tokens.items()}
+        itl = [float(g) for times in self.tokens.values() for g in np.diff(times)]
+        span = max(times[-1] for times in self.tokens.values()) / 1000
+        return {
+            "req_per_s": len(self.tokens) / span,
+            "ttft_p50_ms": float(np.percentile(list(firsts.values()), 50)),
+            "ttft_p99_ms": float(np.percentile(list(firsts.values()), 99)),
+            "itl_p50_ms": float(np.percentile(itl, 50)),
+            "itl_p99_ms": float(np.percentile(itl, 99)),
+            "itl_over_100ms": float(np.mean(np.array(itl) > 100)),
+        }
+
+
+SCHEDULERS = {
+    "default": ("vllm.v1.core.sched.scheduler", "Scheduler"),
+    "paced": ("qwenvl_vllm.serving.scheduler", "EncoderPacedScheduler"),
+    "ahead": ("qwenvl_vllm.serving.encode_ahead", "EncodeAheadScheduler"),
+    "ahead_paced": ("qwenvl_vllm.serving.encode_ahead", "EncodeAheadPacedScheduler"),
+}
+
+
+def simulate(
+    ckpt: str,
+    name: str,
+    costs: Costs,
+    work: Workload,
+    batched_tokens: int = 8192,
+    scheduled_tokens: int | None = None,
+) -> Sim:
+    """A finished simulation (`.run()` done: its metrics in `.result`, its steps in `.steps`)."""
+    import importlib
+
+    module, cls_name = SCHEDULERS[name]
+    cls = getattr(importlib.import_module(module), cls_name)
+    blocks = work.concurrency * (work.prompt + work.max_tokens) // 16 * 2
+    scheduler = scheduler_for(
+        ckpt,
+        cls,
+        batched_tokens,
+        num_blocks=blocks,
+        scheduled_tokens=scheduled_tokens,
+        max_num_seqs=max(256, work.concurrency),
+    )
+    sim = Sim(scheduler, costs, work, side_stream=name.startswith("ahead"))
+    sim.result = sim.run()
+    return sim
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scheduler", nargs="+", default=list(SCHEDULERS), choices=list(SCHEDULERS))
+    parser.add_argument("--encoder-step-tokens", type=int, default=1024, help="paced schedulers' cap")
+    parser.add_argument("--max-num-scheduled-tokens", type=int, default=None)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--api-servers", type=int, default=1)
+    parser.add_argument("--side-cost", type=float, default=1.0)
+    parser.add_argument("--graph-max-tokens", type=int, default=512, help="vLLM's max CUDA-graph size")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    os.environ["QWENVL_VLLM_ENCODER_STEP_TOKENS"] = str(args.encoder_step_tokens)
+    from qwenvl_vllm.checkpoint.writer import write_checkpoint
+    from qwenvl_vllm.model_registry import register
+
+    register()
+    costs = Costs(
+        api_servers=args.api_servers, side_cost=args.side_cost, graph_max_tokens=args.graph_max_tokens
+    )
+    work = Workload(concurrency=args.concurrency, requests=4 * args.concurrency)
+    results = {
+        "costs": asdict(costs),
+        "workload": asdict(work),
+        "encoder_step_tokens": args.encoder_step_tokens,
+        "max_num_scheduled_tokens": args.max_num_scheduled_tokens,
+        "schedulers": {},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = str(write_checkpoint("tiny-qwen2-vl", "bf16", Path(tmp)))
+        for name in args.scheduler:
+            result = simulate(ckpt, name, costs, work, scheduled_tokens=args.max_num_scheduled_tokens).result
+            results["schedulers"][name] = result
+            print(name, {k: round(v, 3) for k, v in result.items()}, flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""The serving simulator (benchmarks/sched_sim.py) on small closed loops: its API-server model, and vLLM's
+real schedulers under it (default: a cohort's images in one step; paced: one per step; encode ahead:
+every request completes although image tokens wait for their encodes)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import sched_sim  # noqa: E402
+
+from qwenvl_vllm.checkpoint.writer import write_checkpoint  # noqa: E402
+
+WORK = sched_sim.Workload(concurrency=8, requests=16, max_tokens=8)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> str:
+    from qwenvl_vllm.model_registry import register
+
+    register()
+    return str(write_checkpoint("tiny-qwen2-vl", "bf16", tmp_path_factory.mktemp("sim")))
+
+
+def test_api_lane_shares_then_serialises() -> None:
+    lane = sched_sim.ApiLane(shared_ms=3.0, serial_ms=5.0)
+    for i in range(4):
+        lane.submit(f"r{i}")
+    assert lane.next_done() == pytest.approx(17.0)  # 4 x 3 ms shared, then 5 ms alone
+    out = lane.advance(100.0)
+    assert [t for t, _ in out] == pytest.approx([17.0, 22.0, 27.0, 32.0])
+    assert lane.advance(200.0) == [] and lane.next_done() is None
+
+
+def test_two_lanes_split_a_cohort() -> None:
+    api = sched_sim.ApiServer(shared_ms=3.0, serial_ms=5.0, servers=2)
+    for i in range(4):
+        api.submit(f"r{i}")
+    assert [t for t, _ in api.advance(100.0)] == pytest.approx([11.0, 11.0, 16.0, 16.0])
+
+
+def _sim(ckpt: str, name: str, monkeypatch, step_tokens: int = 1024) -> sched_sim.Sim:
+    monkeypatch.setenv("QWENVL_VLLM_ENCODER_STEP_TOKENS", str(step_tokens))
+    return sched_sim.simulate(ckpt, name, sched_sim.Costs(), WORK)
+
+
+def test_default_scheduler_encodes_a_cohort_in_one_step(ckpt: str, monkeypatch) -> None:
+    sim = _sim(ckpt, "default", monkeypatch)
+    assert max(encodes for _, encodes, _, _ in sim.steps) > 1
+    assert all(len(times) == WORK.max_tokens for times in sim.tokens.values())
+    assert len(sim.tokens) == WORK.requests
+
+
+@pytest.mark.parametrize("name", ["paced", "ahead_paced"])
+def test_paced_schedulers_encode_one_image_per_step(ckpt: str, name: str, monkeypatch) -> None:
+    sim = _sim(ckpt, name, monkeypatch)
+    assert max(encodes for _, encodes, _, _ in sim.steps) == 1
+    assert len(sim.tokens) == WORK.requests
+
+
+def test_encode_ahead_completes_with_its_holds(ckpt: str, monkeypatch) -> None:
+    sim = _sim(ckpt, "ahead", monkeypatch)
+    assert len(sim.tokens) == WORK.requests
+    assert all(len(times) == WORK.max_tokens for times in sim.tokens.values())
+    assert sim.side == []  # every encode launched on the side stream ended
