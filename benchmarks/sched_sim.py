@@ -37,7 +37,9 @@ class Costs:
     # prefill step takes ~30 ms (GPU work ~9 ms), one with an image ~43 ms (trace: steps of 1-2 images).
     graph_max_tokens: int = 512
     eager_host_ms: float = 30.0
-    host_ms_per_image: float = 13.0  # fitted on those steps; not explained (the TTFT breakdown's "forward")
+    # fitted on those steps: likely vLLM's merge of the embeddings, whose blocking copy makes the host wait
+    # for the tower before it launches the LM (our models merge without it since: `models/embed_merge.py`)
+    host_ms_per_image: float = 13.0
     api_shared_ms: float = 3.3  # API-server CPU per request, interleaved with the others' (see ApiLane)
     api_serial_ms: float = 4.7  # ... and one request at a time: a cohort's requests then reach the engine
     api_servers: int = 1

@@ -53,7 +53,7 @@ case ${1:?call a, b, c, p, e, h, w, x, t, g1, g2, g3, g4, k1, k2, n3 or ph} in
 g1)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk 2b-bf16 qwen2-vl-2b bf16 & wait; echo "== checkpoints at ${SECONDS}s"
   ( timeout "$(cap 200)" python3 -m pytest -q tests/gpu/test_vision_kernels_gpu.py tests/gpu/test_kernels_gpu.py \
-      tests/gpu/test_qwen2_vl_vision_gpu.py tests/gpu/test_writer_gpu.py >"$R/gpu_tests.log" 2>&1
+      tests/gpu/test_qwen2_vl_vision_gpu.py tests/gpu/test_writer_gpu.py tests/gpu/test_embed_merge_gpu.py >"$R/gpu_tests.log" 2>&1
     status gpu_tests $?; tail -2 "$R/gpu_tests.log"
     timeout "$(cap 270)" python3 scripts/gpu/encode_ahead_check.py --ckpt "$CK/2b-bf16" --kv-cache-gib 8 \
       --out "$R/encode_ahead_check.json" >"$R/encode_ahead_check.log" 2>&1; status encode_ahead $? ) &
@@ -83,7 +83,7 @@ k1)
     echo "72B at ${SECONDS}s"; du -sh "$CK/72b-gptq" ) &
   wait $p2 $p3; echo "== 2B checkpoints at ${SECONDS}s"
   ( timeout "$(cap 200)" python3 -m pytest -q tests/gpu/test_vision_kernels_gpu.py tests/gpu/test_kernels_gpu.py \
-      tests/gpu/test_qwen2_vl_vision_gpu.py tests/gpu/test_writer_gpu.py >"$R/gpu_tests.log" 2>&1
+      tests/gpu/test_qwen2_vl_vision_gpu.py tests/gpu/test_writer_gpu.py tests/gpu/test_embed_merge_gpu.py >"$R/gpu_tests.log" 2>&1
     status gpu_tests $?; tail -2 "$R/gpu_tests.log"
     timeout "$(cap 270)" python3 scripts/gpu/encode_ahead_check.py --ckpt "$CK/2b-bf16" --kv-cache-gib 8 \
       --out "$R/encode_ahead_check.json" >"$R/encode_ahead_check.log" 2>&1; status encode_ahead $? ) &
@@ -100,7 +100,7 @@ k2)
       --device cuda --out "$CK/72b-gptq" >"$R/mk_72b.log" 2>&1; status mk_72b $?
     echo "72B at ${SECONDS}s"; du -sh "$CK/72b-gptq" ) &
   timeout "$(cap 200)" python3 -m pytest -q tests/gpu/test_vision_kernels_gpu.py tests/gpu/test_kernels_gpu.py \
-    tests/gpu/test_qwen2_vl_vision_gpu.py tests/gpu/test_writer_gpu.py >"$R/gpu_tests.log" 2>&1
+    tests/gpu/test_qwen2_vl_vision_gpu.py tests/gpu/test_writer_gpu.py tests/gpu/test_embed_merge_gpu.py >"$R/gpu_tests.log" 2>&1
   status gpu_tests $?; tail -2 "$R/gpu_tests.log"; pack k2
   timeout "$(cap 270)" python3 scripts/gpu/encode_ahead_check.py --ckpt "$CK/2b-bf16" --kv-cache-gib 8 \
     --out "$R/encode_ahead_check.json" >"$R/encode_ahead_check.log" 2>&1; status encode_ahead $?
@@ -133,7 +133,7 @@ ph)
 a)
   mk 2b-gptq qwen2-vl-2b gptq-int4 & mk 2b-bf16 qwen2-vl-2b bf16 & wait
   timeout 150 python3 -m pytest -q tests/gpu/test_vision_kernels_gpu.py tests/gpu/test_kernels_gpu.py \
-    tests/gpu/test_qwen2_vl_vision_gpu.py tests/gpu/test_writer_gpu.py >"$R/gpu_tests.log" 2>&1; status gpu_tests $?
+    tests/gpu/test_qwen2_vl_vision_gpu.py tests/gpu/test_writer_gpu.py tests/gpu/test_embed_merge_gpu.py >"$R/gpu_tests.log" 2>&1; status gpu_tests $?
   tail -2 "$R/gpu_tests.log"; pack a; mkdir -p "$R/fp8_tower"
   QWENVL_VLLM_VIT_FP8=1 timeout 200 python3 benchmarks/throughput.py --ckpt "$CK/2b-gptq" --workloads W1 \
     --impl ours --out-dir "$R/fp8_tower" >"$R/w1_fp8.log" 2>&1; status w1_fp8_tower $?
