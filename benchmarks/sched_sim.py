@@ -54,6 +54,9 @@ class Workload:
     image_tokens: int = 999
     offset: int = 15  # tokens before the image placeholder
     max_tokens: int = 64
+    # each request's output length drawn uniformly from max_tokens +- this (0: all equal, as serve_bench's
+    # ignore_eos requests, which keeps the closed loop's clients in lock step)
+    max_tokens_spread: int = 0
 
 
 class FinishedAt:
@@ -139,6 +142,8 @@ class Sim:
     submitted: dict = field(default_factory=dict)
     tokens: dict = field(default_factory=dict)
     steps: list = field(default_factory=list)  # (start ms, encodes, tokens, ms) per step
+    lengths: dict = field(default_factory=dict)  # request id -> its output tokens
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
 
     def run(self) -> dict:
         from qwenvl_vllm.models.encoder_stream import PROGRESS
@@ -163,7 +168,7 @@ class Sim:
             self.clock += step_ms
             for req_id in self._sampled(out):
                 self.tokens.setdefault(req_id, []).append(self.clock)
-                if len(self.tokens[req_id]) == self.work.max_tokens:
+                if len(self.tokens[req_id]) == self.lengths[req_id]:
                     finished += 1
                     self._submit()
         PROGRESS.active = False
@@ -174,9 +179,10 @@ class Sim:
         if self.issued == self.work.requests:
             return
         w = self.work
-        request = image_request(
-            self.issued, w.image_tokens, w.prompt, offset=w.offset, max_tokens=w.max_tokens
-        )
+        spread = int(self.rng.integers(-w.max_tokens_spread, w.max_tokens_spread + 1))
+        length = w.max_tokens + spread
+        request = image_request(self.issued, w.image_tokens, w.prompt, offset=w.offset, max_tokens=length)
+        self.lengths[request.request_id] = length
         for _, ready in self.api.advance(self.clock):
             self.scheduler.add_request(ready)
         self.submitted[request.request_id] = self.clock
@@ -281,7 +287,7 @@ def simulate(
 
     module, cls_name = SCHEDULERS[name]
     cls = getattr(importlib.import_module(module), cls_name)
-    blocks = work.concurrency * (work.prompt + work.max_tokens) // 16 * 2
+    blocks = work.concurrency * (work.prompt + work.max_tokens + work.max_tokens_spread) // 16 * 2
     scheduler = scheduler_for(
         ckpt,
         cls,
@@ -301,6 +307,7 @@ def main() -> None:
     parser.add_argument("--encoder-step-tokens", type=int, default=1024, help="paced schedulers' cap")
     parser.add_argument("--max-num-scheduled-tokens", type=int, default=None)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--max-tokens-spread", type=int, default=0, help="output lengths 64 +- this")
     parser.add_argument("--api-servers", type=int, default=1)
     parser.add_argument("--side-cost", type=float, default=1.0)
     parser.add_argument("--graph-max-tokens", type=int, default=512, help="vLLM's max CUDA-graph size")
@@ -314,7 +321,9 @@ def main() -> None:
     costs = Costs(
         api_servers=args.api_servers, side_cost=args.side_cost, graph_max_tokens=args.graph_max_tokens
     )
-    work = Workload(concurrency=args.concurrency, requests=4 * args.concurrency)
+    work = Workload(
+        concurrency=args.concurrency, requests=4 * args.concurrency, max_tokens_spread=args.max_tokens_spread
+    )
     results = {
         "costs": asdict(costs),
         "workload": asdict(work),
