@@ -80,6 +80,7 @@ SIDES = {  # name -> (plugin on, extra `vllm serve` arguments, extra environment
     # per step, the mechanism `benchmarks/sched_sim.py` ranks first
     "ours_g2k": (True, ["--scheduler-cls", TRACED, *GRAPHS_2K], {}),
     "ours_paced_1k_g2k": (True, ["--scheduler-cls", PACED, *GRAPHS_2K], ONE_IMAGE_PER_STEP),
+    "ours_ahead_g2k": (True, ["--scheduler-cls", AHEAD, *GRAPHS_2K], {}),
     "ours_ahead_paced_1k_g2k": (True, ["--scheduler-cls", AHEAD_PACED, *GRAPHS_2K], ONE_IMAGE_PER_STEP),
     "in_tree": (False, [], {}),
 }

@@ -24,8 +24,10 @@ def flatten(embeddings: torch.Tensor | Sequence) -> torch.Tensor:
 
 def placeholder_rows(is_multimodal: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Row indices of a host-side placeholder mask, on `device`, copied without blocking the host."""
+    from vllm.utils.platform_utils import is_pin_memory_available
+
     rows = is_multimodal.nonzero().squeeze(-1)
-    if device.type != "cuda":
+    if device.type != "cuda" or not is_pin_memory_available():
         return rows.to(device)
     return rows.pin_memory().to(device, non_blocking=True)
 

@@ -2,9 +2,10 @@
 
 With `QWENVL_VLLM_STEP_TRACE=<file>` set, each of our schedulers appends one JSON line per `schedule()` call:
 when it started (monotonic seconds), how long the call took, the step's decode and prefill tokens, its
-encoder inputs and the queue lengths (written once a second: the last second before the engine idles may
-be missing). The gap between two calls is one engine step (async scheduling
-overlaps the next call with the GPU's work, so gaps still add up to wall time). Off by default: no cost.
+encoder inputs and the queue lengths (written once a second, when the engine runs out of requests and at
+shutdown). The gap between two calls is one engine step; with async scheduling the next call overlaps the
+GPU's work, so a gap partly holds the previous step's GPU time, and gaps still add up to wall time. Off by
+default: two clock reads per step.
 `summarize` turns a trace into the numbers the serve benchmark reports beside its client-side latencies.
 """
 
@@ -52,11 +53,22 @@ class StepTracing:
         started = time.monotonic()
         output = super().schedule(throttle_prefills)
         if self._trace_file is not None:
-            record = step_record(output, started, time.monotonic(), len(self.waiting), len(self.running))
+            running, waiting = self.get_request_counts()
+            record = step_record(output, started, time.monotonic(), waiting, running)
             self._trace.append(record)
             if started - self._flushed_at >= FLUSH_EVERY_S:
                 self.flush_trace()
         return output
+
+    def update_from_output(self, scheduler_output, model_runner_output):
+        outputs = super().update_from_output(scheduler_output, model_runner_output)
+        if self._trace and not self.get_num_unfinished_requests():
+            self.flush_trace()  # the engine goes idle: no later step would write these
+        return outputs
+
+    def shutdown(self) -> None:
+        self.flush_trace()
+        super().shutdown()
 
     def flush_trace(self) -> None:
         if self._trace_file is None or not self._trace:

@@ -35,10 +35,10 @@
 #      n3's TTFT breakdown, then k1 with the 72B checkpoint and x (the 72B W1), as time allows.
 #   Sixth visit: k2, then `G3_CONCURRENCY=64 G3_SIDES="ours_traced ours_ahead ours_api2 ours_ahead_api2"
 #      G3_FLAGS=--no-in-tree ... g3` (our schedulers' step traces beside the engine's and the client's gaps), x.
-#   Next lease: `K1_72B=0 ... k1` (or k2 with the 72B checkpoint), then `G3_SIDES="ours_paced_1k_g2k
-#      ours_ahead_paced_1k_g2k" ... g3` (c=16/64, in-tree last: 2048-token CUDA graphs and steps, one image
-#      per step; benchmarks/sched_sim.py ranks these first), then `G3_FLAGS=--no-in-tree G3_SIDES="ours_g2k
-#      ours_paced_1k" ... g3`, then n3 (TTFT breakdown, 1920x1080 photos).
+#   Next lease: `K1_72B=0 ... k1` (or k2 with the 72B checkpoint), then `G3_SIDES="ours_ahead_g2k
+#      ours_ahead_paced_1k_g2k" ... g3` (c=16/64, in-tree last: 2048-token CUDA graphs and steps, encode
+#      ahead, with and without one image per step; benchmarks/sched_sim.py ranks these first), then
+#      `G3_FLAGS=--no-in-tree G3_SIDES="ours_g2k ours_paced_1k_g2k" ... g3`, then n3 (TTFT breakdown, photos).
 #   k2 checkpoints (2B on the CPU, 72B GPTQ-Int4 on the GPU beside the rest), GPU tests and the encode-ahead check
 #   t  the vision tower benchmark, then the parity run with the fp8 tower (its end-to-end error vs transformers,
 #      beside call p's bf16 numbers; expected above the bf16 tolerance) (~8 min)

@@ -52,7 +52,24 @@ def test_no_setting_writes_nothing(ckpt: str, tmp_path, monkeypatch) -> None:
     scheduler.add_request(image_request(0, 999, PROMPT, offset=0))
     scheduler.schedule(False)
     scheduler.flush_trace()
-    assert not list(tmp_path.iterdir())
+    assert scheduler._trace_file is None and not list(tmp_path.iterdir())
+
+
+def test_the_trace_is_written_when_the_engine_empties(ckpt: str, tmp_path, monkeypatch) -> None:
+    """Well within the once-a-second write: the last steps of a level reach the file when the last request
+    finishes (the engine then stops calling schedule), and at shutdown."""
+    path = tmp_path / "steps.jsonl"
+    monkeypatch.setenv("QWENVL_VLLM_STEP_TRACE", str(path))
+    scheduler = scheduler_for(ckpt, TracedAsyncScheduler, 16384)
+    scheduler.add_request(image_request(0, 999, PROMPT, offset=0, max_tokens=2))
+    for _ in range(2):  # prefill with the first token, then the second: finished
+        finish_step(scheduler, scheduler.schedule(False), PROMPT)
+    assert not scheduler.get_num_unfinished_requests()
+    assert len(step_trace.load(path, 0, time.monotonic())) == 2
+    scheduler.add_request(image_request(1, 999, PROMPT, offset=0))
+    scheduler.schedule(False)
+    scheduler.shutdown()
+    assert len(step_trace.load(path, 0, time.monotonic())) == 3
 
 
 def test_load_keeps_the_window_only(tmp_path) -> None:
