@@ -51,7 +51,8 @@ def jpeg_url(seed: int, size: str = DEFAULT_SIZE) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-AHEAD = "qwenvl_vllm.serving.encode_ahead.EncodeAheadAsyncScheduler"
+AHEAD_MODULE = "qwenvl_vllm.serving.encode_ahead"
+AHEAD = f"{AHEAD_MODULE}.EncodeAheadAsyncScheduler"
 PACED = "qwenvl_vllm.serving.scheduler.EncoderPacedAsyncScheduler"
 TRACED = "qwenvl_vllm.serving.scheduler.TracedAsyncScheduler"  # vLLM's scheduler, with the step trace
 AHEAD_PACED = "qwenvl_vllm.serving.encode_ahead.EncodeAheadPacedAsyncScheduler"
@@ -81,6 +82,8 @@ SIDES = {  # name -> (plugin on, extra `vllm serve` arguments, extra environment
     "ours_g2k": (True, ["--scheduler-cls", TRACED, *GRAPHS_2K], {}),
     "ours_paced_1k_g2k": (True, ["--scheduler-cls", PACED, *GRAPHS_2K], ONE_IMAGE_PER_STEP),
     "ours_ahead_g2k": (True, ["--scheduler-cls", AHEAD, *GRAPHS_2K], {}),
+    # the same as one flag: the scheduler class asks for the step cap and graph size itself
+    "ours_ahead_graphed": (True, ["--scheduler-cls", f"{AHEAD_MODULE}.EncodeAheadGraphedAsyncScheduler"], {}),
     "ours_ahead_paced_1k_g2k": (True, ["--scheduler-cls", AHEAD_PACED, *GRAPHS_2K], ONE_IMAGE_PER_STEP),
     "in_tree": (False, [], {}),
 }

@@ -41,11 +41,10 @@ def register() -> None:
 
 
 def _register_config_hooks() -> None:
-    """vLLM's per-architecture config hooks, run when an engine config is built (before any worker)."""
     from vllm.model_executor.models.config import MODELS_CONFIG_MAP
 
-    from qwenvl_vllm.models.qwen_ntk import QwenDynamicNTKConfig
+    from .config_hooks import Qwen2VLConfig, QwenVLConfig
 
     for arch, target in ARCHITECTURES.items():
-        if target.endswith(":QwenVLForConditionalGeneration"):
-            MODELS_CONFIG_MAP[arch] = QwenDynamicNTKConfig
+        qwen_vl = target.endswith(":QwenVLForConditionalGeneration")
+        MODELS_CONFIG_MAP[arch] = QwenVLConfig if qwen_vl else Qwen2VLConfig

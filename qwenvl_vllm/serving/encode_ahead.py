@@ -12,7 +12,8 @@ Use: `vllm serve ... --scheduler-cls qwenvl_vllm.serving.encode_ahead.EncodeAhea
 default async scheduling); `EncodeAheadScheduler` with `--no-async-scheduling`. The model puts its tower on
 a side stream when it sees one of these schedulers in the config. `EncodeAheadPacedAsyncScheduler` also
 caps the encoder tokens per step (`qwenvl_vllm.serving.scheduler`), so that one side-stream encode
-competes with fewer decode steps at a time.
+competes with fewer decode steps at a time. `EncodeAheadGraphedAsyncScheduler` also keeps every step
+within the language model's CUDA graphs (`qwenvl_vllm.serving.step_graphs`).
 """
 
 from __future__ import annotations
@@ -120,3 +121,9 @@ class EncodeAheadPacedScheduler(StepTracing, EncoderPacing, _EncodeAhead, Schedu
 
 class EncodeAheadPacedAsyncScheduler(StepTracing, EncoderPacing, _EncodeAhead, AsyncScheduler):
     pass
+
+
+class EncodeAheadGraphedAsyncScheduler(EncodeAheadAsyncScheduler):
+    """Encode ahead, steps of at most 2048 tokens, each a CUDA graph (`qwenvl_vllm.serving.step_graphs`)."""
+
+    step_tokens = 2048

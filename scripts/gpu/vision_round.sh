@@ -35,7 +35,7 @@
 #      n3's TTFT breakdown, then k1 with the 72B checkpoint and x (the 72B W1), as time allows.
 #   Sixth visit: k2, then `G3_CONCURRENCY=64 G3_SIDES="ours_traced ours_ahead ours_api2 ours_ahead_api2"
 #      G3_FLAGS=--no-in-tree ... g3` (our schedulers' step traces beside the engine's and the client's gaps), x.
-#   Next lease: `K1_72B=0 ... k1` (or k2 with the 72B checkpoint), then `G3_SIDES="ours_ahead_g2k
+#   Next lease: `K1_72B=0 ... k1` (or k2 with the 72B checkpoint), then `G3_SIDES="ours_ahead_graphed
 #      ours_ahead_paced_1k_g2k" ... g3` (c=16/64, in-tree last: 2048-token CUDA graphs and steps, encode
 #      ahead, with and without one image per step; benchmarks/sched_sim.py ranks these first), then
 #      `G3_FLAGS=--no-in-tree G3_SIDES="ours_g2k ours_paced_1k_g2k" ... g3`, then n3 (TTFT breakdown, photos).

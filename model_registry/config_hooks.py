@@ -1,0 +1,22 @@
+"""vLLM's per-architecture config hooks for our models, run when an engine config is built (before any
+worker): imported by `register()` only, so the entry point stays cheap."""
+
+from __future__ import annotations
+
+from vllm.model_executor.models.config import VerifyAndUpdateConfig
+
+from qwenvl_vllm.models.qwen_ntk import QwenDynamicNTKConfig
+from qwenvl_vllm.serving.step_graphs import apply_step_tokens
+
+
+class Qwen2VLConfig(VerifyAndUpdateConfig):
+    @staticmethod
+    def verify_and_update_config(vllm_config) -> None:
+        apply_step_tokens(vllm_config)
+
+
+class QwenVLConfig(QwenDynamicNTKConfig):
+    @staticmethod
+    def verify_and_update_config(vllm_config) -> None:
+        QwenDynamicNTKConfig.verify_and_update_config(vllm_config)
+        apply_step_tokens(vllm_config)

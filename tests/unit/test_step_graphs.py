@@ -1,0 +1,57 @@
+"""A scheduler that declares `step_tokens` (encode ahead, graphed) gets its step cap and CUDA-graph size from
+the plugin's config hook when vLLM builds the engine config; what the user set is kept."""
+
+from __future__ import annotations
+
+import pytest
+
+from qwenvl_vllm.checkpoint.writer import write_checkpoint
+
+GRAPHED = "qwenvl_vllm.serving.encode_ahead.EncodeAheadGraphedAsyncScheduler"
+AHEAD = "qwenvl_vllm.serving.encode_ahead.EncodeAheadAsyncScheduler"
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> str:
+    from qwenvl_vllm.model_registry import register
+
+    register()
+    return str(write_checkpoint("tiny-qwen2-vl", "bf16", tmp_path_factory.mktemp("graphs")))
+
+
+def _config(ckpt: str, scheduler_cls: str, scheduled: int | None = None, graphs: int | None = None):
+    """vLLM's engine config as `vllm serve` builds it (the hook runs in VllmConfig's construction)."""
+    from vllm.config import CompilationConfig, DeviceConfig, ModelConfig, SchedulerConfig, VllmConfig
+
+    model = ModelConfig(model=ckpt, max_model_len=4096)
+    sched = SchedulerConfig(
+        max_num_batched_tokens=8192,
+        max_num_scheduled_tokens=scheduled,
+        max_model_len=4096,
+        is_encoder_decoder=False,
+        scheduler_cls=scheduler_cls,
+    )
+    config = VllmConfig(
+        model_config=model,
+        scheduler_config=sched,
+        compilation_config=CompilationConfig(max_cudagraph_capture_size=graphs),
+        device_config=DeviceConfig(device="cpu"),
+    )
+    return config.scheduler_config, config.compilation_config
+
+
+def test_graphed_scheduler_sets_step_cap_and_graph_size(ckpt: str) -> None:
+    scheduler, compilation = _config(ckpt, GRAPHED)
+    assert scheduler.max_num_scheduled_tokens == 2048
+    assert compilation.max_cudagraph_capture_size == 2048
+
+
+def test_user_choices_are_kept(ckpt: str) -> None:
+    scheduler, compilation = _config(ckpt, GRAPHED, scheduled=1024, graphs=256)
+    assert scheduler.max_num_scheduled_tokens == 1024 and compilation.max_cudagraph_capture_size == 256
+
+
+def test_other_schedulers_are_left_alone(ckpt: str) -> None:
+    scheduler, compilation = _config(ckpt, AHEAD)
+    assert scheduler.max_num_scheduled_tokens in (None, scheduler.max_num_batched_tokens)
+    assert compilation.max_cudagraph_capture_size != 2048
