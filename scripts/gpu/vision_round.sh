@@ -40,6 +40,7 @@
 #      ahead, with and without one image per step; benchmarks/sched_sim.py ranks these first), then
 #      `G3_FLAGS=--no-in-tree G3_SIDES="ours_g2k ours_paced_1k_g2k" ... g3`, then n3 (TTFT breakdown, photos).
 #   k2 checkpoints (2B on the CPU, 72B GPTQ-Int4 on the GPU beside the rest), GPU tests and the encode-ahead check
+#   s72 `vllm serve` of the 72B checkpoint (after k2), ours vs in-tree at c=4 (issue 14 part 1; ~6 min)
 #   t  the vision tower benchmark, then the parity run with the fp8 tower (its end-to-end error vs transformers,
 #      beside call p's bf16 numbers; expected above the bf16 tolerance) (~8 min)
 set -uo pipefail
@@ -49,7 +50,7 @@ bash .gpu/install.sh 2>&1 | tail -1
 pack() { tar czf "$RET/round_$1.tgz" -C "$R" .; }
 END=$((SECONDS + ${ROUND_BUDGET_S:-570}))
 cap() { local left=$((END - SECONDS)); echo $(( left < $1 ? (left > 5 ? left : 5) : $1 )); }  # a step's timeout
-case ${1:?call a, b, c, p, e, h, w, x, t, g1, g2, g3, g4, k1, k2, n3 or ph} in
+case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, n3 or ph} in
 g1)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk 2b-bf16 qwen2-vl-2b bf16 & wait; echo "== checkpoints at ${SECONDS}s"
   ( timeout "$(cap 200)" python3 -m pytest -q tests/gpu/test_vision_kernels_gpu.py tests/gpu/test_kernels_gpu.py \
@@ -172,6 +173,11 @@ w)
   /usr/bin/time -v python3 -m qwenvl_vllm.cli make-checkpoint --model qwen2-vl-72b --quant gptq-int4 --device cuda \
     --out "$CK/72b-gptq" >"$R/mk_72b.log" 2>&1; status mk_72b $?; tail -20 "$R/mk_72b.log"; du -sh "$CK/72b-gptq"
   pack w ;;
+s72)
+  # issue 14 part 1's `vllm serve` with the 72B GPTQ-Int4 checkpoint (written by k2), ours vs in-tree, c=4
+  timeout "$(cap 560)" python3 benchmarks/serve_bench.py --ckpt "$CK/72b-gptq" --concurrency 4 \
+    --out-dir "$R/serve_72b" >"$R/serve_72b.log" 2>&1; status serve_72b $?; tail -4 "$R/serve_72b.log"
+  pack s72 ;;
 x)
   timeout 590 python3 benchmarks/compare.py --ckpt "$CK/72b-gptq" --workloads W1 --num-requests 64 --tag _72b \
     --kv-cache-gib 16 --out-dir "$R/offline_72b" >"$R/compare_72b.log" 2>&1; status compare_72b $?
