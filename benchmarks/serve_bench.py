@@ -147,13 +147,23 @@ async def one_request(session: aiohttp.ClientSession, image_url: str, max_tokens
     return {"ttft": stamps[0] - start, "itl": list(np.diff(stamps)), "e2e": stamps[-1] - start}
 
 
-async def run_level(concurrency: int, images: list[str], max_tokens: int) -> dict:
-    queue = list(images)
+def output_lengths(count: int, max_tokens: int, spread: int) -> list[int]:
+    """Each request's output tokens: `max_tokens` for all, or drawn from max_tokens +- spread (seeded), so
+    that a closed loop's clients stop finishing together."""
+    if spread <= 0:
+        return [max_tokens] * count
+    rng = np.random.default_rng(0)
+    return [int(n) for n in rng.integers(max_tokens - spread, max_tokens + spread + 1, size=count)]
+
+
+async def run_level(concurrency: int, images: list[str], max_tokens: int, spread: int = 0) -> dict:
+    queue = list(zip(images, output_lengths(len(images), max_tokens, spread), strict=True))
     results: list[dict] = []
 
     async def worker(session: aiohttp.ClientSession) -> None:
         while queue:
-            results.append(await one_request(session, queue.pop(), max_tokens))
+            image, length = queue.pop()
+            results.append(await one_request(session, image, length))
 
     timeout = aiohttp.ClientTimeout(total=600)
     async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -190,7 +200,9 @@ def run_server(args: argparse.Namespace, impl: str, images: list[str], log: Path
             n = requests_for(c)
             memory.reset()
             before, since = scrape(URL), time.monotonic()
-            level = asyncio.run(run_level(c, images[offset : offset + n], args.max_tokens))
+            level = asyncio.run(
+                run_level(c, images[offset : offset + n], args.max_tokens, args.max_tokens_spread)
+            )
             windows.append((since, time.monotonic()))
             engine = engine_itl_shares(scrape(URL), before)
             levels.append(level | {"engine_itl_share": engine, "peak_gpu_gib": memory.peak_gib()})
@@ -206,8 +218,9 @@ def run_server(args: argparse.Namespace, impl: str, images: list[str], log: Path
     return levels
 
 
-def workload_name(size: str, concurrency: int) -> str:
-    return f"serve-c{concurrency}" if size == DEFAULT_SIZE else f"serve-{size}-c{concurrency}"
+def workload_name(size: str, concurrency: int, spread: int = 0) -> str:
+    name = f"serve-c{concurrency}" if size == DEFAULT_SIZE else f"serve-{size}-c{concurrency}"
+    return f"{name}-spread{spread}" if spread else name
 
 
 def requests_for(concurrency: int) -> int:
@@ -219,6 +232,13 @@ def main() -> None:
     parser.add_argument("--ckpt", required=True)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument(
+        "--max-tokens-spread",
+        type=int,
+        default=0,
+        help="output lengths max_tokens +- this (0: all equal, the issue's workload; the clients then finish "
+        "in lock step and arrive in cohorts)",
+    )
     parser.add_argument("--out-dir", required=True)
     parser.add_argument(
         "--extra-sides",
@@ -274,7 +294,7 @@ def write_results(
 
     extra = [side for side in args.extra_sides if side in sides]
     for i, c in enumerate(args.concurrency):
-        name = workload_name(args.image_size, c)
+        name = workload_name(args.image_size, c, args.max_tokens_spread)
         ours = sides["ours"][i]
         in_tree = sides["in_tree"][i] if "in_tree" in sides else None
         result = {
@@ -289,6 +309,7 @@ def write_results(
             "config": {
                 "ckpt": args.ckpt,
                 "max_tokens": args.max_tokens,
+                "max_tokens_spread": args.max_tokens_spread,
                 "image": f"{args.image_size} JPEG base64",
                 "max_model_len": 16384,
                 "kv_cache_budget_gib": KV_BUDGET / 2**30,

@@ -137,3 +137,14 @@ def test_step_trace_report_groups_gaps_by_what_the_step_scheduled(tmp_path) -> N
     trace = tmp_path / "steps_x.jsonl"
     trace.write_text("".join(json.dumps(s) + "\n" for s in steps))
     assert "| 6-99 | 6144-8191 | 1 | 180.0 | 180.0 |" in step_trace_report.report(trace)
+
+
+def test_serve_bench_output_lengths_spread_around_max_tokens() -> None:
+    import serve_bench
+
+    assert serve_bench.output_lengths(4, 64, 0) == [64] * 4
+    lengths = serve_bench.output_lengths(400, 64, 32)
+    assert min(lengths) >= 32 and max(lengths) <= 96 and len(set(lengths)) > 20
+    assert lengths == serve_bench.output_lengths(400, 64, 32)  # seeded: the same for every side
+    assert serve_bench.workload_name("1024x768", 64, 32) == "serve-c64-spread32"
+    assert serve_bench.workload_name("1920x1080", 16) == "serve-1920x1080-c16"
