@@ -29,6 +29,17 @@ def vllm_cpu():
         yield cfg
 
 
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> str:
+    """A tiny Qwen2-VL bf16 checkpoint from our writer, with the plugin registered (so vLLM builds our
+    class and processor for it); modules that need another checkpoint define their own `ckpt`."""
+    from qwenvl_vllm.checkpoint.writer import write_checkpoint
+    from qwenvl_vllm.model_registry import register
+
+    register()
+    return str(write_checkpoint("tiny-qwen2-vl", "bf16", tmp_path_factory.mktemp("tiny-qwen2-vl")))
+
+
 @pytest.fixture
 def cpu_pixels(monkeypatch):
     """The processors' CPU pixel path (patch rows from the API server), which these tests hold against

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 from helpers import finish_step, image_request, scheduler_for
 
-from qwenvl_vllm.checkpoint.writer import write_checkpoint
 from qwenvl_vllm.models.encoder_stream import PROGRESS
 from qwenvl_vllm.serving import encode_ahead
 from qwenvl_vllm.serving.encode_ahead import (
@@ -28,14 +27,6 @@ class _Encode:
 
     def query(self) -> bool:
         return self.done
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> str:
-    from qwenvl_vllm.model_registry import register
-
-    register()
-    return str(write_checkpoint("tiny-qwen2-vl", "bf16", tmp_path_factory.mktemp("ahead")))
 
 
 @pytest.fixture

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
 from helpers import finish_step, image_request, scheduler_for
 
-from qwenvl_vllm.checkpoint.writer import write_checkpoint
 from qwenvl_vllm.serving.scheduler import EncoderPacedAsyncScheduler, EncoderPacedScheduler, step_allowance
 
 IMAGE_TOKENS = 999  # a 1024x768 image
 PROMPT = 1024
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> str:
-    from qwenvl_vllm.model_registry import register
-
-    register()
-    return str(write_checkpoint("tiny-qwen2-vl", "bf16", tmp_path_factory.mktemp("sched")))
 
 
 def _encoder_tokens_first_step(scheduler, n: int) -> int:

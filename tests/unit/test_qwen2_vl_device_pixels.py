@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from qwenvl_vllm.checkpoint.writer import write_checkpoint
 from qwenvl_vllm.constants import UINT8_PIXEL_KEYS
 from qwenvl_vllm.geometry import QWEN2_VL
 from qwenvl_vllm.models.qwen2_vl_device_pixels import rows_match_cpu_path, uint8_rows
@@ -16,14 +15,6 @@ from qwenvl_vllm.synthetic import make_image
 
 IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
 VIDEO = "<|vision_start|><|video_pad|><|vision_end|>"
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> str:
-    from qwenvl_vllm.model_registry import register
-
-    register()
-    return str(write_checkpoint("tiny-qwen2-vl", "bf16", tmp_path_factory.mktemp("tiny-qwen2-vl")))
 
 
 def _apply(ckpt: str, dtype: str, prompt: str, mm_data: dict, mm_kwargs: dict | None = None):

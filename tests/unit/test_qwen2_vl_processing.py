@@ -14,7 +14,6 @@ import pytest
 import torch
 from qwen_vl_utils import vision_process as qvu
 
-from qwenvl_vllm.checkpoint.writer import write_checkpoint
 from qwenvl_vllm.models.qwen2_vl_processing import Qwen2VLMultiModalProcessor
 from qwenvl_vllm.mrope import get_rope_index
 from qwenvl_vllm.synthetic import make_image, write_video
@@ -23,14 +22,6 @@ IMAGE_PAD, VIDEO_PAD = 151655, 151656
 IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
 VIDEO = "<|vision_start|><|video_pad|><|vision_end|>"
 ATOL = 1e-6
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> str:
-    from qwenvl_vllm.model_registry import register
-
-    register()  # our class (and so our processor) for Qwen2VLForConditionalGeneration
-    return str(write_checkpoint("tiny-qwen2-vl", "bf16", tmp_path_factory.mktemp("tiny-qwen2-vl")))
 
 
 def _model_config(ckpt: str, **kwargs):

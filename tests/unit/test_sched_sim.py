@@ -12,17 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import sched_sim  # noqa: E402
 
-from qwenvl_vllm.checkpoint.writer import write_checkpoint  # noqa: E402
-
 WORK = sched_sim.Workload(concurrency=8, requests=16, max_tokens=8)
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> str:
-    from qwenvl_vllm.model_registry import register
-
-    register()
-    return str(write_checkpoint("tiny-qwen2-vl", "bf16", tmp_path_factory.mktemp("sim")))
 
 
 def test_api_lane_shares_then_serialises() -> None:

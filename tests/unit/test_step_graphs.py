@@ -3,20 +3,8 @@ the plugin's config hook when vLLM builds the engine config; what the user set i
 
 from __future__ import annotations
 
-import pytest
-
-from qwenvl_vllm.checkpoint.writer import write_checkpoint
-
 GRAPHED = "qwenvl_vllm.serving.encode_ahead.EncodeAheadGraphedAsyncScheduler"
 AHEAD = "qwenvl_vllm.serving.encode_ahead.EncodeAheadAsyncScheduler"
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> str:
-    from qwenvl_vllm.model_registry import register
-
-    register()
-    return str(write_checkpoint("tiny-qwen2-vl", "bf16", tmp_path_factory.mktemp("graphs")))
 
 
 def _config(ckpt: str, scheduler_cls: str, scheduled: int | None = None, graphs: int | None = None):

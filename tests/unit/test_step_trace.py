@@ -8,20 +8,11 @@ import time
 import pytest
 from helpers import finish_step, image_request, scheduler_for
 
-from qwenvl_vllm.checkpoint.writer import write_checkpoint
 from qwenvl_vllm.serving import step_trace
 from qwenvl_vllm.serving.encode_ahead import EncodeAheadAsyncScheduler
 from qwenvl_vllm.serving.scheduler import TracedAsyncScheduler
 
 PROMPT = 1024
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> str:
-    from qwenvl_vllm.model_registry import register
-
-    register()
-    return str(write_checkpoint("tiny-qwen2-vl", "bf16", tmp_path_factory.mktemp("trace")))
 
 
 @pytest.mark.parametrize("cls", [TracedAsyncScheduler, EncodeAheadAsyncScheduler])
