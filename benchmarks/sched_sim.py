@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from helpers import image_request, scheduler_for  # noqa: E402
+from helpers import finish_step, image_request, scheduler_for  # noqa: E402
 
 
 @dataclass
@@ -167,7 +167,7 @@ class Sim:
             encodes = sum(len(ids) for ids in out.scheduled_encoder_inputs.values())
             self.steps.append((self.clock, encodes, out.total_num_scheduled_tokens, step_ms))
             self.clock += step_ms
-            for req_id in self._sampled(out):
+            for req_id in finish_step(self.scheduler, out, self.work.prompt):
                 self.tokens.setdefault(req_id, []).append(self.clock)
                 if len(self.tokens[req_id]) == self.lengths[req_id]:
                     finished += 1
@@ -241,17 +241,6 @@ class Sim:
                 if end is not None:
                     event.at = end
         return used
-
-    def _sampled(self, out) -> list[str]:
-        from vllm.v1.outputs import ModelRunnerOutput
-
-        ids = list(out.num_scheduled_tokens)
-        prompt = self.work.prompt
-        done = [self.scheduler.requests[r].num_computed_tokens >= prompt for r in ids]
-        runner = ModelRunnerOutput(req_ids=ids, req_id_to_index={r: i for i, r in enumerate(ids)})
-        runner.sampled_token_ids = [[7] if d else [] for d in done]
-        self.scheduler.update_from_output(out, runner)
-        return [r for r, d in zip(ids, done, strict=True) if d]
 
     def _metrics(self) -> dict:
         firsts = {r: times[0] - self.submitted[r] for r, times in self.tokens.items()}

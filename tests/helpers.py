@@ -190,9 +190,9 @@ def run_json_script(script: Path, args: list[str], out: Path, **env: str) -> dic
     return json.loads(out.read_text())
 
 
-def finish_step(scheduler, out, prompt: int) -> None:
+def finish_step(scheduler, out, prompt: int) -> list[str]:
     """Feed `out` back to the scheduler as a model run would: one sampled token for every request whose
-    prompt (`prompt` tokens) is computed, none for prefill chunks."""
+    prompt (`prompt` tokens) is computed, none for prefill chunks. Returns the requests that got a token."""
     from vllm.v1.outputs import ModelRunnerOutput
 
     ids = list(out.num_scheduled_tokens)
@@ -200,3 +200,4 @@ def finish_step(scheduler, out, prompt: int) -> None:
     prefilled = [scheduler.requests[r].num_computed_tokens >= prompt for r in ids]
     runner.sampled_token_ids = [[7] if done else [] for done in prefilled]
     scheduler.update_from_output(out, runner)
+    return [r for r, done in zip(ids, prefilled, strict=True) if done]

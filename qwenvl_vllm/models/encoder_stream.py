@@ -128,14 +128,17 @@ class EncoderStream:
             del self._events[key]
 
 
-def wants_encoder_stream(vllm_config: object) -> bool:
-    """True when the configured scheduler encodes ahead (it says so with `uses_encoder_stream`)."""
+def scheduler_class(vllm_config: object) -> type:
+    """The configured scheduler class (vLLM's config may hold its qualified name)."""
     from vllm.utils.import_utils import resolve_obj_by_qualname
 
     cls = vllm_config.scheduler_config.scheduler_cls
-    if isinstance(cls, str):
-        cls = resolve_obj_by_qualname(cls)
-    return bool(getattr(cls, "uses_encoder_stream", False))
+    return resolve_obj_by_qualname(cls) if isinstance(cls, str) else cls
+
+
+def wants_encoder_stream(vllm_config: object) -> bool:
+    """True when the configured scheduler encodes ahead (it says so with `uses_encoder_stream`)."""
+    return bool(getattr(scheduler_class(vllm_config), "uses_encoder_stream", False))
 
 
 class SideStreamEmbedding:

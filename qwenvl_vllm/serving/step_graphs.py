@@ -12,19 +12,11 @@ the scheduler stays one flag.
 from __future__ import annotations
 
 from qwenvl_vllm.log import logger
-
-
-def wanted_step_tokens(vllm_config: object) -> int | None:
-    from vllm.utils.import_utils import resolve_obj_by_qualname
-
-    cls = vllm_config.scheduler_config.scheduler_cls
-    if isinstance(cls, str):
-        cls = resolve_obj_by_qualname(cls)
-    return getattr(cls, "step_tokens", None)
+from qwenvl_vllm.models.encoder_stream import scheduler_class
 
 
 def apply_step_tokens(vllm_config: object) -> None:
-    tokens = wanted_step_tokens(vllm_config)
+    tokens = getattr(scheduler_class(vllm_config), "step_tokens", None)
     if not tokens:
         return
     scheduler = vllm_config.scheduler_config
