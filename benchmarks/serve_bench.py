@@ -211,8 +211,9 @@ def run_server(args: argparse.Namespace, impl: str, images: list[str], log: Path
     finally:
         proc.terminate()
         proc.wait(timeout=120)
-    for level, window in zip(levels, windows, strict=True):
-        steps = step_trace.load(trace, *window)
+    traced = step_trace.load(trace)
+    for level, (since, until) in zip(levels, windows, strict=True):
+        steps = step_trace.window(traced, since, until)
         if steps:
             level["step_trace"] = step_trace.summarize(steps)
     return levels

@@ -10,11 +10,12 @@ belongs to a run of heavy steps, which the grouping shows.
 from __future__ import annotations
 
 import argparse
-import json
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+
+from qwenvl_vllm.serving import step_trace
 
 ENCODER_BINS = ((0, 0), (1, 2), (3, 5), (6, 99))
 PREFILL_BIN_TOKENS = 2048
@@ -46,7 +47,7 @@ def idle_gaps(steps: list[dict]) -> list[float]:
 
 
 def report(path: Path) -> str:
-    steps = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    steps = step_trace.load(path)
     lines = [f"### {path.name}: {len(steps)} steps", ""]
     lines += [
         "| encoder inputs | prefill tokens | steps | gap p50 (ms) | gap max (ms) |",

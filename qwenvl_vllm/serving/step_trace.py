@@ -79,11 +79,15 @@ class StepTracing:
         self._flushed_at = time.monotonic()
 
 
-def load(path: Path, since: float, until: float) -> list[dict]:
-    """The steps recorded in [since, until] (`time.monotonic()` seconds: one clock for every process)."""
+def load(path: Path) -> list[dict]:
+    """Every step a trace file holds (none if it was never written)."""
     if not path.exists():
         return []
-    steps = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def window(steps: list[dict], since: float, until: float) -> list[dict]:
+    """The steps recorded in [since, until] (`time.monotonic()` seconds: one clock for every process)."""
     return [step for step in steps if since <= step["t"] <= until]
 
 

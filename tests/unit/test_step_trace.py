@@ -27,7 +27,7 @@ def test_each_step_is_recorded_with_its_work(ckpt: str, cls: type, tmp_path, mon
     finish_step(scheduler, out, PROMPT)
     out2 = scheduler.schedule(False)
     scheduler.flush_trace()
-    steps = step_trace.load(path, since, time.monotonic())
+    steps = step_trace.window(step_trace.load(path), since, time.monotonic())
     assert len(steps) == 2
     first, second = steps
     assert first["prefill_tokens"] == out.total_num_scheduled_tokens == 3 * PROMPT
@@ -56,18 +56,18 @@ def test_the_trace_is_written_when_the_engine_empties(ckpt: str, tmp_path, monke
     for _ in range(2):  # prefill with the first token, then the second: finished
         finish_step(scheduler, scheduler.schedule(False), PROMPT)
     assert not scheduler.get_num_unfinished_requests()
-    assert len(step_trace.load(path, 0, time.monotonic())) == 2
+    assert len(step_trace.load(path)) == 2
     scheduler.add_request(image_request(1, 999, PROMPT, offset=0))
     scheduler.schedule(False)
     scheduler.shutdown()
-    assert len(step_trace.load(path, 0, time.monotonic())) == 3
+    assert len(step_trace.load(path)) == 3
 
 
 def test_load_keeps_the_window_only(tmp_path) -> None:
     path = tmp_path / "steps.jsonl"
     path.write_text("".join(f'{{"t": {t}, "sched_ms": 0.1}}\n' for t in (1.0, 2.0, 3.0)))
-    assert [s["t"] for s in step_trace.load(path, 1.5, 3.0)] == [2.0, 3.0]
-    assert step_trace.load(tmp_path / "absent.jsonl", 0, 9) == []
+    assert [s["t"] for s in step_trace.window(step_trace.load(path), 1.5, 3.0)] == [2.0, 3.0]
+    assert step_trace.load(tmp_path / "absent.jsonl") == []
 
 
 def test_summary_names_the_steps_before_long_gaps() -> None:
