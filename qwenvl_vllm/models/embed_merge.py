@@ -15,13 +15,6 @@ from collections.abc import Sequence
 import torch
 
 
-def flatten(embeddings: torch.Tensor | Sequence) -> torch.Tensor:
-    """Items' embeddings (tensors, or nested lists of them) as one [rows, hidden] tensor, in order."""
-    if isinstance(embeddings, torch.Tensor):
-        return embeddings.flatten(0, -2)
-    return torch.cat([flatten(item) for item in embeddings])
-
-
 def placeholder_rows(is_multimodal: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Row indices of a host-side placeholder mask, on `device`, copied without blocking the host."""
     from vllm.utils.platform_utils import is_pin_memory_available
@@ -37,7 +30,9 @@ def scatter_embeddings(
 ) -> torch.Tensor:
     """`inputs_embeds` [tokens, hidden] with its placeholder rows (`is_multimodal`, [tokens] bool, on the
     host) overwritten by the items' embeddings, in order; in place, as vLLM's merge."""
-    flat = flatten(embeddings)
+    from vllm.model_executor.models.utils import _flatten_embeddings
+
+    flat = _flatten_embeddings(embeddings)  # vLLM's own, so both merges see the same rows
     expected = int(is_multimodal.sum())  # a host mask: no sync (a device mask would sync, as in vLLM)
     if expected != flat.shape[0]:
         raise ValueError(f"{flat.shape[0]} multimodal embedding rows for {expected} placeholder tokens")

@@ -176,6 +176,6 @@ class SideStreamEmbedding:
         )
         if multimodal_embeddings is None or len(multimodal_embeddings) == 0:
             return inputs_embeds
-        if is_multimodal is None:
-            raise ValueError("is_multimodal is required with multimodal embeddings")
-        return scatter_embeddings(inputs_embeds, multimodal_embeddings, is_multimodal)
+        from vllm.model_executor.models.interfaces import _require_is_multimodal
+
+        return scatter_embeddings(inputs_embeds, multimodal_embeddings, _require_is_multimodal(is_multimodal))
