@@ -55,7 +55,8 @@ AHEAD_MODULE = "qwenvl_vllm.serving.encode_ahead"
 AHEAD = f"{AHEAD_MODULE}.EncodeAheadAsyncScheduler"
 PACED = "qwenvl_vllm.serving.scheduler.EncoderPacedAsyncScheduler"
 TRACED = "qwenvl_vllm.serving.scheduler.TracedAsyncScheduler"  # vLLM's scheduler, with the step trace
-AHEAD_PACED = "qwenvl_vllm.serving.encode_ahead.EncodeAheadPacedAsyncScheduler"
+AHEAD_PACED = f"{AHEAD_MODULE}.EncodeAheadPacedAsyncScheduler"
+GRAPHED = f"{AHEAD_MODULE}.EncodeAheadGraphedAsyncScheduler"  # asks for the step cap and graph size itself
 GRAPHS_2K = ["--max-cudagraph-capture-size", "2048", "--max-num-scheduled-tokens", "2048"]
 ONE_IMAGE_PER_STEP = {"QWENVL_VLLM_ENCODER_STEP_TOKENS": "1024"}  # a 1024x768 image is 999 encoder tokens
 SIDES = {  # name -> (plugin on, extra `vllm serve` arguments, extra environment)
@@ -77,13 +78,12 @@ SIDES = {  # name -> (plugin on, extra `vllm serve` arguments, extra environment
     "ours_api2": (True, ["--api-server-count", "2"], {}),
     "ours_ahead_api2": (True, ["--scheduler-cls", AHEAD, "--api-server-count", "2"], {}),
     # Steps up to 2048 tokens as CUDA graphs (vLLM's default stops at 512: a 1k-token prefill step runs the
-    # LM eagerly, ~30 ms of host time in the step traces) and at most 2048 tokens per step; with one image
-    # per step, the mechanism `benchmarks/sched_sim.py` ranks first
+    # LM eagerly, ~30 ms of host time in the step traces) and at most 2048 tokens per step; with encode ahead
+    # and/or one image per step, the mechanisms `benchmarks/sched_sim.py` ranks first
     "ours_g2k": (True, ["--scheduler-cls", TRACED, *GRAPHS_2K], {}),
     "ours_paced_1k_g2k": (True, ["--scheduler-cls", PACED, *GRAPHS_2K], ONE_IMAGE_PER_STEP),
     "ours_ahead_g2k": (True, ["--scheduler-cls", AHEAD, *GRAPHS_2K], {}),
-    # the same as one flag: the scheduler class asks for the step cap and graph size itself
-    "ours_ahead_graphed": (True, ["--scheduler-cls", f"{AHEAD_MODULE}.EncodeAheadGraphedAsyncScheduler"], {}),
+    "ours_ahead_graphed": (True, ["--scheduler-cls", GRAPHED], {}),  # ours_ahead_g2k as one flag
     "ours_ahead_paced_1k_g2k": (True, ["--scheduler-cls", AHEAD_PACED, *GRAPHS_2K], ONE_IMAGE_PER_STEP),
     "in_tree": (False, [], {}),
 }
