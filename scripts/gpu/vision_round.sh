@@ -50,14 +50,23 @@ bash .gpu/install.sh 2>&1 | tail -1
 pack() { tar czf "$RET/round_$1.tgz" -C "$R" .; }
 END=$((SECONDS + ${ROUND_BUDGET_S:-570}))
 cap() { local left=$((END - SECONDS)); echo $(( left < $1 ? (left > 5 ? left : 5) : $1 )); }  # a step's timeout
+gpu_tests() {  # timeout
+  timeout "$1" python3 -m pytest -q tests/gpu/test_vision_kernels_gpu.py tests/gpu/test_kernels_gpu.py \
+    tests/gpu/test_qwen2_vl_vision_gpu.py tests/gpu/test_writer_gpu.py tests/gpu/test_embed_merge_gpu.py \
+    >"$R/gpu_tests.log" 2>&1; status gpu_tests $?; tail -2 "$R/gpu_tests.log"
+}
+encode_ahead_check() {  # timeout
+  timeout "$1" python3 scripts/gpu/encode_ahead_check.py --ckpt "$CK/2b-bf16" --kv-cache-gib 8 \
+    --out "$R/encode_ahead_check.json" >"$R/encode_ahead_check.log" 2>&1; status encode_ahead $?
+}
+mk_72b() {  # timeout: Qwen2-VL-72B GPTQ-Int4 written on the GPU
+  timeout "$1" python3 -m qwenvl_vllm.cli make-checkpoint --model qwen2-vl-72b --quant gptq-int4 --device cuda \
+    --out "$CK/72b-gptq" >"$R/mk_72b.log" 2>&1; status mk_72b $?; echo "72B at ${SECONDS}s"; du -sh "$CK/72b-gptq"
+}
 case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, n3 or ph} in
 g1)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk 2b-bf16 qwen2-vl-2b bf16 & wait; echo "== checkpoints at ${SECONDS}s"
-  ( timeout "$(cap 200)" python3 -m pytest -q tests/gpu/test_vision_kernels_gpu.py tests/gpu/test_kernels_gpu.py \
-      tests/gpu/test_qwen2_vl_vision_gpu.py tests/gpu/test_writer_gpu.py tests/gpu/test_embed_merge_gpu.py >"$R/gpu_tests.log" 2>&1
-    status gpu_tests $?; tail -2 "$R/gpu_tests.log"
-    timeout "$(cap 270)" python3 scripts/gpu/encode_ahead_check.py --ckpt "$CK/2b-bf16" --kv-cache-gib 8 \
-      --out "$R/encode_ahead_check.json" >"$R/encode_ahead_check.log" 2>&1; status encode_ahead $? ) &
+  ( gpu_tests "$(cap 200)"; encode_ahead_check "$(cap 270)" ) &
   ( timeout "$(cap 540)" python3 scripts/gpu/qwen2_vl_parity.py --ckpt "$CK/2b-bf16" --gpu-memory-utilization 0.3 \
       --kv-cache-gib 8 --out "$R/parity_bf16.json" >"$R/parity.log" 2>&1; status parity $? ) &
   ( for impl in in_tree ours; do
@@ -79,15 +88,9 @@ k1)
   # the GPU is idle while the 2B checkpoints are drawn on the CPU: time the attention kernels there
   timeout "$(cap 90)" python3 benchmarks/attention_kernels.py --out "$R/attention_kernels.json" >"$R/attn.log" 2>&1
   status attention_kernels $?
-  [ "${K1_72B:-1}" = 1 ] && ( timeout "$(cap 550)" python3 -m qwenvl_vllm.cli make-checkpoint --model qwen2-vl-72b \
-      --quant gptq-int4 --device cuda --out "$CK/72b-gptq" >"$R/mk_72b.log" 2>&1; status mk_72b $?
-    echo "72B at ${SECONDS}s"; du -sh "$CK/72b-gptq" ) &
+  [ "${K1_72B:-1}" = 1 ] && mk_72b "$(cap 550)" &
   wait $p2 $p3; echo "== 2B checkpoints at ${SECONDS}s"
-  ( timeout "$(cap 200)" python3 -m pytest -q tests/gpu/test_vision_kernels_gpu.py tests/gpu/test_kernels_gpu.py \
-      tests/gpu/test_qwen2_vl_vision_gpu.py tests/gpu/test_writer_gpu.py tests/gpu/test_embed_merge_gpu.py >"$R/gpu_tests.log" 2>&1
-    status gpu_tests $?; tail -2 "$R/gpu_tests.log"
-    timeout "$(cap 270)" python3 scripts/gpu/encode_ahead_check.py --ckpt "$CK/2b-bf16" --kv-cache-gib 8 \
-      --out "$R/encode_ahead_check.json" >"$R/encode_ahead_check.log" 2>&1; status encode_ahead $? ) &
+  ( gpu_tests "$(cap 200)"; encode_ahead_check "$(cap 270)" ) &
   ( QWENVL_VLLM_VIT_FP8=1 timeout "$(cap 540)" python3 scripts/gpu/qwen2_vl_parity.py --ckpt "$CK/2b-bf16" \
       --skip-in-tree --gpu-memory-utilization 0.3 --kv-cache-gib 8 --out "$R/parity_fp8_tower.json" >"$R/parity_fp8.log" 2>&1
     status parity_fp8 $? ) &
@@ -97,14 +100,9 @@ k1)
 k2)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk 2b-bf16 qwen2-vl-2b bf16 & wait
   echo "== 2B checkpoints at ${SECONDS}s"; df -h /tmp | tail -1  # 72B (~42 GB) after them: the disk is 64 GiB
-  ( timeout "$(cap 550)" python3 -m qwenvl_vllm.cli make-checkpoint --model qwen2-vl-72b --quant gptq-int4 \
-      --device cuda --out "$CK/72b-gptq" >"$R/mk_72b.log" 2>&1; status mk_72b $?
-    echo "72B at ${SECONDS}s"; du -sh "$CK/72b-gptq" ) &
-  timeout "$(cap 200)" python3 -m pytest -q tests/gpu/test_vision_kernels_gpu.py tests/gpu/test_kernels_gpu.py \
-    tests/gpu/test_qwen2_vl_vision_gpu.py tests/gpu/test_writer_gpu.py tests/gpu/test_embed_merge_gpu.py >"$R/gpu_tests.log" 2>&1
-  status gpu_tests $?; tail -2 "$R/gpu_tests.log"; pack k2
-  timeout "$(cap 270)" python3 scripts/gpu/encode_ahead_check.py --ckpt "$CK/2b-bf16" --kv-cache-gib 8 \
-    --out "$R/encode_ahead_check.json" >"$R/encode_ahead_check.log" 2>&1; status encode_ahead $?
+  mk_72b "$(cap 550)" &
+  gpu_tests "$(cap 200)"; pack k2
+  encode_ahead_check "$(cap 270)"
   wait; echo "== done at ${SECONDS}s"; tail -c 300 "$R/encode_ahead_check.json"; tail -3 "$R/mk_72b.log"
   df -h /tmp | tail -1; pack k2 ;;
 g4)
@@ -133,9 +131,7 @@ ph)
   pack ph ;;
 a)
   mk 2b-gptq qwen2-vl-2b gptq-int4 & mk 2b-bf16 qwen2-vl-2b bf16 & wait
-  timeout 150 python3 -m pytest -q tests/gpu/test_vision_kernels_gpu.py tests/gpu/test_kernels_gpu.py \
-    tests/gpu/test_qwen2_vl_vision_gpu.py tests/gpu/test_writer_gpu.py tests/gpu/test_embed_merge_gpu.py >"$R/gpu_tests.log" 2>&1; status gpu_tests $?
-  tail -2 "$R/gpu_tests.log"; pack a; mkdir -p "$R/fp8_tower"
+  gpu_tests 150; pack a; mkdir -p "$R/fp8_tower"
   QWENVL_VLLM_VIT_FP8=1 timeout 200 python3 benchmarks/throughput.py --ckpt "$CK/2b-gptq" --workloads W1 \
     --impl ours --out-dir "$R/fp8_tower" >"$R/w1_fp8.log" 2>&1; status w1_fp8_tower $?
   tail -c 400 "$R/fp8_tower/W1_ours.json"; pack a ;;
@@ -163,8 +159,7 @@ e)
   status serve_bench $?; tail -6 "$R/serve_bench.log"
   pack e ;;
 h)
-  timeout 270 python3 scripts/gpu/encode_ahead_check.py --ckpt "$CK/2b-bf16" --kv-cache-gib 8 \
-    --out "$R/encode_ahead_check.json" >"$R/encode_ahead_check.log" 2>&1; status encode_ahead $?
+  encode_ahead_check 270
   tail -c 800 "$R/encode_ahead_check.json"; pack h
   timeout 300 python3 benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency 64 --image-size 1920x1080 \
     --out-dir "$R/serve_photos" >"$R/serve_photos.log" 2>&1; status serve_photos $?; tail -4 "$R/serve_photos.log"
