@@ -41,6 +41,9 @@
 #      `G3_FLAGS=--no-in-tree G3_SIDES="ours_g2k ours_paced_1k_g2k" ... g3`, then n3 (TTFT breakdown, photos).
 #   k2 checkpoints (2B on the CPU, 72B GPTQ-Int4 on the GPU beside the rest), GPU tests and the encode-ahead check
 #   s72 `vllm serve` of the 72B checkpoint (after k2), ours vs in-tree at c=4 (issue 14 part 1; ~6 min)
+#   l1 the 2B GPTQ checkpoint beside the GPU tests, then g3's `vllm serve` sides (G3_SIDES, G3_CONCURRENCY)
+#   Seventh visit: `G3_CONCURRENCY="1 16 64" G3_SIDES=ours_ahead_graphed ... l1` (in-tree last), then
+#      `G3_FLAGS=--no-in-tree G3_SIDES="ours_ahead_paced_1k_g2k ours_g2k ours_paced_1k_g2k" ... g3`.
 #   t  the vision tower benchmark, then the parity run with the fp8 tower (its end-to-end error vs transformers,
 #      beside call p's bf16 numbers; expected above the bf16 tolerance) (~8 min)
 set -uo pipefail
@@ -63,7 +66,12 @@ mk_72b() {  # timeout: Qwen2-VL-72B GPTQ-Int4 written on the GPU
   timeout "$1" python3 -m qwenvl_vllm.cli make-checkpoint --model qwen2-vl-72b --quant gptq-int4 --device cuda \
     --out "$CK/72b-gptq" >"$R/mk_72b.log" 2>&1; status mk_72b $?; echo "72B at ${SECONDS}s"; du -sh "$CK/72b-gptq"
 }
-case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, n3 or ph} in
+serve_sides() {  # timeout: `vllm serve` of G3_SIDES beside ours (and in-tree last unless G3_FLAGS=--no-in-tree)
+  timeout "$1" python3 benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency ${G3_CONCURRENCY:-16 64} \
+    --in-tree-last ${G3_FLAGS:-} --extra-sides ${G3_SIDES:-ours_ahead_2k ours_ahead_paced_1k} --out-dir "$R/serve" \
+    >"$R/serve_bench.log" 2>&1; status serve_bench $?; tail -8 "$R/serve_bench.log"
+}
+case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, n3 or ph} in
 g1)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk 2b-bf16 qwen2-vl-2b bf16 & wait; echo "== checkpoints at ${SECONDS}s"
   ( gpu_tests "$(cap 200)"; encode_ahead_check "$(cap 270)" ) &
@@ -114,10 +122,10 @@ g4)
   pack g4 ;;
 g3)
   # shorter leases: G3_CONCURRENCY="64" G3_SIDES="ours_ahead"
-  timeout "$(cap 570)" python3 benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency ${G3_CONCURRENCY:-16 64} \
-    --in-tree-last ${G3_FLAGS:-} --extra-sides ${G3_SIDES:-ours_ahead_2k ours_ahead_paced_1k} --out-dir "$R/serve" >"$R/serve_bench.log" 2>&1
-  status serve_bench $?; tail -8 "$R/serve_bench.log"
-  pack g3 ;;
+  serve_sides "$(cap 570)"; pack g3 ;;
+l1)
+  mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & gpu_tests "$(cap 150)"; wait; echo "== ready at ${SECONDS}s"; pack l1
+  serve_sides "$(cap 570)"; pack l1 ;;
 n3)
   timeout "$(cap 280)" python3 benchmarks/ttft_breakdown.py --ckpt "$CK/2b-gptq" --out "$R/ttft_breakdown.json" \
     >"$R/ttft_breakdown.log" 2>&1; status ttft_breakdown $?; tail -c 900 "$R/ttft_breakdown.json"; pack n3
