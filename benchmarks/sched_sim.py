@@ -37,8 +37,8 @@ class Costs:
     # prefill step takes ~30 ms (GPU work ~9 ms), one with an image ~43 ms (trace: steps of 1-2 images).
     graph_max_tokens: int = 512
     eager_host_ms: float = 30.0
-    # fitted on those steps: likely vLLM's merge of the embeddings, whose blocking copy makes the host wait
-    # for the tower before it launches the LM (our models merge without it since: `models/embed_merge.py`)
+    # fitted on those steps; not explained (vLLM's merge of the embeddings does not block the host: GPU-tested
+    # on the seventh visit)
     host_ms_per_image: float = 13.0
     api_shared_ms: float = 3.3  # API-server CPU per request, interleaved with the others' (see ApiLane)
     api_serial_ms: float = 4.7  # ... and one request at a time: a cohort's requests then reach the engine
@@ -302,7 +302,7 @@ def main() -> None:
     parser.add_argument("--side-cost", type=float, default=1.0)
     parser.add_argument("--graph-max-tokens", type=int, default=512, help="vLLM's max CUDA-graph size")
     parser.add_argument(
-        "--host-ms-per-image", type=float, default=Costs.host_ms_per_image, help="0: no merge sync (ours now)"
+        "--host-ms-per-image", type=float, default=Costs.host_ms_per_image, help="0: without that host cost"
     )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()

@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 
 from qwenvl_vllm.log import RareEvents
-from qwenvl_vllm.models.embed_merge import scatter_embeddings
 from qwenvl_vllm.settings import get_settings
 
 LM_PRIORITY = -1  # CUDA: lower numbers run first; 0, the default, is the lowest
@@ -143,8 +142,7 @@ def wants_encoder_stream(vllm_config: object) -> bool:
 
 class SideStreamEmbedding:
     """Mixin (before `SupportsMultiModal`) for our multimodal models: under an encode-ahead scheduler,
-    `embed_multimodal` runs the model's `_embed` on an `EncoderStream` and `embed_input_ids` waits for it;
-    always, `embed_input_ids` merges the embeddings without a host sync (`embed_merge`)."""
+    `embed_multimodal` runs the model's `_embed` on an `EncoderStream` and `embed_input_ids` waits for it."""
 
     _encoder_stream: EncoderStream | None = None
 
@@ -171,11 +169,4 @@ class SideStreamEmbedding:
     ) -> torch.Tensor:
         if self._encoder_stream is not None and multimodal_embeddings is not None:
             self._encoder_stream.wait_for(multimodal_embeddings)  # encoded on the side stream
-        inputs_embeds = self._embed_text_input_ids(
-            input_ids, self.get_language_model().embed_input_ids, is_multimodal=is_multimodal
-        )
-        if multimodal_embeddings is None or len(multimodal_embeddings) == 0:
-            return inputs_embeds
-        from vllm.model_executor.models.interfaces import _require_is_multimodal
-
-        return scatter_embeddings(inputs_embeds, multimodal_embeddings, _require_is_multimodal(is_multimodal))
+        return super().embed_input_ids(input_ids, multimodal_embeddings, is_multimodal=is_multimodal)

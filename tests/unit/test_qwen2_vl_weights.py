@@ -164,27 +164,3 @@ def test_embed_multimodal_precomputed_embeddings(ckpts, build) -> None:
     out = model.embed_multimodal(image_embeds=embeds, image_grid_thw=torch.tensor([[1, 4, 6], [1, 2, 4]]))
     assert [t.shape[0] for t in out] == [6, 2] and torch.equal(torch.cat(out), embeds)
     assert model.embed_multimodal() == []
-
-
-def test_embed_input_ids_equals_vllms_merge(ckpts, build) -> None:
-    """Our embed_input_ids (placeholder rows copied to the device without a host sync) gives the token
-    embeddings vLLM's own SupportsMultiModal.embed_input_ids gives, byte for byte."""
-    from vllm.model_executor.models.interfaces import SupportsMultiModal
-
-    from qwenvl_vllm.constants import IMAGE_TOKEN_ID as IMAGE_PAD_ID
-
-    model = build(ckpts["default"])
-    model.load_weights(load_file(f"{ckpts['default']}/model.safetensors").items())
-    gen = torch.Generator().manual_seed(1)
-    input_ids = torch.randint(0, 1000, (40,), generator=gen)
-    input_ids[5:11] = IMAGE_PAD_ID  # one image of 6 tokens, one of 2
-    input_ids[30:32] = IMAGE_PAD_ID
-    is_mm = input_ids == IMAGE_PAD_ID
-    with torch.inference_mode():
-        items = model.embed_multimodal(
-            pixel_values=torch.randn(32, 1176, generator=gen),
-            image_grid_thw=torch.tensor([[1, 4, 6], [1, 2, 4]]),
-        )
-        got = model.embed_input_ids(input_ids, items, is_multimodal=is_mm)
-        want = SupportsMultiModal.embed_input_ids(model, input_ids, items, is_multimodal=is_mm)
-    assert torch.equal(got, want) and got.shape == (40, 128)
