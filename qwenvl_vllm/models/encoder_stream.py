@@ -21,11 +21,15 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from qwenvl_vllm.log import RareEvents
 from qwenvl_vllm.settings import get_settings
+
+if TYPE_CHECKING:
+    from qwenvl_vllm.models.tower_slices import TowerJob, TowerSlicer
 
 LM_PRIORITY = -1  # CUDA: lower numbers run first; 0, the default, is the lowest
 
@@ -34,7 +38,8 @@ class EncoderProgress:
     """Items given to the tower and items finished, counted in this process, in launch order."""
 
     def __init__(self) -> None:
-        self.active = False  # a model in this process encodes on a side stream
+        self.active = False  # a model in this process encodes on a side stream or in slices
+        self.scheduling = False  # an encode-ahead scheduler runs in this process (the engine is serving)
         self.reset()
 
     def reset(self) -> None:
@@ -42,7 +47,8 @@ class EncoderProgress:
         self.finished = 0
         self._pending: deque[tuple[int, torch.cuda.Event | None]] = deque()
 
-    def add(self, items: int, event: torch.cuda.Event | None) -> None:
+    def add(self, items: int, event: torch.cuda.Event | TowerJob | None) -> None:
+        """`event`: anything whose query() says the items have finished; None: finished already."""
         self.launched += items
         self._pending.append((self.launched, event))
 
@@ -72,7 +78,7 @@ def _tensors(value: object) -> Iterable[torch.Tensor]:
             yield from _tensors(item)
 
 
-def _storage_key(tensor: torch.Tensor) -> int:
+def storage_key(tensor: torch.Tensor) -> int:
     return tensor.untyped_storage().data_ptr()
 
 
@@ -103,7 +109,7 @@ class EncoderStream:
         event = torch.cuda.Event()
         event.record(self.stream)
         self._prune()
-        for key, out in {_storage_key(o): o for o in outputs if o.is_cuda}.items():
+        for key, out in {storage_key(o): o for o in outputs if o.is_cuda}.items():
             out.record_stream(main)  # read on the main stream after it is freed on the side stream's clock
             self._events[key] = event
         PROGRESS.add(len(outputs), event)
@@ -115,7 +121,7 @@ class EncoderStream:
             return
         waited: set[int] = set()
         for embedding in embeddings:
-            event = self._events.get(_storage_key(embedding))
+            event = self._events.get(storage_key(embedding))
             if event is not None and id(event) not in waited:
                 if not event.query():
                     self.waits_on_unfinished.note()
@@ -140,22 +146,40 @@ def wants_encoder_stream(vllm_config: object) -> bool:
     return bool(getattr(scheduler_class(vllm_config), "uses_encoder_stream", False))
 
 
+def wants_tower_slices(vllm_config: object) -> bool:
+    """True when the configured scheduler wants the tower spread over steps (`slices_tower`)."""
+    return bool(getattr(scheduler_class(vllm_config), "slices_tower", False))
+
+
 class SideStreamEmbedding:
     """Mixin (before `SupportsMultiModal`) for our multimodal models: under an encode-ahead scheduler,
-    `embed_multimodal` runs the model's `_embed` on an `EncoderStream` and `embed_input_ids` waits for it."""
+    `embed_multimodal` runs the model's `_embed` on an `EncoderStream` and `embed_input_ids` waits for it;
+    under a slicing one, models with `supports_tower_slices` queue their tower's work in a `TowerSlicer`
+    (from `_embed`) and every `embed_input_ids` launches the next slices."""
 
     _encoder_stream: EncoderStream | None = None
+    _tower_slicer: TowerSlicer | None = None
+    supports_tower_slices = False
 
     def _init_encoder_stream(self, vllm_config: object) -> None:
         """At model construction, on the worker's device (so the scheduler, built later in the same
         process, already sees an active side stream)."""
-        if wants_encoder_stream(vllm_config):
+        if self.supports_tower_slices and wants_tower_slices(vllm_config):
+            from qwenvl_vllm.models.tower_slices import TowerSlicer
+
+            self._tower_slicer = TowerSlicer(get_settings().tower_step_patch_layers)
+        elif wants_encoder_stream(vllm_config):
             self._encoder_stream = EncoderStream(torch.device(vllm_config.device_config.device))
 
     def _embed(self, kwargs: dict[str, object]) -> Sequence[torch.Tensor]:
         raise NotImplementedError
 
     def embed_multimodal(self, **kwargs: object) -> Sequence[torch.Tensor]:
+        if self._tower_slicer is not None:
+            outputs = self._embed(kwargs)
+            for output in outputs:
+                PROGRESS.add(1, self._tower_slicer.job_of(output))
+            return outputs
         if self._encoder_stream is None:
             return self._embed(kwargs)
         return self._encoder_stream.run(lambda: self._embed(kwargs), list(kwargs.values()))
@@ -167,6 +191,8 @@ class SideStreamEmbedding:
         *,
         is_multimodal: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        if self._encoder_stream is not None and multimodal_embeddings is not None:
+        if self._tower_slicer is not None:
+            self._tower_slicer.before_lm(multimodal_embeddings or ())
+        elif self._encoder_stream is not None and multimodal_embeddings is not None:
             self._encoder_stream.wait_for(multimodal_embeddings)  # encoded on the side stream
         return super().embed_input_ids(input_ids, multimodal_embeddings, is_multimodal=is_multimodal)

@@ -210,6 +210,10 @@ _MODALITY_KEYS = {
 }
 
 
+def _split_items(pixel_values: torch.Tensor, grid: list[list[int]]) -> list[torch.Tensor]:
+    return list(pixel_values.split([t * h * w for t, h, w in grid]))  # [patches of item i, C*T*P*P]
+
+
 def _grid_list(grid_thw: torch.Tensor) -> list[list[int]]:
     return [[int(v) for v in row] for row in grid_thw.tolist()]
 
@@ -259,6 +263,7 @@ class Qwen2VLForConditionalGeneration(
         "gate_up_proj": ["gate_proj", "up_proj"],
     }
     supports_encoder_tp_data = True
+    supports_tower_slices = True
 
     @classmethod
     def get_placeholder_str(cls, modality: str, i: int) -> str | None:
@@ -340,13 +345,30 @@ class Qwen2VLForConditionalGeneration(
                 _DataParallelTower(self.visual), pixel_values, grid, rope_type="rope_3d"
             )
             return list(embeds)
+        if self._tower_slicer is not None:
+            return [
+                self._queue_item(item, g)
+                for item, g in zip(_split_items(pixel_values, grid), grid, strict=True)
+            ]
         if self._encoder_stream is not None:
             # Beside the LM's steps, one item per tower call: the tower's kernels hold the SMs until they end
             # (decode kernels wait for them), and one item's kernels are a batch's divided by its size.
-            rows = pixel_values.split([t * h * w for t, h, w in grid])  # [patches of item i, C*T*P*P]
-            return [self.visual(item, [g]) for item, g in zip(rows, grid, strict=True)]
+            return [
+                self.visual(item, [g]) for item, g in zip(_split_items(pixel_values, grid), grid, strict=True)
+            ]
         sizes = [grid_tokens(g, self.merge_size) for g in grid]
         return list(self.visual(pixel_values, grid).split(sizes))
+
+    def _queue_item(self, rows: torch.Tensor, grid: list[int]) -> torch.Tensor:
+        """One item's encode queued in slices; its output tensor, written by the last slice."""
+        slices, cost = self.visual.forward_slices(rows, [grid], self._tower_slicer.budget)
+        out = torch.empty(
+            grid_tokens(grid, self.merge_size),
+            self.visual.out_hidden_size,
+            dtype=self.visual.dtype,
+            device=self.visual.device,
+        )
+        return self._tower_slicer.submit(slices, out, cost)
 
     def _rows(self, item: Qwen2VLInputs, modality: str, grid: list[list[int]]) -> torch.Tensor:
         """Patch rows, on the tower's device, of items shipped as decoded uint8 pixels."""

@@ -25,7 +25,7 @@ from vllm.v1.attention.backends.registry import AttentionBackendEnum
 
 from ..kernels.layernorm import add_layernorm
 from ..settings import VIT_FP8_ENV, get_settings
-from .qwen2_vl_vision_graphs import VisionGraphs
+from .qwen2_vl_vision_graphs import VisionGraphs, bucket_size
 from .qwen2_vl_vision_layers import (
     Qwen2VisionBlock,
     Qwen2VisionPatchMerger,
@@ -33,6 +33,8 @@ from .qwen2_vl_vision_layers import (
     frame_seqlens,
     vision_tp_size,
 )
+from .qwen2_vl_vision_slice_graphs import SliceGraphs
+from .tower_slices import Slices, run_to_end
 from .vision_rotary import axial_inv_freq, patch_positions, rotary_cos_sin
 
 Grid = list[tuple[int, int, int]]
@@ -139,6 +141,7 @@ class Qwen2VisionTower(nn.Module):
         # Graphs need one rank: no collectives inside a capture.
         graphs_ok = max_graph > 0 and self.tp_size == 1
         self.graphs = VisionGraphs(self, max_graph) if graphs_ok else None
+        self.slice_graphs = SliceGraphs(self.graphs) if self.graphs is not None else None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -208,16 +211,52 @@ class Qwen2VisionTower(nn.Module):
             return out
         return self.encode(pixel_values, self.prepare_metadata(grid, self.device))
 
+    def forward_slices(
+        self, pixel_values: torch.Tensor, grid_thw: list[list[int]] | torch.Tensor, patch_layers: int
+    ) -> tuple[Slices, int]:
+        """`forward` as slices of whole blocks, about `patch_layers` patches x blocks each (at least one
+        block), and the cost of one slice in those units."""
+        grid = self._check_inputs(pixel_values, grid_thw)
+        pixel_values = pixel_values.to(device=self.device, dtype=self.dtype)
+        size = bucket_size(pixel_values.shape[0])  # the graphs' padded size: the same slices either way
+        per_slice = min(len(self.blocks), max(1, patch_layers // size))
+        graphed = self.slice_graphs.slices(pixel_values, grid, per_slice) if self.slice_graphs else None
+        if graphed is not None:
+            return graphed, per_slice * size
+        meta = self.prepare_metadata(grid, self.device)
+        return self.encode_slices(pixel_values, meta, per_slice), per_slice * size
+
     def encode(self, pixel_values: torch.Tensor, meta: VisionAttnMeta) -> torch.Tensor:
         """Patch rows [N, C*T*P*P] (model dtype, on device) -> [N / m^2, hidden]."""
+        return run_to_end(self.encode_slices(pixel_values, meta, len(self.blocks)))
+
+    def encode_slices(
+        self, pixel_values: torch.Tensor, meta: VisionAttnMeta, blocks_per_slice: int
+    ) -> Slices:
+        """`encode`, pausing after every `blocks_per_slice` blocks: each `next()` launches one slice of the
+        tower's kernels; the generator's value is the output. Same kernels in the same order as `encode`."""
+        x, h = self.embed_patches(pixel_values)
+        for start in range(0, len(self.blocks), blocks_per_slice):
+            x, h = self.run_blocks(x, h, meta, start, start + blocks_per_slice)
+            if start + blocks_per_slice < len(self.blocks):
+                yield
+        return self.merger(h)  # [N / m^2, hidden]
+
+    def embed_patches(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patch rows -> (residual stream, first block's norm1 of it), [N, E] each."""
         x = self.patch_embed(pixel_values)  # [N, E]
         first = self.blocks[0].norm1
-        x, h = add_layernorm(x, None, first.weight, first.bias, first.eps, self.use_fp8)
-        for i, block in enumerate(self.blocks):
+        return add_layernorm(x, None, first.weight, first.bias, first.eps, self.use_fp8)
+
+    def run_blocks(
+        self, x: torch.Tensor, h: torch.Tensor, meta: VisionAttnMeta, start: int, stop: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Blocks [start, stop); the last block's norm is the merger's ln_q."""
+        for i in range(start, min(stop, len(self.blocks))):
             last = i + 1 == len(self.blocks)
             next_norm = self.merger.ln_q if last else self.blocks[i + 1].norm1
-            x, h = block(x, h, meta, next_norm, fp8_next=self.use_fp8 and not last)
-        return self.merger(h)  # [N / m^2, hidden]
+            x, h = self.blocks[i](x, h, meta, next_norm, fp8_next=self.use_fp8 and not last)
+        return x, h
 
     # ---- weights ------------------------------------------------------------------------------
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:

@@ -19,8 +19,9 @@ a server cannot grow graph memory without bound.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
 BUCKET = 1024  # patches; a multiple of merge^2, so pad rows never share a merge window with real ones
 MAX_SEQS = 64  # attention sequences (image frames) a graph takes, besides the pad sequence
+T = TypeVar("T")
 MAX_GRAPHS = 48  # (size, max_seqlen) keys; each keeps only its output rows beyond the shared buffers
 
 
@@ -82,8 +84,8 @@ class VisionGraphs:
         self.inputs: dict[int, _Inputs] = {}  # padded patches -> the buffers its graphs read
         self.pool = None
 
-    def run(self, pixel_values: torch.Tensor, grid: Grid) -> torch.Tensor | None:
-        """The tower's output for a checked batch, or None when it is not for a graph (eager then)."""
+    def key(self, pixel_values: torch.Tensor, grid: Grid) -> tuple[int, int] | None:
+        """(padded patches, max_seqlen) of a checked batch's graph, or None when it runs eagerly."""
         n = pixel_values.shape[0]
         if not pixel_values.is_cuda or torch.cuda.is_current_stream_capturing():
             return None
@@ -92,52 +94,84 @@ class VisionGraphs:
         if not fits(grid, n, self.max_patches):
             return None
         size = bucket_size(n)
-        key = (size, min(size, bucket_size(max(h * w for _, h, w in grid))))
+        return size, min(size, bucket_size(max(h * w for _, h, w in grid)))
+
+    def run(self, pixel_values: torch.Tensor, grid: Grid) -> torch.Tensor | None:
+        """The tower's output for a checked batch, or None when it is not for a graph (eager then)."""
+        key = self.key(pixel_values, grid)
+        if key is None:
+            return None
         g = self.graphs.get(key)
         if g is None:
             if len(self.graphs) >= MAX_GRAPHS:
                 return None
             g = self._capture(*key)
-        g.inputs.pixels[:n].copy_(pixel_values)
-        positions = torch.from_numpy(patch_positions(grid, self.tower.merge_size)).pin_memory()
-        g.inputs.positions[:n].copy_(positions, non_blocking=True)
-        cu = torch.from_numpy(padded_cu_seqlens(grid, size)).pin_memory()
-        g.inputs.cu_seqlens.copy_(cu, non_blocking=True)
+        load_inputs(g.inputs, pixel_values, grid, key[0], self.tower.merge_size)
         g.graph.replay()
-        return g.out[: n // self.tower.merge_size**2].clone()
+        return g.out[: pixel_values.shape[0] // self.tower.merge_size**2].clone()
 
     def _buffers(self, size: int) -> _Inputs:
         if size not in self.inputs:
-            tower, dev = self.tower, self.tower.device
-            self.inputs[size] = _Inputs(
-                torch.zeros(size, tower.patch_dim, dtype=tower.dtype, device=dev),
-                torch.zeros(size, 2, dtype=torch.int32, device=dev),
-                torch.zeros(MAX_SEQS + 2, dtype=torch.int32, device=dev),
-            )
+            self.inputs[size] = new_inputs(self.tower, size)
         return self.inputs[size]
 
     def _capture(self, size: int, seq_limit: int) -> _Graph:
         tower, dev = self.tower, self.tower.device
         inputs = self._buffers(size)
-        # Capture-time contents only need to be valid: sequences no longer than max_seqlen.
-        inputs.cu_seqlens.copy_(torch.from_numpy(_padded_cu([seq_limit] * (size // seq_limit), size)))
-        max_seqlen = torch.tensor(seq_limit, dtype=torch.int32)  # read on the host by the FA wrapper
+        meta = capture_meta(tower, inputs, size, seq_limit)
 
         def forward() -> torch.Tensor:
-            cos, sin = rotary_cos_sin(inputs.positions, tower.inv_freq, size)
-            meta = VisionAttnMeta(inputs.cu_seqlens, max_seqlen, None, cos, sin)
-            return tower.encode(inputs.pixels, meta)
+            return tower.encode(inputs.pixels, meta())
 
-        # Warm-up outside the capture: Triton compiles, cuBLAS picks its kernels and workspace.
-        side = torch.cuda.Stream(device=dev)
-        side.wait_stream(torch.cuda.current_stream(dev))
-        with torch.cuda.stream(side):
-            forward()
-        torch.cuda.current_stream(dev).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        # thread_local: the engine's other threads may use CUDA while we capture.
-        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
-            out = forward()
+        graph, out = capture_graph(forward, dev, self.pool)
         self.pool = graph.pool()
         self.graphs[size, seq_limit] = _Graph(graph, inputs, out)
         return self.graphs[size, seq_limit]
+
+
+def new_inputs(tower: Qwen2VisionTower, size: int) -> _Inputs:
+    dev = tower.device
+    return _Inputs(
+        torch.zeros(size, tower.patch_dim, dtype=tower.dtype, device=dev),
+        torch.zeros(size, 2, dtype=torch.int32, device=dev),
+        torch.zeros(MAX_SEQS + 2, dtype=torch.int32, device=dev),
+    )
+
+
+def load_inputs(inputs: _Inputs, pixel_values: torch.Tensor, grid: Grid, size: int, merge: int) -> None:
+    """A batch's pixels, patch positions and padded cu_seqlens into a graph's input buffers."""
+    n = pixel_values.shape[0]
+    inputs.pixels[:n].copy_(pixel_values)
+    positions = torch.from_numpy(patch_positions(grid, merge)).pin_memory()
+    inputs.positions[:n].copy_(positions, non_blocking=True)
+    inputs.cu_seqlens.copy_(torch.from_numpy(padded_cu_seqlens(grid, size)).pin_memory(), non_blocking=True)
+
+
+def capture_meta(tower: Qwen2VisionTower, inputs: _Inputs, size: int, seq_limit: int):
+    """Makes the inputs valid for a capture (sequences no longer than max_seqlen) and returns the function
+    that builds the attention metadata from them inside the graph (rotary from the positions buffer)."""
+    inputs.cu_seqlens.copy_(torch.from_numpy(_padded_cu([seq_limit] * (size // seq_limit), size)))
+    max_seqlen = torch.tensor(seq_limit, dtype=torch.int32)  # read on the host by the FA wrapper
+
+    def meta() -> VisionAttnMeta:
+        cos, sin = rotary_cos_sin(inputs.positions, tower.inv_freq, size)
+        return VisionAttnMeta(inputs.cu_seqlens, max_seqlen, None, cos, sin)
+
+    return meta
+
+
+def capture_graph(
+    forward: Callable[[], T], device: torch.device, pool: object
+) -> tuple[torch.cuda.CUDAGraph, T]:
+    """A CUDA graph of `forward` in `pool` (None: a new one), and its output (static tensors)."""
+    # Warm-up outside the capture: Triton compiles, cuBLAS picks its kernels and workspace.
+    side = torch.cuda.Stream(device=device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        forward()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    # thread_local: the engine's other threads may use CUDA while we capture.
+    with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
+        out = forward()
+    return graph, out

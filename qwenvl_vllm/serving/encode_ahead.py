@@ -13,7 +13,9 @@ default async scheduling); `EncodeAheadScheduler` with `--no-async-scheduling`. 
 a side stream when it sees one of these schedulers in the config. `EncodeAheadPacedAsyncScheduler` also
 caps the encoder tokens per step (`qwenvl_vllm.serving.scheduler`), so that one side-stream encode
 competes with fewer decode steps at a time. `EncodeAheadGraphedAsyncScheduler` also keeps every step
-within the language model's CUDA graphs (`qwenvl_vllm.serving.step_graphs`).
+within the language model's CUDA graphs (`qwenvl_vllm.serving.step_graphs`). `EncodeAheadSlicedAsyncScheduler`
+has Qwen2-VL spread each image's tower over the following steps, a bounded slice per step
+(`qwenvl_vllm.models.tower_slices`), in graphed steps of at most 1024 tokens.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from qwenvl_vllm.models.encoder_stream import PROGRESS
 from qwenvl_vllm.serving.scheduler import EncoderPacing
 from qwenvl_vllm.serving.step_trace import StepTracing
 
+SLICED_STEP_TOKENS = 1024  # a 1024x768 image's prefill (999 tokens) in one step of ~5.5 ms on an H200
 MAX_HOLD_S = 1.0  # a safety bound, not a knob: a hold normally ends with its encode (tens of ms)
 
 
@@ -41,6 +44,7 @@ class _EncodeAhead:
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         PROGRESS.reset()  # the engine's profiling runs encoded dummy items before we existed
+        PROGRESS.scheduling = True
         self._ordinal = 0
         self._issued: dict[str, tuple[int, float]] = {}  # mm_hash -> (launch ordinal, time)
         self.expired_holds = RareEvents(f"an image's encode outlasted its {MAX_HOLD_S} s hold")
@@ -49,7 +53,12 @@ class _EncodeAhead:
             "on" if PROGRESS.active else "off (no side-stream encoder in this process: deferral only)",
         )
 
+    def _holds_now(self) -> bool:
+        """Whether this step holds back tokens of images still encoding."""
+        return True
+
     def schedule(self, throttle_prefills: bool = False) -> SchedulerOutput:
+        self._holding = self._holds_now()
         output = super().schedule(throttle_prefills)
         now = time.monotonic()
         for req_id, input_ids in output.scheduled_encoder_inputs.items():
@@ -83,7 +92,7 @@ class _EncodeAhead:
             if i in fresh:
                 # start == done: deferring would schedule no token and so no encode; encode and use it now
                 return start if start > done else None
-            if self._in_flight(feature.identifier):
+            if self._holding and self._in_flight(feature.identifier):
                 # 0 tokens for a waiting request would stop vLLM from scheduling the waiting queue
                 running = request.status == RequestStatus.RUNNING
                 return start if start > done or running else None
@@ -127,3 +136,25 @@ class EncodeAheadGraphedAsyncScheduler(EncodeAheadAsyncScheduler):
     """Encode ahead, steps of at most 2048 tokens, each a CUDA graph (`qwenvl_vllm.serving.step_graphs`)."""
 
     step_tokens = 2048
+
+
+class _TowerSlicing:
+    """Mixin over `_EncodeAhead`: the model spreads each image's tower over the following steps
+    (`qwenvl_vllm.models.tower_slices`), and tokens are held only while some request decodes: with no
+    decode to protect, the step that needs an image finishes its encode first."""
+
+    slices_tower = True
+
+    def _holds_now(self) -> bool:
+        return any(r.num_computed_tokens >= r.num_prompt_tokens for r in self.running)
+
+
+class EncodeAheadSlicedScheduler(StepTracing, _TowerSlicing, _EncodeAhead, Scheduler):
+    step_tokens = SLICED_STEP_TOKENS
+
+
+class EncodeAheadSlicedAsyncScheduler(StepTracing, _TowerSlicing, _EncodeAhead, AsyncScheduler):
+    """Encode ahead with the tower in slices over the steps, each step a CUDA graph of at most
+    `step_tokens` tokens (`qwenvl_vllm.serving.step_graphs`)."""
+
+    step_tokens = SLICED_STEP_TOKENS

@@ -1,0 +1,96 @@
+"""CUDA graphs of the Qwen2-VL vision tower in slices of whole blocks (`models.tower_slices`).
+
+An eager slice would launch its ~12 kernels per block from Python (the host cost `qwen2_vl_vision_graphs`
+removes), so a sliced encode replays one graph per slice: the first computes the rotary tables and the
+patch embedding and runs the first blocks, each next one continues from the previous one's output tensors
+(all kept alive, so no capture reuses their memory), the last ends with the merger. Graphs are keyed like
+the whole-tower ones, plus the blocks per slice.
+
+The slice graphs have their own input buffers and memory pool: a sliced encode is spread over engine
+steps, and nothing else may write its buffers in between. Encodes of one process run one after another
+(the slicer's queue), so one set per key suffices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from .qwen2_vl_vision_graphs import (
+    MAX_GRAPHS,
+    VisionGraphs,
+    _Inputs,
+    capture_graph,
+    capture_meta,
+    load_inputs,
+    new_inputs,
+)
+
+if TYPE_CHECKING:
+    from .qwen2_vl_vision import Grid
+    from .tower_slices import Slices
+
+
+@dataclass
+class _SlicedGraph:
+    graphs: list[torch.cuda.CUDAGraph]
+    inputs: _Inputs
+    out: torch.Tensor  # [B / merge^2, hidden]
+    states: list[tuple]  # each slice's outputs, kept so that no capture reuses their memory
+
+
+class SliceGraphs:
+    def __init__(self, whole: VisionGraphs) -> None:
+        self.whole = whole  # its checks and keys
+        self.tower = whole.tower
+        self.graphs: dict[tuple[int, int, int], _SlicedGraph] = {}  # (size, max_seqlen, blocks per slice)
+        self.inputs: dict[int, _Inputs] = {}
+        self.pool = None
+
+    def slices(self, pixel_values: torch.Tensor, grid: Grid, per_slice: int) -> Slices | None:
+        """The encode as graph replays, one per slice, or None when it is not for a graph (eager then)."""
+        key = self.whole.key(pixel_values, grid)
+        if key is None:
+            return None
+        g = self.graphs.get((*key, per_slice))
+        if g is None:
+            if len(self.graphs) >= MAX_GRAPHS:
+                return None
+            g = self._capture(*key, per_slice)
+        return self._replay(g, pixel_values, grid, key[0])
+
+    def _replay(self, g: _SlicedGraph, pixel_values: torch.Tensor, grid: Grid, size: int) -> Slices:
+        load_inputs(g.inputs, pixel_values, grid, size, self.tower.merge_size)  # at the first slice
+        for graph in g.graphs[:-1]:
+            graph.replay()
+            yield
+        g.graphs[-1].replay()
+        return g.out[: pixel_values.shape[0] // self.tower.merge_size**2].clone()
+
+    def _capture(self, size: int, seq_limit: int, per_slice: int) -> _SlicedGraph:
+        tower = self.tower
+        if size not in self.inputs:
+            self.inputs[size] = new_inputs(tower, size)
+        inputs = self.inputs[size]
+        meta = capture_meta(tower, inputs, size, seq_limit)
+        depth = len(tower.blocks)
+        graphs, states, state = [], [], None
+        for start in range(0, depth, per_slice):
+
+            def piece(start=start, state=state):
+                if state is None:
+                    m = meta()
+                    x, h = tower.embed_patches(inputs.pixels)
+                else:
+                    m, x, h = state
+                x, h = tower.run_blocks(x, h, m, start, start + per_slice)
+                return tower.merger(h) if start + per_slice >= depth else (m, x, h)
+
+            graph, state = capture_graph(piece, tower.device, self.pool)
+            self.pool = graph.pool()
+            graphs.append(graph)
+            states.append(state)
+        self.graphs[size, seq_limit, per_slice] = _SlicedGraph(graphs, inputs, state, states)
+        return self.graphs[size, seq_limit, per_slice]

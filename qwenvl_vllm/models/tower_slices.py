@@ -1,0 +1,103 @@
+"""The vision tower spread over engine steps: a bounded slice of its work before each step's language model.
+
+Why (issue 12, seventh visit): a step takes the sum of its GPU work, so a step that encodes one 1024x768
+image makes its decodes wait for the whole tower (~15 ms on an H200), on a side stream or not. Under a
+slicing scheduler (`qwenvl_vllm.serving.encode_ahead.EncodeAheadSlicedAsyncScheduler`) an image's encode
+is queued when vLLM schedules it, and each step launches the next slices of the queue, about
+`QWENVL_VLLM_TOWER_STEP_PATCH_LAYERS` patches x blocks in all, before its language model. The scheduler
+holds the image's tokens until its encode has finished (`PROGRESS`); a step that needs embeddings whose
+encode is still queued finishes the queue up to them first. Everything runs on the model's stream in
+order, so no event is needed between slices, and the outputs vLLM caches are written by the last slice.
+Until a slicing scheduler exists in this process (the engine's profiling runs), encodes run whole at once.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Generator, Iterable
+
+import torch
+
+from qwenvl_vllm.models.encoder_stream import PROGRESS, storage_key
+
+Slices = Generator[None, None, torch.Tensor]  # each next() launches one slice; its value is the output
+
+
+def run_to_end(slices: Slices) -> torch.Tensor:
+    while True:
+        try:
+            next(slices)
+        except StopIteration as stop:
+            return stop.value
+
+
+class TowerJob:
+    """One item's encode: its slices, the tensor its output goes to, and whether it has finished."""
+
+    def __init__(self, slices: Slices, out: torch.Tensor, slice_cost: int) -> None:
+        self.slices, self.out, self.slice_cost = slices, out, slice_cost
+        self.launched = False  # every slice launched
+        self.event: torch.cuda.Event | None = None
+
+    def launch_next(self) -> None:
+        try:
+            next(self.slices)
+        except StopIteration as stop:
+            self.out.copy_(stop.value)
+            self.launched = True
+            if self.out.is_cuda:
+                self.event = torch.cuda.Event()
+                self.event.record()
+
+    def query(self) -> bool:
+        """Finished on the device (what the scheduler's holds wait for)."""
+        return self.launched and (self.event is None or self.event.query())
+
+
+class TowerSlicer:
+    """The queue of encodes; `before_lm` is called once per step, before the language model's forward."""
+
+    def __init__(self, patch_layers_per_step: int) -> None:
+        self.budget = patch_layers_per_step
+        self._queue: deque[TowerJob] = deque()
+        self._jobs: dict[int, TowerJob] = {}  # output storage -> its job, until launched
+        PROGRESS.active = True
+
+    def submit(self, slices: Slices, out: torch.Tensor, slice_cost: int) -> torch.Tensor:
+        job = TowerJob(slices, out, slice_cost)
+        if not PROGRESS.scheduling:
+            while not job.launched:
+                job.launch_next()
+        else:
+            self._queue.append(job)
+            self._jobs[storage_key(out)] = job
+        return out
+
+    def job_of(self, output: torch.Tensor) -> TowerJob | None:
+        return self._jobs.get(storage_key(output))
+
+    def before_lm(self, embeddings: Iterable[torch.Tensor]) -> None:
+        if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+            return
+        spent = self._finish_through(embeddings)
+        while self._queue and (spent == 0 or spent + self._queue[0].slice_cost <= self.budget):
+            spent += self._launch_front()
+
+    def _finish_through(self, embeddings: Iterable[torch.Tensor]) -> int:
+        """Launches every queued slice up to the last job these embeddings come from; the work launched."""
+        needed = {id(job) for job in (self._jobs.get(storage_key(e)) for e in embeddings) if job is not None}
+        spent = 0
+        while needed and self._queue:
+            job = self._queue[0]
+            needed.discard(id(job))
+            while not job.launched:
+                spent += self._launch_front()
+        return spent
+
+    def _launch_front(self) -> int:
+        job = self._queue[0]
+        job.launch_next()
+        if job.launched:
+            self._queue.popleft()
+            del self._jobs[storage_key(job.out)]
+        return job.slice_cost
