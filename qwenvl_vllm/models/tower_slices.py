@@ -13,6 +13,7 @@ Until a slicing scheduler exists in this process (the engine's profiling runs), 
 
 from __future__ import annotations
 
+import weakref
 from collections import deque
 from collections.abc import Generator, Iterable
 
@@ -32,22 +33,32 @@ def run_to_end(slices: Slices) -> torch.Tensor:
 
 
 class TowerJob:
-    """One item's encode: its slices, the tensor its output goes to, and whether it has finished."""
+    """One item's encode: its slices, the tensor its output goes to, and whether it has finished. The job
+    holds its output weakly: once vLLM lets go of it (the request was aborted or preempted), nothing is
+    left to compute and the job ends without launching more."""
 
     def __init__(self, slices: Slices, out: torch.Tensor, slice_cost: int) -> None:
-        self.slices, self.out, self.slice_cost = slices, out, slice_cost
-        self.launched = False  # every slice launched
+        self.slices, self.slice_cost, self.key = slices, slice_cost, storage_key(out)
+        self._out = weakref.ref(out)
+        self.launched = False  # every slice launched, or the job abandoned
         self.event: torch.cuda.Event | None = None
 
-    def launch_next(self) -> None:
+    def launch_next(self) -> int:
+        """Launches the next slice; the work launched (0 for an abandoned job)."""
+        out = self._out()
+        if out is None:
+            self.slices.close()
+            self.launched = True
+            return 0
         try:
             next(self.slices)
         except StopIteration as stop:
-            self.out.copy_(stop.value)
+            out.copy_(stop.value)
             self.launched = True
-            if self.out.is_cuda:
+            if out.is_cuda:
                 self.event = torch.cuda.Event()
                 self.event.record()
+        return self.slice_cost
 
     def query(self) -> bool:
         """Finished on the device (what the scheduler's holds wait for)."""
@@ -70,7 +81,8 @@ class TowerSlicer:
                 job.launch_next()
         else:
             self._queue.append(job)
-            self._jobs[storage_key(out)] = job
+            self._jobs[job.key] = job
+            weakref.finalize(out, self._forget, job)  # its storage may be reused by another tensor
         return out
 
     def job_of(self, output: torch.Tensor) -> TowerJob | None:
@@ -96,8 +108,12 @@ class TowerSlicer:
 
     def _launch_front(self) -> int:
         job = self._queue[0]
-        job.launch_next()
+        launched = job.launch_next()
         if job.launched:
             self._queue.popleft()
-            del self._jobs[storage_key(job.out)]
-        return job.slice_cost
+            self._forget(job)
+        return launched
+
+    def _forget(self, job: TowerJob) -> None:
+        if self._jobs.get(job.key) is job:
+            del self._jobs[job.key]

@@ -1,7 +1,10 @@
 """GPU check of the encode-ahead scheduler (issue 12): same greedy outputs as vLLM's default scheduler, and
 nothing left in the encoder caches after requests finish or are aborted mid-encode.
 
-    python scripts/gpu/encode_ahead_check.py --ckpt DIR --out FILE [--kv-cache-gib 8]
+    python scripts/gpu/encode_ahead_check.py --ckpt DIR --out FILE [--kv-cache-gib 8] [--scheduler-cls CLS]
+
+`--scheduler-cls`: which of our encode-ahead schedulers (default: EncodeAheadAsyncScheduler; with
+EncodeAheadSlicedAsyncScheduler the tower runs in slices and the slicer's queue must also end empty).
 
 Both sides are ours (the plugin), one engine each in its own subprocess, in-process engine core
 (VLLM_ENABLE_V1_MULTIPROCESSING=0) so the worker can read the scheduler's and the runner's encoder caches.
@@ -9,7 +12,8 @@ Prompts: `qwen2_vl_parity.greedy_requests()` (text, images of eight sizes, two i
 tokens. Batches differ between the schedulers (that is the point), and bf16 kernels may round differently
 per batch shape, so the pass rule is the parity script's: identical prompt ids, and generated tokens
 identical or diverging only at a near-tie. Abort: 16 one-image requests are added, the engine steps twice
-(encodes in flight on the side stream, tokens held), all are aborted, and the engine runs dry.
+(encodes in flight on the side stream or queued in slices, tokens held), all are aborted, the engine runs
+dry, then serves one text request.
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ def _caches(llm) -> dict[str, Any]:
     runner = core.model_executor.driver_worker.worker.model_runner
     runner_cache = runner.encoder_cache
     outputs = getattr(runner_cache, "encoder_outputs", runner_cache)  # V2: EncoderCache; V1: dict
+    slicer = getattr(runner.model, "_tower_slicer", None)
     return {
+        "slicer_queued": len(slicer._queue) if slicer is not None else 0,
         "scheduler_referenced": sum(1 for refs in manager.cached.values() if refs),
         "scheduler_freeable_slots": manager.num_freeable_slots,
         "scheduler_cache_size": manager.cache_size,
@@ -56,15 +62,25 @@ def _abort_mid_encode(llm) -> dict[str, Any]:
     engine.step()
     during = _caches(llm)
     engine.abort_request(ids)
-    for _ in range(100):
-        if not engine.has_unfinished_requests():
-            break
-        engine.step()
+    _run_dry(engine)
+    # one more request: the steps it takes are where the runner (and the tower slicer) let go of what
+    # the aborted requests had in flight
+    engine.add_request(
+        "after_abort", {"prompt": _turn("Hello.")}, SamplingParams(temperature=0.0, max_tokens=2)
+    )
+    _run_dry(engine)
     return {"during": during, "after": _caches(llm)}
 
 
+def _run_dry(engine) -> None:
+    for _ in range(100):
+        if not engine.has_unfinished_requests():
+            return
+        engine.step()
+
+
 def worker(args: argparse.Namespace) -> dict[str, Any]:
-    llm = _llm(args, **({"scheduler_cls": AHEAD} if args.side == "ahead" else {}))
+    llm = _llm(args, **({"scheduler_cls": args.scheduler_cls} if args.side == "ahead" else {}))
     result: dict[str, Any] = {"results": greedy_results(llm), "after_generate": _caches(llm)}
     try:
         result["abort"] = _abort_mid_encode(llm)
@@ -76,7 +92,12 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 def _run(side: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     env = dict(os.environ, QWENVL_VLLM_DISABLE="0", VLLM_ENABLE_V1_MULTIPROCESSING="0")
     cmd = [sys.executable, __file__, "--worker", side, "--ckpt", args.ckpt, "--out", str(out)]
-    cmd += ["--gpu-memory-utilization", str(args.gpu_memory_utilization)]
+    cmd += [
+        "--gpu-memory-utilization",
+        str(args.gpu_memory_utilization),
+        "--scheduler-cls",
+        args.scheduler_cls,
+    ]
     cmd += ["--kv-cache-gib", str(args.kv_cache_gib)] if args.kv_cache_gib else []
     subprocess.run(cmd, env=env, check=True)
     return json.loads(out.read_text())
@@ -84,7 +105,7 @@ def _run(side: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 def _clean(caches: dict[str, Any]) -> bool:
     freeable, size = caches["scheduler_freeable_slots"], caches["scheduler_cache_size"]
-    return caches["scheduler_referenced"] == 0 and freeable == size
+    return caches["scheduler_referenced"] == 0 and freeable == size and caches["slicer_queued"] == 0
 
 
 def main() -> int:
@@ -95,6 +116,7 @@ def main() -> int:
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.3)
     parser.add_argument("--kv-cache-gib", type=float, default=None, help=KV_CACHE_HELP)
     parser.add_argument("--tie-margin", type=float, default=TIE_MARGIN)
+    parser.add_argument("--scheduler-cls", default=AHEAD)
     parser.add_argument("--eager", action="store_true")
     args = parser.parse_args()
     out = Path(args.out)
@@ -107,7 +129,7 @@ def main() -> int:
     abort = ahead.get("abort")
     result = {
         "ckpt": args.ckpt,
-        "scheduler": AHEAD,
+        "scheduler": args.scheduler_cls,
         "greedy_vs_default": {k: v for k, v in greedy.items() if k != "entries"},
         "divergences": [e for e in greedy["entries"] if not e["tokens_equal"]],
         "caches_after_generate": ahead["after_generate"],

@@ -108,3 +108,26 @@ def test_cuda_graph_replays_match_eager(vllm_cuda):
             assert rel < 1e-2, (grid, rel)  # cuBLAS may pick other kernels for the padded row count
     # keyed by (padded patches, longest frame rounded up to 1024)
     assert sorted(tower.graphs.graphs) == [(1024, 1024), (4096, 3072), (4096, 4096), (5120, 2048)]
+
+
+def test_sliced_graph_replays_equal_the_whole_graph(vllm_cuda):
+    """The slicing scheduler's encode: one graph per slice of blocks, continued from the previous slice's
+    outputs across other GPU work (here a whole-tower replay of another bucket between slices), gives the
+    whole-tower graph's bytes (same kernels on the same padded shapes)."""
+    from qwenvl_vllm.models.tower_slices import run_to_end
+
+    tower = _tower(graph_max_patches=16384)
+    grid, other = [(1, 54, 74)], [(1, 40, 60)]
+    gen = torch.Generator("cuda").manual_seed(3)
+    pixels = torch.randn(3996, 1176, device="cuda", dtype=torch.bfloat16, generator=gen)
+    others = torch.randn(2400, 1176, device="cuda", dtype=torch.bfloat16, generator=gen)
+    with torch.inference_mode():
+        want, want_other = tower(pixels, grid).clone(), tower(others, other).clone()
+        for patch_layers in (4096, 2 * 4096, 3 * 4096):  # slices of 1, 2, and 3 + 1 blocks
+            slices, cost = tower.forward_slices(pixels, grid, patch_layers)
+            next(slices)
+            between = tower(others, other)  # the whole-tower graph of another bucket, mid-encode
+            got = run_to_end(slices)
+            assert cost == patch_layers and torch.equal(got, want), patch_layers
+            assert torch.equal(between, want_other)
+    assert sorted(tower.slice_graphs.graphs) == [(4096, 4096, 1), (4096, 4096, 2), (4096, 4096, 3)]

@@ -110,10 +110,24 @@ def test_each_step_launches_about_its_budget_in_order(serving) -> None:
 def test_a_slice_over_the_budget_still_runs_alone(serving) -> None:
     log: list = []
     slicer = TowerSlicer(10)
-    slicer.submit(_job(log, "a", 2, 1.0), torch.zeros(2, 3), 50)
+    out = slicer.submit(_job(log, "a", 2, 1.0), torch.zeros(2, 3), 50)
     slicer.before_lm([])
     slicer.before_lm([])
-    assert log == [("a", 0), ("a", 1)]
+    assert log == [("a", 0), ("a", 1)] and torch.equal(out, torch.ones(2, 3))
+
+
+def test_an_encode_vllm_dropped_is_not_run(serving) -> None:
+    """An aborted request's output leaves vLLM's encoder cache: its queued slices are skipped, the encode
+    counts as finished, and later encodes run (nothing stays queued for it)."""
+    log: list = []
+    slicer = TowerSlicer(50)
+    aborted = slicer.submit(_job(log, "a", 3, 1.0), torch.zeros(2, 3), 50)
+    job = slicer.job_of(aborted)
+    kept = slicer.submit(_job(log, "b", 1, 2.0), torch.zeros(2, 3), 50)
+    del aborted
+    slicer.before_lm([])
+    assert log == [("b", 0)] and job.query() and torch.equal(kept, torch.full((2, 3), 2.0))
+    assert not slicer._queue and not slicer._jobs
 
 
 def test_a_step_using_an_image_finishes_its_encode_first(serving) -> None:
