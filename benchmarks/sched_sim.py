@@ -44,6 +44,9 @@ class Costs:
     api_serial_ms: float = 4.7  # ... and one request at a time: a cohort's requests then reach the engine
     api_servers: int = 1
     side_cost: float = 1.0
+    # the slicing scheduler: tower work launched per step (QWENVL_VLLM_TOWER_STEP_PATCH_LAYERS' default is 20
+    # of a 1024x768 image's 32 blocks, ~15.3 x 20 / 32 ms), run in the step, not beside it
+    tower_step_ms: float = 9.5
 
 
 @dataclass
@@ -67,6 +70,10 @@ class FinishedAt:
 
     def query(self) -> bool:
         return self.at is not None and self.at <= self.sim.clock
+
+
+def _past_placeholder(request) -> bool:
+    return request.num_computed_tokens > request.mm_features[0].mm_position.offset
 
 
 class ApiLane:
@@ -138,12 +145,16 @@ class Sim:
     costs: Costs
     work: Workload
     side_stream: bool
+    sliced: bool = False  # the tower in slices: queued like the side stream, run inside the steps
     clock: float = 0.0
     side: list = field(default_factory=list)  # [remaining ms, FinishedAt] in launch order
     submitted: dict = field(default_factory=dict)
     tokens: dict = field(default_factory=dict)
     steps: list = field(default_factory=list)  # (start ms, encodes, tokens, ms) per step
+    step_decodes: list = field(default_factory=list)  # decoding requests per step
     lengths: dict = field(default_factory=dict)  # request id -> its output tokens
+    encodes: dict = field(default_factory=dict)  # request id -> its image's encode (FinishedAt)
+    _just_finished: list = field(default_factory=list)  # encodes finished within the current step
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
 
     def run(self) -> dict:
@@ -166,6 +177,7 @@ class Sim:
             step_ms = self._step_ms(out, PROGRESS)
             encodes = sum(len(ids) for ids in out.scheduled_encoder_inputs.values())
             self.steps.append((self.clock, encodes, out.total_num_scheduled_tokens, step_ms))
+            self.step_decodes.append(sum(1 for n in out.num_scheduled_tokens.values() if n == 1))
             self.clock += step_ms
             for req_id in finish_step(self.scheduler, out, self.work.prompt):
                 self.tokens.setdefault(req_id, []).append(self.clock)
@@ -208,29 +220,49 @@ class Sim:
         decodes = sum(1 for n in out.num_scheduled_tokens.values() if n == 1)
         prefill = out.total_num_scheduled_tokens - decodes
         lm = c.base_ms + c.per_seq_ms * len(out.num_scheduled_tokens) + prefill / 1000 * c.prefill_ms_per_1k
-        encodes = [
-            self.scheduler.requests[r].mm_features[i].mm_position.length
+        encodes = [  # (request id, encoder tokens) of each encoder input scheduled in this step
+            (r, self.scheduler.requests[r].mm_features[i].mm_position.length)
             for r, ids in out.scheduled_encoder_inputs.items()
             for i in ids
         ]
+        tower_ms = sum(tokens for _, tokens in encodes) / 1000 * c.tower_ms_per_1k
         graphed = out.total_num_scheduled_tokens <= c.graph_max_tokens
         host = (0.0 if graphed else c.eager_host_ms) + c.host_ms_per_image * len(encodes)
         if not self.side_stream:
-            return max(host, lm + sum(encodes) / 1000 * c.tower_ms_per_1k)
-        for tokens in encodes:
+            return max(host, lm + tower_ms)
+        for req_id, tokens in encodes:
             event = FinishedAt(self)
             progress.add(1, event)
             self.side.append([tokens / 1000 * c.tower_ms_per_1k, event])
-        used = self._run_side(max(lm, host), end=None)
-        step = max(host, lm + c.side_cost * used)
+            self.encodes[req_id] = event
+        self._just_finished = []
+        if self.sliced:  # as the slicer: the encodes this step needs, then up to the step's budget
+            used = self._run_side_through(self._needed(out))
+            used += self._run_side(max(c.tower_step_ms - used, 0.0), end=None)
+        else:
+            used = c.side_cost * self._run_side(max(lm, host), end=None)
+        step = max(host, lm + used)
         for event in self._just_finished:
             event.at = self.clock + step
         return step
 
+    def _needed(self, out) -> set[int]:
+        """The queued encodes whose image tokens this step prefills (the slicer finishes them first)."""
+        requests = self.scheduler.requests  # their computed tokens already include this step's
+        using = [r for r in out.num_scheduled_tokens if r in self.encodes and _past_placeholder(requests[r])]
+        return {id(self.encodes[r]) for r in using if not self.encodes[r].query()}
+
+    def _run_side_through(self, needed: set[int]) -> float:
+        used = 0.0
+        while needed and self.side:
+            needed.discard(id(self.side[0][1]))
+            used += self._run_side(self.side[0][0], end=None)
+        return used
+
     def _run_side(self, budget_ms: float, end: float | None) -> float:
         """Side-stream work done beside `budget_ms` of other GPU time; the encodes it finishes end at `end`
         (None: with the step, which sets their time)."""
-        used, self._just_finished = 0.0, []
+        used = 0.0
         while self.side and used < budget_ms - 1e-9:
             take = min(self.side[0][0], budget_ms - used)
             self.side[0][0] -= take
@@ -261,6 +293,7 @@ SCHEDULERS = {
     "paced": ("qwenvl_vllm.serving.scheduler", "EncoderPacedScheduler"),
     "ahead": ("qwenvl_vllm.serving.encode_ahead", "EncodeAheadScheduler"),
     "ahead_paced": ("qwenvl_vllm.serving.encode_ahead", "EncodeAheadPacedScheduler"),
+    "sliced": ("qwenvl_vllm.serving.encode_ahead", "EncodeAheadSlicedScheduler"),
 }
 
 
@@ -286,7 +319,8 @@ def simulate(
         scheduled_tokens=scheduled_tokens,
         max_num_seqs=max(256, work.concurrency),
     )
-    sim = Sim(scheduler, costs, work, side_stream=name.startswith("ahead"))
+    sliced = name == "sliced"
+    sim = Sim(scheduler, costs, work, side_stream=name.startswith("ahead") or sliced, sliced=sliced)
     sim.result = sim.run()
     return sim
 
@@ -302,6 +336,9 @@ def main() -> None:
     parser.add_argument("--side-cost", type=float, default=1.0)
     parser.add_argument("--graph-max-tokens", type=int, default=512, help="vLLM's max CUDA-graph size")
     parser.add_argument(
+        "--tower-step-ms", type=float, default=Costs.tower_step_ms, help="sliced: tower per step"
+    )
+    parser.add_argument(
         "--host-ms-per-image", type=float, default=Costs.host_ms_per_image, help="0: without that host cost"
     )
     parser.add_argument("--out", type=Path)
@@ -316,6 +353,7 @@ def main() -> None:
         side_cost=args.side_cost,
         graph_max_tokens=args.graph_max_tokens,
         host_ms_per_image=args.host_ms_per_image,
+        tower_step_ms=args.tower_step_ms,
     )
     work = Workload(
         concurrency=args.concurrency, requests=4 * args.concurrency, max_tokens_spread=args.max_tokens_spread

@@ -57,6 +57,7 @@ PACED = "qwenvl_vllm.serving.scheduler.EncoderPacedAsyncScheduler"
 TRACED = "qwenvl_vllm.serving.scheduler.TracedAsyncScheduler"  # vLLM's scheduler, with the step trace
 AHEAD_PACED = f"{AHEAD_MODULE}.EncodeAheadPacedAsyncScheduler"
 GRAPHED = f"{AHEAD_MODULE}.EncodeAheadGraphedAsyncScheduler"  # asks for the step cap and graph size itself
+SLICED = f"{AHEAD_MODULE}.EncodeAheadSlicedAsyncScheduler"  # the same, and the tower in slices over the steps
 GRAPHS_2K = ["--max-cudagraph-capture-size", "2048", "--max-num-scheduled-tokens", "2048"]
 ONE_IMAGE_PER_STEP = {"QWENVL_VLLM_ENCODER_STEP_TOKENS": "1024"}  # a 1024x768 image is 999 encoder tokens
 SIDES = {  # name -> (plugin on, extra `vllm serve` arguments, extra environment)
@@ -85,6 +86,13 @@ SIDES = {  # name -> (plugin on, extra `vllm serve` arguments, extra environment
     "ours_ahead_g2k": (True, ["--scheduler-cls", AHEAD, *GRAPHS_2K], {}),
     "ours_ahead_graphed": (True, ["--scheduler-cls", GRAPHED], {}),  # ours_ahead_g2k as one flag
     "ours_ahead_paced_1k_g2k": (True, ["--scheduler-cls", AHEAD_PACED, *GRAPHS_2K], ONE_IMAGE_PER_STEP),
+    # the tower spread over the steps, ~20 of its 32 blocks per step (the default budget); with 28 (~13 ms)
+    "ours_sliced": (True, ["--scheduler-cls", SLICED], {}),
+    "ours_sliced_28": (
+        True,
+        ["--scheduler-cls", SLICED],
+        {"QWENVL_VLLM_TOWER_STEP_PATCH_LAYERS": str(28 * 4096)},
+    ),
     "in_tree": (False, [], {}),
 }
 

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 DISABLE_ENV = "QWENVL_VLLM_DISABLE"
 VIT_FP8_ENV = "QWENVL_VLLM_VIT_FP8"
-# A quarter of Qwen2-VL's 32-block tower on a 1024x768 image (3996 patches, padded to 4096 in its graphs):
-# ~4 ms on an H200 beside a step's ~3.5 ms of decodes.
-TOWER_STEP_PATCH_LAYERS = 8 * 4096
+# 20 of Qwen2-VL's 32 tower blocks on a 1024x768 image (3996 patches, padded to 4096 in its graphs): ~9.5 ms
+# on an H200 beside a step's ~3.5 ms of decodes (benchmarks/sched_sim.py: ITL p99 ~18 ms at c=16 and 64,
+# 0.95-1.0x the throughput of vLLM's scheduler; smaller budgets cost throughput at c=64)
+TOWER_STEP_PATCH_LAYERS = 20 * 4096
 
 
 def _env_flag(name: str, default: bool = False) -> bool:

@@ -34,7 +34,7 @@ from .qwen2_vl_vision_layers import (
     vision_tp_size,
 )
 from .qwen2_vl_vision_slice_graphs import SliceGraphs
-from .tower_slices import Slices, run_to_end
+from .tower_slices import SLICES_PER_STEP, Slices, run_to_end
 from .vision_rotary import axial_inv_freq, patch_positions, rotary_cos_sin
 
 Grid = list[tuple[int, int, int]]
@@ -214,12 +214,13 @@ class Qwen2VisionTower(nn.Module):
     def forward_slices(
         self, pixel_values: torch.Tensor, grid_thw: list[list[int]] | torch.Tensor, patch_layers: int
     ) -> tuple[Slices, int]:
-        """`forward` as slices of whole blocks, about `patch_layers` patches x blocks each (at least one
-        block), and the cost of one slice in those units."""
+        """`forward` as slices of whole blocks, about a fifth of `patch_layers` (a step's budget, in patches x
+        blocks) each, at least one block, and the cost of one slice in those units (a step launches a few
+        slices, so its tower time stays near the budget across the end of one item and the next)."""
         grid = self._check_inputs(pixel_values, grid_thw)
         pixel_values = pixel_values.to(device=self.device, dtype=self.dtype)
         size = bucket_size(pixel_values.shape[0])  # the graphs' padded size: the same slices either way
-        per_slice = min(len(self.blocks), max(1, patch_layers // size))
+        per_slice = min(len(self.blocks), max(1, patch_layers // size // SLICES_PER_STEP))
         graphed = self.slice_graphs.slices(pixel_values, grid, per_slice) if self.slice_graphs else None
         if graphed is not None:
             return graphed, per_slice * size

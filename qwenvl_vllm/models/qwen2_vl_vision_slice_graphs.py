@@ -2,13 +2,13 @@
 
 An eager slice would launch its ~12 kernels per block from Python (the host cost `qwen2_vl_vision_graphs`
 removes), so a sliced encode replays one graph per slice: the first computes the rotary tables and the
-patch embedding and runs the first blocks, each next one continues from the previous one's output tensors
-(all kept alive, so no capture reuses their memory), the last ends with the merger. Graphs are keyed like
-the whole-tower ones, plus the blocks per slice.
+patch embedding and runs the first blocks, each next one continues from the previous one's output tensors,
+the last ends with the merger. Graphs are keyed like the whole-tower ones, plus the blocks per slice.
 
-The slice graphs have their own input buffers and memory pool: a sliced encode is spread over engine
-steps, and nothing else may write its buffers in between. Encodes of one process run one after another
-(the slicer's queue), so one set per key suffices.
+Memory: the slice graphs have their own input buffers and one pool of their own. A slice's outputs are
+only needed until the next slice of the same encode has run, so their memory may be reused by later
+captures in the pool; that is safe because encodes run one at a time, slice after slice on one stream (the
+slicer's queue): no other slice graph replays between two slices of an encode.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ class _SlicedGraph:
     graphs: list[torch.cuda.CUDAGraph]
     inputs: _Inputs
     out: torch.Tensor  # [B / merge^2, hidden]
-    states: list[tuple]  # each slice's outputs, kept so that no capture reuses their memory
 
 
 class SliceGraphs:
@@ -76,7 +75,7 @@ class SliceGraphs:
         inputs = self.inputs[size]
         meta = capture_meta(tower, inputs, size, seq_limit)
         depth = len(tower.blocks)
-        graphs, states, state = [], [], None
+        graphs, state = [], None
         for start in range(0, depth, per_slice):
 
             def piece(start=start, state=state):
@@ -91,6 +90,5 @@ class SliceGraphs:
             graph, state = capture_graph(piece, tower.device, self.pool)
             self.pool = graph.pool()
             graphs.append(graph)
-            states.append(state)
-        self.graphs[size, seq_limit, per_slice] = _SlicedGraph(graphs, inputs, state, states)
+        self.graphs[size, seq_limit, per_slice] = _SlicedGraph(graphs, inputs, state)
         return self.graphs[size, seq_limit, per_slice]

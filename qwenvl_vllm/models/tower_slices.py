@@ -21,6 +21,7 @@ import torch
 
 from qwenvl_vllm.models.encoder_stream import PROGRESS, storage_key
 
+SLICES_PER_STEP = 5  # a step's budget in about this many slices: fine enough to stay near the budget
 Slices = Generator[None, None, torch.Tensor]  # each next() launches one slice; its value is the output
 
 

@@ -40,6 +40,7 @@ class _EncodeAhead:
     """Mixin over vLLM's Scheduler: defers each new image's tokens to a later step than its encode."""
 
     uses_encoder_stream = True
+    holds_expire = True
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -76,7 +77,7 @@ class _EncodeAhead:
             return False
         ordinal, at = issued
         finished = not PROGRESS.active or ordinal <= PROGRESS.finished_items()
-        if not finished and time.monotonic() - at <= MAX_HOLD_S:
+        if not finished and (not self.holds_expire or time.monotonic() - at <= MAX_HOLD_S):
             return True
         if not finished:
             self.expired_holds.note()
@@ -87,6 +88,15 @@ class _EncodeAhead:
         """Where this step's tokens must stop: before the first placeholder encoded now or still encoding."""
         for i, feature in enumerate(request.mm_features):
             start = feature.mm_position.offset
+            if start == end > done and not self._encoded_or_encoding(feature.identifier):
+                # a text chunk ending right at an image not encoded yet (vLLM could not schedule its encode):
+                # one token short, so that a later step starts before the image and encodes it ahead
+                # (a step starting at the image would encode and use it at once); a running request with
+                # only that token left waits for the encode to be scheduled
+                if end - 1 > done:
+                    return end - 1
+                if request.status == RequestStatus.RUNNING:
+                    return done
             if start < done or start >= end:
                 continue  # already being consumed, or beyond this step
             if i in fresh:
@@ -97,6 +107,9 @@ class _EncodeAhead:
                 running = request.status == RequestStatus.RUNNING
                 return start if start > done or running else None
         return None
+
+    def _encoded_or_encoding(self, mm_hash: str) -> bool:
+        return bool(self.encoder_cache_manager.cached.get(mm_hash)) or mm_hash in self._issued
 
     def _try_schedule_encoder_inputs(
         self,
@@ -144,6 +157,9 @@ class _TowerSlicing:
     decode to protect, the step that needs an image finishes its encode first."""
 
     slices_tower = True
+    # The queue advances with every step, and tokens are held only while steps run (some request decodes),
+    # so every hold ends; an expired one would make its step finish the whole queue ahead of it at once.
+    holds_expire = False
 
     def _holds_now(self) -> bool:
         return any(r.num_computed_tokens >= r.num_prompt_tokens for r in self.running)

@@ -44,6 +44,10 @@
 #   l1 the 2B GPTQ checkpoint beside the GPU tests, then g3's `vllm serve` sides (G3_SIDES, G3_CONCURRENCY)
 #   Seventh visit: `G3_CONCURRENCY="1 16 64" G3_SIDES=ours_ahead_graphed ... l1` (in-tree last), then
 #      `G3_FLAGS=--no-in-tree G3_SIDES="ours_ahead_paced_1k_g2k ours_g2k ours_paced_1k_g2k" ... g3`.
+#   Eighth visit: `G3_CONCURRENCY="1 16 64" G3_SIDES="ours_sliced ours_sliced_28" ... l2` (GPU tests incl. the
+#      slice graphs, the encode-ahead check under the slicing scheduler, then the serve sides, in-tree last;
+#      ~11 min: split with G3_CONCURRENCY if needed), then `G3_SIDES=ours_ahead_graphed ... g3` for the table.
+#   l2 the 2B checkpoints beside the GPU tests, the encode-ahead check of the slicing scheduler, the serve sides
 #   t  the vision tower benchmark, then the parity run with the fp8 tower (its end-to-end error vs transformers,
 #      beside call p's bf16 numbers; expected above the bf16 tolerance) (~8 min)
 set -uo pipefail
@@ -60,6 +64,7 @@ gpu_tests() {  # timeout
 }
 encode_ahead_check() {  # timeout
   timeout "$1" python3 scripts/gpu/encode_ahead_check.py --ckpt "$CK/2b-bf16" --kv-cache-gib 8 \
+    --scheduler-cls "${EA_SCHEDULER:-qwenvl_vllm.serving.encode_ahead.EncodeAheadAsyncScheduler}" \
     --out "$R/encode_ahead_check.json" >"$R/encode_ahead_check.log" 2>&1; status encode_ahead $?
 }
 mk_72b() {  # timeout: Qwen2-VL-72B GPTQ-Int4 written on the GPU
@@ -71,7 +76,7 @@ serve_sides() {  # timeout: `vllm serve` of G3_SIDES beside ours (and in-tree la
     --in-tree-last ${G3_FLAGS:-} --extra-sides ${G3_SIDES:-ours_ahead_2k ours_ahead_paced_1k} --out-dir "$R/serve" \
     >"$R/serve_bench.log" 2>&1; status serve_bench $?; tail -8 "$R/serve_bench.log"
 }
-case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, n3 or ph} in
+case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3 or ph} in
 g1)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk 2b-bf16 qwen2-vl-2b bf16 & wait; echo "== checkpoints at ${SECONDS}s"
   ( gpu_tests "$(cap 200)"; encode_ahead_check "$(cap 270)" ) &
@@ -126,6 +131,12 @@ g3)
 l1)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & gpu_tests "$(cap 150)"; wait; echo "== ready at ${SECONDS}s"; pack l1
   serve_sides "$(cap 570)"; pack l1 ;;
+l2)
+  mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk 2b-bf16 qwen2-vl-2b bf16 & gpu_tests "$(cap 150)"; wait
+  echo "== ready at ${SECONDS}s"; pack l2
+  EA_SCHEDULER=qwenvl_vllm.serving.encode_ahead.EncodeAheadSlicedAsyncScheduler encode_ahead_check "$(cap 200)"
+  tail -c 300 "$R/encode_ahead_check.json"; pack l2
+  serve_sides "$(cap 570)"; pack l2 ;;
 n3)
   timeout "$(cap 280)" python3 benchmarks/ttft_breakdown.py --ckpt "$CK/2b-gptq" --out "$R/ttft_breakdown.json" \
     >"$R/ttft_breakdown.log" 2>&1; status ttft_breakdown $?; tail -c 900 "$R/ttft_breakdown.json"; pack n3

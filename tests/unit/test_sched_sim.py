@@ -56,3 +56,15 @@ def test_encode_ahead_completes_with_its_holds(ckpt: str, monkeypatch) -> None:
     assert len(sim.tokens) == WORK.requests
     assert all(len(times) == WORK.max_tokens for times in sim.tokens.values())
     assert sim.side == []  # every encode launched on the side stream ended
+
+
+def test_sliced_tower_keeps_steps_with_decodes_near_the_budget(ckpt: str, monkeypatch) -> None:
+    """The slicing scheduler in the simulator: every request completes, every queued encode ends, and the
+    steps that carry decodes stay within the LM's work plus one step's tower budget (no whole-queue
+    steps; the scheduler holds images' tokens while requests decode)."""
+    costs = sched_sim.Costs(graph_max_tokens=1024, host_ms_per_image=0.0)
+    sim = sched_sim.simulate(ckpt, "sliced", costs, WORK, scheduled_tokens=1024)
+    assert len(sim.tokens) == WORK.requests and sim.side == []
+    lm_max = costs.base_ms + costs.per_seq_ms * WORK.concurrency + 1.024 * costs.prefill_ms_per_1k
+    decode_steps = [step[3] for step, decodes in zip(sim.steps, sim.step_decodes, strict=True) if decodes]
+    assert decode_steps and max(decode_steps) <= lm_max + costs.tower_step_ms + 1e-6
