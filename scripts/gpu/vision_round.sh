@@ -48,6 +48,8 @@
 #      slice graphs, the encode-ahead check under the slicing scheduler, then the serve sides, in-tree last;
 #      ~11 min: split with G3_CONCURRENCY if needed), then `G3_SIDES=ours_ahead_graphed ... g3` for the table.
 #   l2 the 2B checkpoints beside the GPU tests, the encode-ahead check of the slicing scheduler, the serve sides
+#   n4 issue 10: the TTFT breakdown, then `vllm serve` with 1920x1080 photos at c=1/16/64, ours vs in-tree
+#   p5 issue 10: `vllm serve` with 4032x3024 photos at c=1/16, ours vs in-tree (after l2 or n4: checkpoints)
 #   t  the vision tower benchmark, then the parity run with the fp8 tower (its end-to-end error vs transformers,
 #      beside call p's bf16 numbers; expected above the bf16 tolerance) (~8 min)
 set -uo pipefail
@@ -76,7 +78,12 @@ serve_sides() {  # timeout: `vllm serve` of G3_SIDES beside ours (and in-tree la
     --in-tree-last ${G3_FLAGS:-} --extra-sides ${G3_SIDES:-ours_ahead_2k ours_ahead_paced_1k} --out-dir "$R/serve" \
     >"$R/serve_bench.log" 2>&1; status serve_bench $?; tail -8 "$R/serve_bench.log"
 }
-case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3 or ph} in
+photos() {  # size concurrencies timeout: `vllm serve` with JPEG photos of that size, ours vs in-tree
+  timeout "$3" python3 benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency $2 --image-size "$1" \
+    --out-dir "$R/serve_photos" >"$R/serve_photos_$1.log" 2>&1; status "serve_photos_$1" $?
+  tail -4 "$R/serve_photos_$1.log"
+}
+case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, p5 or ph} in
 g1)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk 2b-bf16 qwen2-vl-2b bf16 & wait; echo "== checkpoints at ${SECONDS}s"
   ( gpu_tests "$(cap 200)"; encode_ahead_check "$(cap 270)" ) &
@@ -140,13 +147,17 @@ l2)
 n3)
   timeout "$(cap 280)" python3 benchmarks/ttft_breakdown.py --ckpt "$CK/2b-gptq" --out "$R/ttft_breakdown.json" \
     >"$R/ttft_breakdown.log" 2>&1; status ttft_breakdown $?; tail -c 900 "$R/ttft_breakdown.json"; pack n3
-  timeout "$(cap 400)" python3 benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency 64 --image-size 1920x1080 \
-    --out-dir "$R/serve_photos" >"$R/serve_photos.log" 2>&1; status serve_photos $?; tail -4 "$R/serve_photos.log"
+  photos 1920x1080 64 "$(cap 400)"
   pack n3 ;;
+n4)
+  timeout "$(cap 200)" python3 benchmarks/ttft_breakdown.py --ckpt "$CK/2b-gptq" --out "$R/ttft_breakdown.json" \
+    >"$R/ttft_breakdown.log" 2>&1; status ttft_breakdown $?; tail -c 900 "$R/ttft_breakdown.json"; pack n4
+  photos 1920x1080 "1 16 64" "$(cap 560)"; pack n4 ;;
+p5)
+  photos 4032x3024 "1 16" "$(cap 570)"; pack p5 ;;
 ph)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu
-  timeout "$(cap 540)" python3 benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency 64 --image-size 1920x1080 \
-    --out-dir "$R/serve_photos" >"$R/serve_photos.log" 2>&1; status serve_photos $?; tail -4 "$R/serve_photos.log"
+  photos 1920x1080 64 "$(cap 540)"
   pack ph ;;
 a)
   mk 2b-gptq qwen2-vl-2b gptq-int4 & mk 2b-bf16 qwen2-vl-2b bf16 & wait
@@ -180,8 +191,7 @@ e)
 h)
   encode_ahead_check 270
   tail -c 800 "$R/encode_ahead_check.json"; pack h
-  timeout 300 python3 benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency 64 --image-size 1920x1080 \
-    --out-dir "$R/serve_photos" >"$R/serve_photos.log" 2>&1; status serve_photos $?; tail -4 "$R/serve_photos.log"
+  photos 1920x1080 64 300
   pack h ;;
 w)
   /usr/bin/time -v python3 -m qwenvl_vllm.cli make-checkpoint --model qwen2-vl-72b --quant gptq-int4 --device cuda \
