@@ -346,8 +346,9 @@ class Qwen2VLForConditionalGeneration(
             )
             return list(embeds)
         if self._tower_slicer is not None:
+            # each queued item keeps its own rows (a view would keep the whole batch until its last item ran)
             return [
-                self._queue_item(item, g)
+                self._queue_item(item.clone(), g)
                 for item, g in zip(_split_items(pixel_values, grid), grid, strict=True)
             ]
         if self._encoder_stream is not None:

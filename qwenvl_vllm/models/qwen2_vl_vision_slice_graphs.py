@@ -51,17 +51,15 @@ class SliceGraphs:
     def slices(self, pixel_values: torch.Tensor, grid: Grid, per_slice: int) -> Slices | None:
         """The encode as graph replays, one per slice, or None when it is not for a graph (eager then)."""
         key = self.whole.key(pixel_values, grid)
-        if key is None:
+        if key is None or ((*key, per_slice) not in self.graphs and len(self.graphs) >= MAX_GRAPHS):
             return None
-        g = self.graphs.get((*key, per_slice))
-        if g is None:
-            if len(self.graphs) >= MAX_GRAPHS:
-                return None
-            g = self._capture(*key, per_slice)
-        return self._replay(g, pixel_values, grid, key[0])
+        return self._replay((*key, per_slice), pixel_values, grid)
 
-    def _replay(self, g: _SlicedGraph, pixel_values: torch.Tensor, grid: Grid, size: int) -> Slices:
-        load_inputs(g.inputs, pixel_values, grid, size, self.tower.merge_size)  # at the first slice
+    def _replay(self, key: tuple[int, int, int], pixel_values: torch.Tensor, grid: Grid) -> Slices:
+        # Everything here runs from the first slice on, when this encode is the only one under way: a
+        # capture writes the shared input buffers of its size, which an earlier encode may still read.
+        g = self.graphs.get(key) or self._capture(*key)
+        load_inputs(g.inputs, pixel_values, grid, key[0], self.tower.merge_size)
         for graph in g.graphs[:-1]:
             graph.replay()
             yield

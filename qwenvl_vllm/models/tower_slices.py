@@ -35,8 +35,9 @@ def run_to_end(slices: Slices) -> torch.Tensor:
 
 class TowerJob:
     """One item's encode: its slices, the tensor its output goes to, and whether it has finished. The job
-    holds its output weakly: once vLLM lets go of it (the request was aborted or preempted), nothing is
-    left to compute and the job ends without launching more."""
+    holds its output weakly: once vLLM lets go of it, nothing is left to compute and the job ends without
+    launching more. (vLLM keeps a finished or aborted request's encoder output until the cache needs the
+    space, so an aborted request's queued encode usually still runs: bounded work, not a leak.)"""
 
     def __init__(self, slices: Slices, out: torch.Tensor, slice_cost: int) -> None:
         self.slices, self.slice_cost, self.key = slices, slice_cost, storage_key(out)

@@ -109,7 +109,9 @@ class _EncodeAhead:
         return None
 
     def _encoded_or_encoding(self, mm_hash: str) -> bool:
-        return bool(self.encoder_cache_manager.cached.get(mm_hash)) or mm_hash in self._issued
+        return (
+            mm_hash in self.encoder_cache_manager.cached or mm_hash in self._issued
+        )  # freeable: still there
 
     def _try_schedule_encoder_inputs(
         self,

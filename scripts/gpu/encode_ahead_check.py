@@ -63,11 +63,10 @@ def _abort_mid_encode(llm) -> dict[str, Any]:
     during = _caches(llm)
     engine.abort_request(ids)
     _run_dry(engine)
-    # one more request: the steps it takes are where the runner (and the tower slicer) let go of what
-    # the aborted requests had in flight
-    engine.add_request(
-        "after_abort", {"prompt": _turn("Hello.")}, SamplingParams(temperature=0.0, max_tokens=2)
-    )
+    # one more request: its steps are where the runner lets go of what the aborted requests had in flight,
+    # and (64 steps) where the tower slicer runs the aborted requests' queued encodes to their end
+    params = SamplingParams(temperature=0.0, max_tokens=64, ignore_eos=True)
+    engine.add_request("after_abort", {"prompt": _turn("Hello.")}, params)
     _run_dry(engine)
     return {"during": during, "after": _caches(llm)}
 

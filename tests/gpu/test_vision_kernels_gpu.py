@@ -131,3 +131,24 @@ def test_sliced_graph_replays_equal_the_whole_graph(vllm_cuda):
             assert cost == blocks * 4096 and torch.equal(got, want), blocks
             assert torch.equal(between, want_other)
     assert sorted(tower.slice_graphs.graphs) == [(4096, 4096, 1), (4096, 4096, 2), (4096, 4096, 3)]
+
+
+def test_a_new_slice_graph_key_leaves_an_encode_under_way_alone(vllm_cuda):
+    """A video's encode is half done when an image of the same padded size but another max_seqlen is
+    queued: the image's graphs are captured only when its encode starts (a capture writes the size's input
+    buffers), so both equal their whole-tower graphs."""
+    from qwenvl_vllm.models.tower_slices import run_to_end
+
+    tower = _tower(graph_max_patches=16384)
+    video, image = [(4, 26, 46)], [(1, 64, 76)]  # 4784 / 4864 patches: both pad to 5120
+    gen = torch.Generator("cuda").manual_seed(4)
+    pv = torch.randn(4784, 1176, device="cuda", dtype=torch.bfloat16, generator=gen)
+    pi = torch.randn(4864, 1176, device="cuda", dtype=torch.bfloat16, generator=gen)
+    with torch.inference_mode():
+        want_video, want_image = tower(pv, video).clone(), tower(pi, image).clone()
+        first, _ = tower.forward_slices(pv, video, 5 * 5120)  # one block per slice
+        next(first)
+        second, _ = tower.forward_slices(pi, image, 5 * 5120)
+        assert torch.equal(run_to_end(first), want_video)
+        assert torch.equal(run_to_end(second), want_image)
+    assert sorted(tower.slice_graphs.graphs) == [(5120, 2048, 1), (5120, 5120, 1)]
