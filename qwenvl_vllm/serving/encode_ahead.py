@@ -34,13 +34,16 @@ from qwenvl_vllm.serving.step_trace import StepTracing
 
 SLICED_STEP_TOKENS = 1024  # a 1024x768 image's prefill (999 tokens) in one step of ~5.5 ms on an H200
 MAX_HOLD_S = 1.0  # a safety bound, not a knob: a hold normally ends with its encode (tens of ms)
+# Under the slicing scheduler a hold lasts while the queue ahead drains (~1-2 s for a cohort of 64 images at
+# c=64); the bound only keeps a hold from lasting forever if the scheduler's count of encodes and the
+# model's disagreed (e.g. items vLLM does not give the model, as prompt embeddings)
+SLICED_MAX_HOLD_S = 10.0
 
 
 class _EncodeAhead:
     """Mixin over vLLM's Scheduler: defers each new image's tokens to a later step than its encode."""
 
     uses_encoder_stream = True
-    holds_expire = True
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -48,7 +51,7 @@ class _EncodeAhead:
         PROGRESS.scheduling = True
         self._ordinal = 0
         self._issued: dict[str, tuple[int, float]] = {}  # mm_hash -> (launch ordinal, time)
-        self.expired_holds = RareEvents(f"an image's encode outlasted its {MAX_HOLD_S} s hold")
+        self.expired_holds = RareEvents(f"an image's encode outlasted its {self._hold_bound()} s hold")
         logger.info(
             "qwenvl-vllm: encoding images ahead of their prefill; holding tokens until encoded: %s",
             "on" if PROGRESS.active else "off (no side-stream encoder in this process: deferral only)",
@@ -57,6 +60,9 @@ class _EncodeAhead:
     def _holds_now(self) -> bool:
         """Whether this step holds back tokens of images still encoding."""
         return True
+
+    def _hold_bound(self) -> float:
+        return MAX_HOLD_S  # read when used: tests shorten it
 
     def schedule(self, throttle_prefills: bool = False) -> SchedulerOutput:
         self._holding = self._holds_now()
@@ -77,7 +83,7 @@ class _EncodeAhead:
             return False
         ordinal, at = issued
         finished = not PROGRESS.active or ordinal <= PROGRESS.finished_items()
-        if not finished and (not self.holds_expire or time.monotonic() - at <= MAX_HOLD_S):
+        if not finished and time.monotonic() - at <= self._hold_bound():
             return True
         if not finished:
             self.expired_holds.note()
@@ -159,9 +165,12 @@ class _TowerSlicing:
     decode to protect, the step that needs an image finishes its encode first."""
 
     slices_tower = True
-    # The queue advances with every step, and tokens are held only while steps run (some request decodes),
-    # so every hold ends; an expired one would make its step finish the whole queue ahead of it at once.
-    holds_expire = False
+
+    # The queue advances with every step and tokens are held only while steps run (some request decodes),
+    # so a hold ends when the queue ahead of it has run; expiring sooner would make its step finish that
+    # whole queue at once.
+    def _hold_bound(self) -> float:
+        return SLICED_MAX_HOLD_S
 
     def _holds_now(self) -> bool:
         return any(r.num_computed_tokens >= r.num_prompt_tokens for r in self.running)

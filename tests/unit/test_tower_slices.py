@@ -236,3 +236,21 @@ def test_sliced_model_embeds_equal_the_whole_tower(build, ckpt: str, serving) ->
         assert PROGRESS.launched == 2 and PROGRESS.finished_items() == 0  # queued, not run
         got = model.embed_input_ids(input_ids, items, is_multimodal=is_mm)
     assert PROGRESS.finished_items() == 2 and torch.equal(got, want)
+
+
+@pytest.mark.parametrize("sliced_bound,held", [(60.0, True), (0.0, False)])
+def test_sliced_holds_have_their_own_bound(ckpt: str, serving, monkeypatch, sliced_bound, held) -> None:
+    """Not the 1 s of the side-stream scheduler (a queue of images may take longer to drain), but a bound."""
+    from qwenvl_vllm.serving import encode_ahead
+
+    monkeypatch.setattr(encode_ahead, "MAX_HOLD_S", 0.0)
+    monkeypatch.setattr(encode_ahead, "SLICED_MAX_HOLD_S", sliced_bound)
+    scheduler = scheduler_for(ckpt, EncodeAheadSlicedScheduler, 16384)
+    scheduler.add_request(image_request(0, IMAGE_TOKENS, PROMPT, offset=TEXT_BEFORE, max_tokens=50))
+    serving.add(1, SimpleNamespace(query=lambda: True))
+    _step(scheduler), _step(scheduler)  # r0 prefilled and decoding
+    scheduler.add_request(image_request(1, IMAGE_TOKENS, PROMPT, offset=TEXT_BEFORE))
+    assert _step(scheduler) == {"r0": 1, "r1": TEXT_BEFORE}
+    serving.add(1, SimpleNamespace(query=lambda: False))  # never finishes
+    want = {"r0": 1} if held else {"r0": 1, "r1": PROMPT - TEXT_BEFORE}
+    assert _step(scheduler) == want
