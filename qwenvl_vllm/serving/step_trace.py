@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from qwenvl_vllm.models.encoder_stream import PROGRESS
 from qwenvl_vllm.settings import get_settings
 
 if TYPE_CHECKING:
@@ -55,6 +56,8 @@ class StepTracing:
         if self._trace_file is not None:
             running, waiting = self.get_request_counts()
             record = step_record(output, started, time.monotonic(), waiting, running)
+            if PROGRESS.active:  # encodes given to the model (side stream or slicer) and not finished yet
+                record["pending_encodes"] = PROGRESS.launched - PROGRESS.finished_items()
             self._trace.append(record)
             if started - self._flushed_at >= FLUSH_EVERY_S:
                 self.flush_trace()

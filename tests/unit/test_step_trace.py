@@ -78,3 +78,25 @@ def test_summary_names_the_steps_before_long_gaps() -> None:
     (long,) = summary["gaps_over_100ms"]
     assert long["prefill_tokens"] == 200 and long["gap_ms"] == pytest.approx(230)
     assert summary["gap_p50_ms"] == pytest.approx(10)
+
+
+def test_encode_ahead_steps_record_the_encodes_under_way(ckpt: str, tmp_path, monkeypatch) -> None:
+    """With a side stream or slicer in the process (PROGRESS active): encodes given to the model and not
+    finished, as the scheduler sees them at each step."""
+    from types import SimpleNamespace
+
+    from qwenvl_vllm.models.encoder_stream import PROGRESS
+
+    path = tmp_path / "steps.jsonl"
+    monkeypatch.setenv("QWENVL_VLLM_STEP_TRACE", str(path))
+    monkeypatch.setattr(PROGRESS, "active", True)
+    scheduler = scheduler_for(ckpt, EncodeAheadAsyncScheduler, 16384)
+    for i in range(2):
+        scheduler.add_request(image_request(i, 999, PROMPT))
+    scheduler.schedule(False)
+    done = SimpleNamespace(query=lambda: True)
+    PROGRESS.add(1, done), PROGRESS.add(1, SimpleNamespace(query=lambda: False))
+    scheduler.schedule(False)
+    scheduler.flush_trace()
+    assert [step["pending_encodes"] for step in step_trace.load(path)] == [0, 1]
+    PROGRESS.reset()
