@@ -165,7 +165,9 @@ class SideStreamEmbedding:
         """At model construction, on the worker's device (so the scheduler, built later in the same
         process, already sees an active side stream)."""
         if self.supports_tower_slices and wants_tower_slices(vllm_config):
-            from qwenvl_vllm.models.tower_slices import TowerSlicer
+            from qwenvl_vllm.models.tower_slices import TowerSlicer, check_sliceable
+
+            check_sliceable(vllm_config)
 
             self._tower_slicer = TowerSlicer(get_settings().tower_step_patch_layers)
         elif wants_encoder_stream(vllm_config):

@@ -174,6 +174,17 @@ def test_only_models_that_can_slice_get_a_slicer() -> None:
     PROGRESS.active = False
 
 
+@pytest.mark.parametrize("field", ["ec_transfer_config", "lora_config"])
+def test_slicing_refuses_what_it_would_get_wrong(field: str) -> None:
+    class Sliceable(SideStreamEmbedding):
+        supports_tower_slices = True
+
+    config = _config(SLICED)
+    setattr(config, field, object())
+    with pytest.raises(ValueError, match="slicing scheduler"):
+        Sliceable()._init_encoder_stream(config)
+
+
 def test_scheduler_asks_for_slices_and_graphed_steps() -> None:
     assert (
         EncodeAheadSlicedAsyncScheduler.slices_tower and EncodeAheadSlicedAsyncScheduler.uses_encoder_stream
