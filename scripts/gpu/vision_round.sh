@@ -44,10 +44,11 @@
 #   l1 the 2B GPTQ checkpoint beside the GPU tests, then g3's `vllm serve` sides (G3_SIDES, G3_CONCURRENCY)
 #   Seventh visit: `G3_CONCURRENCY="1 16 64" G3_SIDES=ours_ahead_graphed ... l1` (in-tree last), then
 #      `G3_FLAGS=--no-in-tree G3_SIDES="ours_ahead_paced_1k_g2k ours_g2k ours_paced_1k_g2k" ... g3`.
-#   Eighth visit: `G3_CONCURRENCY="1 16 64" G3_SIDES="ours_sliced ours_sliced_28" ... l2` (GPU tests incl. the
-#      slice graphs, the encode-ahead check under the slicing scheduler, then the serve sides, in-tree last;
-#      ~11 min: split with G3_CONCURRENCY if needed), then `G3_SIDES=ours_ahead_graphed ... g3` for the table.
-#   l2 the 2B checkpoints beside the GPU tests, the encode-ahead check of the slicing scheduler, the serve sides
+#   Eighth visit (ROUND_BUDGET_S=560: the install counts): `l2` (~5 min), then `G3_CONCURRENCY="1 16 64"
+#      G3_SIDES="ours_sliced ours_sliced_28" ... g3` (~8.5 min, in-tree last), then `G3_CONCURRENCY="16 64"
+#      G3_FLAGS=--no-in-tree G3_SIDES=ours_ahead_graphed ... g3` for the table, then n4 / p5 (issue 10).
+#   l2 the 2B checkpoints beside the GPU tests (slice graphs included), the encode-ahead check of the slicing
+#      scheduler (greedy outputs vs vLLM's scheduler, caches and the slicer's queue after aborts)
 #   n4 issue 10: the TTFT breakdown, then `vllm serve` with 1920x1080 photos at c=1/16/64, ours vs in-tree
 #   p5 issue 10: `vllm serve` with 4032x3024 photos at c=1/16, ours vs in-tree (after l2 or n4: checkpoints)
 #   t  the vision tower benchmark, then the parity run with the fp8 tower (its end-to-end error vs transformers,
@@ -141,9 +142,8 @@ l1)
 l2)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk 2b-bf16 qwen2-vl-2b bf16 & gpu_tests "$(cap 150)"; wait
   echo "== ready at ${SECONDS}s"; pack l2
-  EA_SCHEDULER=qwenvl_vllm.serving.encode_ahead.EncodeAheadSlicedAsyncScheduler encode_ahead_check "$(cap 200)"
-  tail -c 300 "$R/encode_ahead_check.json"; pack l2
-  serve_sides "$(cap 570)"; pack l2 ;;
+  EA_SCHEDULER=qwenvl_vllm.serving.encode_ahead.EncodeAheadSlicedAsyncScheduler encode_ahead_check "$(cap 300)"
+  tail -c 300 "$R/encode_ahead_check.json"; pack l2 ;;
 n3)
   timeout "$(cap 280)" python3 benchmarks/ttft_breakdown.py --ckpt "$CK/2b-gptq" --out "$R/ttft_breakdown.json" \
     >"$R/ttft_breakdown.log" 2>&1; status ttft_breakdown $?; tail -c 900 "$R/ttft_breakdown.json"; pack n3
