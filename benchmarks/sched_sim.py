@@ -47,6 +47,7 @@ class Costs:
     # the slicing scheduler: tower work launched per step (QWENVL_VLLM_TOWER_STEP_PATCH_LAYERS' default is 20
     # of a 1024x768 image's 32 blocks, ~15.3 x 20 / 32 ms), run in the step, not beside it
     tower_step_ms: float = 9.5
+    tower_backlog_scale: float = 1.5  # QWENVL_VLLM_TOWER_BACKLOG_SCALE's default
 
 
 @dataclass
@@ -238,7 +239,8 @@ class Sim:
         self._just_finished = []
         if self.sliced:  # as the slicer: the encodes this step needs, then up to the step's budget
             used = self._run_side_through(self._needed(out))
-            used += self._run_side(max(c.tower_step_ms - used, 0.0), end=None)
+            budget = c.tower_step_ms * (c.tower_backlog_scale if progress.backlog else 1.0)
+            used += self._run_side(max(budget - used, 0.0), end=None)
         else:
             used = c.side_cost * self._run_side(max(lm, host), end=None)
         step = max(host, lm + used)

@@ -86,13 +86,15 @@ SIDES = {  # name -> (plugin on, extra `vllm serve` arguments, extra environment
     "ours_ahead_g2k": (True, ["--scheduler-cls", AHEAD, *GRAPHS_2K], {}),
     "ours_ahead_graphed": (True, ["--scheduler-cls", GRAPHED], {}),  # ours_ahead_g2k as one flag
     "ours_ahead_paced_1k_g2k": (True, ["--scheduler-cls", AHEAD_PACED, *GRAPHS_2K], ONE_IMAGE_PER_STEP),
-    # the tower spread over the steps, ~20 of its 32 blocks per step (the default budget); with 28 (~13 ms)
+    # the tower spread over the steps, ~20 of its 32 blocks per step (the default budget; 1.5x while requests
+    # wait); with 28 (~13 ms); with no growth while requests wait
     "ours_sliced": (True, ["--scheduler-cls", SLICED], {}),
     "ours_sliced_28": (
         True,
         ["--scheduler-cls", SLICED],
         {"QWENVL_VLLM_TOWER_STEP_PATCH_LAYERS": str(28 * 4096)},
     ),
+    "ours_sliced_flat": (True, ["--scheduler-cls", SLICED], {"QWENVL_VLLM_TOWER_BACKLOG_SCALE": "1"}),
     "in_tree": (False, [], {}),
 }
 

@@ -54,6 +54,8 @@ class Settings:
     # Under our slicing scheduler: the vision tower's work launched per engine step, in patches x blocks
     # (qwenvl_vllm.models.tower_slices); a slice is whole blocks, at least one.
     tower_step_patch_layers: int
+    # ... times this while requests wait in the scheduler (the engine is behind: admission before latency)
+    tower_backlog_scale: float
     # Under an encode-ahead scheduler: the language model's CUDA stream runs at a higher priority than the
     # vision tower's side stream (off: equal priorities).
     lm_stream_priority: bool
@@ -75,6 +77,7 @@ def get_settings() -> Settings:
         device_pixels=_env_flag("QWENVL_VLLM_DEVICE_PIXELS", default=True),
         encoder_step_tokens=_env_int("QWENVL_VLLM_ENCODER_STEP_TOKENS", 2048),
         tower_step_patch_layers=_env_int("QWENVL_VLLM_TOWER_STEP_PATCH_LAYERS", TOWER_STEP_PATCH_LAYERS),
+        tower_backlog_scale=_env_float("QWENVL_VLLM_TOWER_BACKLOG_SCALE", 1.5),
         lm_stream_priority=_env_flag("QWENVL_VLLM_LM_STREAM_PRIORITY", default=True),
         step_trace_path=os.environ.get("QWENVL_VLLM_STEP_TRACE") or None,
         model_seq_len=int(_env_float("MODEL_SEQ_LEN", 128000)),  # qwen-vl-utils reads it as a float

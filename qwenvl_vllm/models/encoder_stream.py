@@ -40,6 +40,7 @@ class EncoderProgress:
     def __init__(self) -> None:
         self.active = False  # a model in this process encodes on a side stream or in slices
         self.scheduling = False  # an encode-ahead scheduler runs in this process (the engine is serving)
+        self.backlog = False  # the slicing scheduler's last step left requests waiting
         self.reset()
 
     def reset(self) -> None:
@@ -169,7 +170,8 @@ class SideStreamEmbedding:
 
             check_sliceable(vllm_config)
 
-            self._tower_slicer = TowerSlicer(get_settings().tower_step_patch_layers)
+            settings = get_settings()
+            self._tower_slicer = TowerSlicer(settings.tower_step_patch_layers, settings.tower_backlog_scale)
         elif wants_encoder_stream(vllm_config):
             self._encoder_stream = EncoderStream(torch.device(vllm_config.device_config.device))
 

@@ -4,7 +4,8 @@ Why (issue 12, seventh visit): a step takes the sum of its GPU work, so a step t
 image makes its decodes wait for the whole tower (~15 ms on an H200), on a side stream or not. Under a
 slicing scheduler (`qwenvl_vllm.serving.encode_ahead.EncodeAheadSlicedAsyncScheduler`) an image's encode
 is queued when vLLM schedules it, and each step launches the next slices of the queue, about
-`QWENVL_VLLM_TOWER_STEP_PATCH_LAYERS` patches x blocks in all, before its language model. The scheduler
+`QWENVL_VLLM_TOWER_STEP_PATCH_LAYERS` patches x blocks in all (`QWENVL_VLLM_TOWER_BACKLOG_SCALE` times that
+while requests wait in the scheduler), before its language model. The scheduler
 holds the image's tokens until its encode has finished (`PROGRESS`); a step that needs embeddings whose
 encode is still queued finishes the queue up to them first. Everything runs on the model's stream in
 order, so no event is needed between slices, and the outputs vLLM caches are written by the last slice.
@@ -78,8 +79,8 @@ class TowerJob:
 class TowerSlicer:
     """The queue of encodes; `before_lm` is called once per step, before the language model's forward."""
 
-    def __init__(self, patch_layers_per_step: int) -> None:
-        self.budget = patch_layers_per_step
+    def __init__(self, patch_layers_per_step: int, backlog_scale: float = 1.0) -> None:
+        self.budget, self.backlog_scale = patch_layers_per_step, backlog_scale
         self._queue: deque[TowerJob] = deque()
         self._jobs: dict[int, TowerJob] = {}  # output storage -> its job, until launched
         PROGRESS.active = True
@@ -102,7 +103,8 @@ class TowerSlicer:
         if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
             return
         spent = self._finish_through(embeddings)
-        while self._queue and (spent == 0 or spent + self._queue[0].slice_cost <= self.budget):
+        budget = self.budget * (self.backlog_scale if PROGRESS.backlog else 1.0)
+        while self._queue and (spent == 0 or spent + self._queue[0].slice_cost <= budget):
             spent += self._launch_front()
 
     def _finish_through(self, embeddings: Iterable[torch.Tensor]) -> int:

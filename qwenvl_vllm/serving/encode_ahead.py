@@ -175,6 +175,11 @@ class _TowerSlicing:
     def _holds_now(self) -> bool:
         return any(r.num_computed_tokens >= r.num_prompt_tokens for r in self.running)
 
+    def schedule(self, throttle_prefills: bool = False) -> SchedulerOutput:
+        output = super().schedule(throttle_prefills)
+        PROGRESS.backlog = len(self.waiting) > 0  # requests this step could not take: the slicer does more
+        return output
+
 
 class EncodeAheadSlicedScheduler(StepTracing, _TowerSlicing, _EncodeAhead, Scheduler):
     step_tokens = SLICED_STEP_TOKENS

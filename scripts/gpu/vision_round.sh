@@ -45,8 +45,8 @@
 #   Seventh visit: `G3_CONCURRENCY="1 16 64" G3_SIDES=ours_ahead_graphed ... l1` (in-tree last), then
 #      `G3_FLAGS=--no-in-tree G3_SIDES="ours_ahead_paced_1k_g2k ours_g2k ours_paced_1k_g2k" ... g3`.
 #   Eighth visit (ROUND_BUDGET_S=560: the install counts): `l2` (~5 min), then `G3_CONCURRENCY="1 16 64"
-#      G3_SIDES="ours_sliced ours_sliced_28" ... g3` (~8.5 min, in-tree last), then `G3_CONCURRENCY="16 64"
-#      G3_FLAGS=--no-in-tree G3_SIDES=ours_ahead_graphed ... g3` for the table, then n4 / p5 (issue 10).
+#      G3_SIDES="ours_sliced ours_sliced_flat" ... g3` (~8.5 min, in-tree last), then `G3_CONCURRENCY="16 64"
+#      G3_FLAGS=--no-in-tree G3_SIDES="ours_sliced_28 ours_ahead_graphed" ... g3`, then n4 / p5 (issue 10).
 #   l2 the 2B checkpoints beside the GPU tests (slice graphs included), the encode-ahead check of the slicing
 #      scheduler (greedy outputs vs vLLM's scheduler, caches and the slicer's queue after aborts)
 #   n4 issue 10: the TTFT breakdown, then `vllm serve` with 1920x1080 photos at c=1/16/64, ours vs in-tree

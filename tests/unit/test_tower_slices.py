@@ -24,6 +24,7 @@ def serving(monkeypatch):
     """PROGRESS as it is once a slicing scheduler runs in this process."""
     monkeypatch.setattr(PROGRESS, "scheduling", True)
     monkeypatch.setattr(PROGRESS, "active", True)
+    monkeypatch.setattr(PROGRESS, "backlog", False)
     PROGRESS.reset()
     yield PROGRESS
     PROGRESS.reset()
@@ -105,6 +106,26 @@ def test_each_step_launches_about_its_budget_in_order(serving) -> None:
     assert slicer.job_of(a) is None and not slicer.job_of(b).query()
     slicer.before_lm([])
     assert torch.equal(b, torch.full((2, 3), 2.0)) and slicer.job_of(b) is None
+
+
+@pytest.mark.parametrize("backlog,launched", [(False, 2), (True, 3)])
+def test_the_budget_grows_while_requests_wait(serving, monkeypatch, backlog: bool, launched: int) -> None:
+    monkeypatch.setattr(PROGRESS, "backlog", backlog)
+    log: list = []
+    slicer = TowerSlicer(100, backlog_scale=1.5)
+    out = slicer.submit(_job(log, "a", 4, 1.0), torch.zeros(2, 3), 50)
+    slicer.before_lm([])
+    assert len(log) == launched and out is not None
+
+
+@pytest.mark.parametrize("max_seqs,backlog", [(1, True), (2, False)])
+def test_the_scheduler_tells_the_slicer_when_requests_wait(ckpt: str, serving, max_seqs, backlog) -> None:
+    """Requests a step could not take (here: one sequence at a time) mean the engine is behind."""
+    scheduler = scheduler_for(ckpt, EncodeAheadSlicedScheduler, 2048, max_num_seqs=max_seqs)
+    for i in range(2):
+        scheduler.add_request(image_request(i, IMAGE_TOKENS, PROMPT, offset=TEXT_BEFORE))
+    scheduler.schedule(False)
+    assert PROGRESS.backlog is backlog
 
 
 def test_a_slice_over_the_budget_still_runs_alone(serving) -> None:

@@ -25,6 +25,7 @@ def model(build, ckpt: str, monkeypatch):
 
     monkeypatch.setenv("QWENVL_VLLM_TOWER_STEP_PATCH_LAYERS", "1024")  # one block (of 2) per step
     monkeypatch.setattr(PROGRESS, "scheduling", True)
+    monkeypatch.setattr(PROGRESS, "backlog", False)
     model = build(ckpt)
     model.load_weights(load_file(f"{ckpt}/model.safetensors").items())
     yield model
