@@ -26,6 +26,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers import finish_step, image_request, scheduler_for  # noqa: E402
 
+from qwenvl_vllm.settings import TOWER_BACKLOG_SCALE  # noqa: E402
+
 
 @dataclass
 class Costs:
@@ -47,7 +49,7 @@ class Costs:
     # the slicing scheduler: tower work launched per step (QWENVL_VLLM_TOWER_STEP_PATCH_LAYERS' default is 20
     # of a 1024x768 image's 32 blocks, ~15.3 x 20 / 32 ms), run in the step, not beside it
     tower_step_ms: float = 9.5
-    tower_backlog_scale: float = 1.5  # QWENVL_VLLM_TOWER_BACKLOG_SCALE's default
+    tower_backlog_scale: float = TOWER_BACKLOG_SCALE
 
 
 @dataclass

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 DISABLE_ENV = "QWENVL_VLLM_DISABLE"
 VIT_FP8_ENV = "QWENVL_VLLM_VIT_FP8"
 # 20 of Qwen2-VL's 32 tower blocks on a 1024x768 image (3996 patches, padded to 4096 in its graphs): ~9.5 ms
-# on an H200 beside a step's ~3.5 ms of decodes (benchmarks/sched_sim.py: ITL p99 ~18 ms at c=16 and 64,
-# 0.95-1.0x the throughput of vLLM's scheduler; smaller budgets cost throughput at c=64)
+# on an H200 beside a step's ~3.5-5 ms of decodes; smaller budgets cost throughput at c=64, larger ones
+# inter-token latency at c=16 (benchmarks/sched_sim.py; predictions in benchmarks/results/*-round7/)
 TOWER_STEP_PATCH_LAYERS = 20 * 4096
+TOWER_BACKLOG_SCALE = 1.5  # the budget while requests wait in the scheduler
 
 
 def _env_flag(name: str, default: bool = False) -> bool:
@@ -77,7 +78,7 @@ def get_settings() -> Settings:
         device_pixels=_env_flag("QWENVL_VLLM_DEVICE_PIXELS", default=True),
         encoder_step_tokens=_env_int("QWENVL_VLLM_ENCODER_STEP_TOKENS", 2048),
         tower_step_patch_layers=_env_int("QWENVL_VLLM_TOWER_STEP_PATCH_LAYERS", TOWER_STEP_PATCH_LAYERS),
-        tower_backlog_scale=_env_float("QWENVL_VLLM_TOWER_BACKLOG_SCALE", 1.5),
+        tower_backlog_scale=_env_float("QWENVL_VLLM_TOWER_BACKLOG_SCALE", TOWER_BACKLOG_SCALE),
         lm_stream_priority=_env_flag("QWENVL_VLLM_LM_STREAM_PRIORITY", default=True),
         step_trace_path=os.environ.get("QWENVL_VLLM_STEP_TRACE") or None,
         model_seq_len=int(_env_float("MODEL_SEQ_LEN", 128000)),  # qwen-vl-utils reads it as a float

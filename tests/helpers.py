@@ -145,6 +145,17 @@ def scheduler_for(
     )
 
 
+def config_stub(scheduler_cls: str | None, **fields: object):
+    """What our models read of vLLM's config to choose a side stream or a tower slicer, on CPU."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        scheduler_config=SimpleNamespace(scheduler_cls=scheduler_cls),
+        device_config=SimpleNamespace(device="cpu"),
+        **fields,
+    )
+
+
 def image_request(i: int, image_tokens: int, prompt: int, offset: int = 10, max_tokens: int = 4):
     """A one-image request r{i} whose image placeholder starts at `offset`."""
     from vllm import SamplingParams

@@ -33,9 +33,9 @@ from .vision_rotary import patch_positions, rotary_cos_sin
 if TYPE_CHECKING:
     from .qwen2_vl_vision import Grid, Qwen2VisionTower
 
+T = TypeVar("T")
 BUCKET = 1024  # patches; a multiple of merge^2, so pad rows never share a merge window with real ones
 MAX_SEQS = 64  # attention sequences (image frames) a graph takes, besides the pad sequence
-T = TypeVar("T")
 MAX_GRAPHS = 48  # (size, max_seqlen) keys; each keeps only its output rows beyond the shared buffers
 
 
@@ -110,14 +110,9 @@ class VisionGraphs:
         g.graph.replay()
         return g.out[: pixel_values.shape[0] // self.tower.merge_size**2].clone()
 
-    def _buffers(self, size: int) -> _Inputs:
-        if size not in self.inputs:
-            self.inputs[size] = new_inputs(self.tower, size)
-        return self.inputs[size]
-
     def _capture(self, size: int, seq_limit: int) -> _Graph:
         tower, dev = self.tower, self.tower.device
-        inputs = self._buffers(size)
+        inputs = inputs_for(self.inputs, self.tower, size)
         meta = capture_meta(tower, inputs, size, seq_limit)
 
         def forward() -> torch.Tensor:
@@ -129,13 +124,16 @@ class VisionGraphs:
         return self.graphs[size, seq_limit]
 
 
-def new_inputs(tower: Qwen2VisionTower, size: int) -> _Inputs:
-    dev = tower.device
-    return _Inputs(
-        torch.zeros(size, tower.patch_dim, dtype=tower.dtype, device=dev),
-        torch.zeros(size, 2, dtype=torch.int32, device=dev),
-        torch.zeros(MAX_SEQS + 2, dtype=torch.int32, device=dev),
-    )
+def inputs_for(buffers: dict[int, _Inputs], tower: Qwen2VisionTower, size: int) -> _Inputs:
+    """The input buffers of one padded size in `buffers` (made on first use), shared by its graphs."""
+    if size not in buffers:
+        dev = tower.device
+        buffers[size] = _Inputs(
+            torch.zeros(size, tower.patch_dim, dtype=tower.dtype, device=dev),
+            torch.zeros(size, 2, dtype=torch.int32, device=dev),
+            torch.zeros(MAX_SEQS + 2, dtype=torch.int32, device=dev),
+        )
+    return buffers[size]
 
 
 def load_inputs(inputs: _Inputs, pixel_values: torch.Tensor, grid: Grid, size: int, merge: int) -> None:

@@ -24,8 +24,8 @@ from .qwen2_vl_vision_graphs import (
     _Inputs,
     capture_graph,
     capture_meta,
+    inputs_for,
     load_inputs,
-    new_inputs,
 )
 
 if TYPE_CHECKING:
@@ -68,9 +68,7 @@ class SliceGraphs:
 
     def _capture(self, size: int, seq_limit: int, per_slice: int) -> _SlicedGraph:
         tower = self.tower
-        if size not in self.inputs:
-            self.inputs[size] = new_inputs(tower, size)
-        inputs = self.inputs[size]
+        inputs = inputs_for(self.inputs, tower, size)
         meta = capture_meta(tower, inputs, size, seq_limit)
         depth = len(tower.blocks)
         graphs, state = [], None

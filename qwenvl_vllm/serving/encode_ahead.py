@@ -115,9 +115,8 @@ class _EncodeAhead:
         return None
 
     def _encoded_or_encoding(self, mm_hash: str) -> bool:
-        return (
-            mm_hash in self.encoder_cache_manager.cached or mm_hash in self._issued
-        )  # freeable: still there
+        # `cached` keeps freeable entries too: still encoded
+        return mm_hash in self.encoder_cache_manager.cached or mm_hash in self._issued
 
     def _try_schedule_encoder_inputs(
         self,

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
+from helpers import config_stub
 
 from qwenvl_vllm.log import RareEvents
 from qwenvl_vllm.models.encoder_stream import (
@@ -16,13 +15,6 @@ from qwenvl_vllm.models.encoder_stream import (
 )
 
 AHEAD = "qwenvl_vllm.serving.encode_ahead.EncodeAheadAsyncScheduler"
-
-
-def _config(scheduler_cls):
-    return SimpleNamespace(
-        scheduler_config=SimpleNamespace(scheduler_cls=scheduler_cls),
-        device_config=SimpleNamespace(device="cpu"),
-    )
 
 
 @pytest.mark.parametrize(
@@ -36,7 +28,7 @@ def _config(scheduler_cls):
     ],
 )
 def test_model_uses_a_side_stream_only_under_encode_ahead(scheduler_cls, wanted: bool) -> None:
-    assert wants_encoder_stream(_config(scheduler_cls)) is wanted
+    assert wants_encoder_stream(config_stub(scheduler_cls)) is wanted
 
 
 def test_cpu_runs_inline_and_counts_items() -> None:
@@ -72,7 +64,7 @@ def test_progress_finishes_in_launch_order() -> None:
 def test_models_get_their_stream_at_construction(scheduler_cls) -> None:
     """Made with the model (before vLLM builds the scheduler in the same process), only under encode-ahead."""
     model = SideStreamEmbedding()
-    model._init_encoder_stream(_config(scheduler_cls))
+    model._init_encoder_stream(config_stub(scheduler_cls))
     assert (model._encoder_stream is not None) is (scheduler_cls == AHEAD)
 
 

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import finish_step, image_request, scheduler_for
+from helpers import config_stub, finish_step, image_request, scheduler_for
 
 from qwenvl_vllm.models.encoder_stream import PROGRESS, SideStreamEmbedding
 from qwenvl_vllm.models.tower_slices import TowerSlicer
@@ -176,20 +176,13 @@ def test_progress_counts_an_item_when_its_last_slice_is_launched(serving) -> Non
     assert PROGRESS.finished_items() == 2
 
 
-def _config(scheduler_cls: str | None):
-    return SimpleNamespace(
-        scheduler_config=SimpleNamespace(scheduler_cls=scheduler_cls),
-        device_config=SimpleNamespace(device="cpu"),
-    )
-
-
 def test_only_models_that_can_slice_get_a_slicer() -> None:
     class Sliceable(SideStreamEmbedding):
         supports_tower_slices = True
 
     sliceable, other = Sliceable(), SideStreamEmbedding()
-    sliceable._init_encoder_stream(_config(SLICED))
-    other._init_encoder_stream(_config(SLICED))
+    sliceable._init_encoder_stream(config_stub(SLICED))
+    other._init_encoder_stream(config_stub(SLICED))
     assert sliceable._tower_slicer is not None and sliceable._encoder_stream is None
     assert other._tower_slicer is None and other._encoder_stream is not None  # Qwen-VL: the side stream
     PROGRESS.active = False
@@ -200,8 +193,7 @@ def test_slicing_refuses_what_it_would_get_wrong(field: str) -> None:
     class Sliceable(SideStreamEmbedding):
         supports_tower_slices = True
 
-    config = _config(SLICED)
-    setattr(config, field, object())
+    config = config_stub(SLICED, **{field: object()})
     with pytest.raises(ValueError, match="slicing scheduler"):
         Sliceable()._init_encoder_stream(config)
 
@@ -263,7 +255,7 @@ def test_sliced_model_embeds_equal_the_whole_tower(build, ckpt: str, serving) ->
             *model.embed_multimodal(pixel_values=pixels[24:], image_grid_thw=torch.tensor(grids[1:])),
         ]
         want = model.embed_input_ids(input_ids, whole, is_multimodal=is_mm)
-        model._init_encoder_stream(_config(SLICED))
+        model._init_encoder_stream(config_stub(SLICED))
         items = model.embed_multimodal(**kwargs)
         assert PROGRESS.launched == 2 and PROGRESS.finished_items() == 0  # queued, not run
         got = model.embed_input_ids(input_ids, items, is_multimodal=is_mm)

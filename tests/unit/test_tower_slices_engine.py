@@ -5,11 +5,9 @@ whole tower's, while encodes really run over several steps and prefills really w
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
-from helpers import finish_step, image_request, scheduler_for
+from helpers import config_stub, finish_step, image_request, scheduler_for
 
 from qwenvl_vllm.models.encoder_stream import PROGRESS
 from qwenvl_vllm.serving.encode_ahead import EncodeAheadSlicedScheduler
@@ -82,14 +80,10 @@ def _run(model, ckpt: str) -> tuple[dict[int, torch.Tensor], dict[str, int], int
 
 
 def test_every_image_row_a_step_uses_is_the_whole_towers(model, ckpt: str) -> None:
-    from qwenvl_vllm.models.encoder_stream import SideStreamEmbedding
-
     with torch.inference_mode():
         want = {i: model.embed_multimodal(pixel_values=_pixels(i), image_grid_thw=torch.tensor([GRID]))[0]
                 for i in range(REQUESTS)}  # fmt: skip
-    SideStreamEmbedding._init_encoder_stream(model, SimpleNamespace(
-        scheduler_config=SimpleNamespace(scheduler_cls=SLICED), device_config=SimpleNamespace(device="cpu")
-    ))  # fmt: skip
+    model._init_encoder_stream(config_stub(SLICED))
     assert model._tower_slicer is not None
     rows, waited, steps = _run(model, ckpt)
     for i in range(REQUESTS):
