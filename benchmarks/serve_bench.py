@@ -28,6 +28,7 @@ import requests
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import serve_profile  # noqa: E402
 from compare import memory_from_log  # noqa: E402
 from gpu_memory import PeakMemory  # noqa: E402
 from server_metrics import engine_itl_shares, itl_shares, scrape  # noqa: E402
@@ -99,8 +100,13 @@ SIDES = {  # name -> (plugin on, extra `vllm serve` arguments, extra environment
 }
 
 
-def start(ckpt: str, impl: str, log: Path, serve_args: list[str], trace: Path) -> subprocess.Popen:
+def start(
+    ckpt: str, impl: str, log: Path, serve_args: list[str], trace: Path, profiled: bool
+) -> subprocess.Popen:
     plugin, extra, side_env = SIDES[impl]
+    if profiled:
+        serve_args = [*serve_args, *serve_profile.server_args()]
+        side_env = side_env | serve_profile.SERVER_ENV
     env = dict(os.environ, QWENVL_VLLM_DISABLE="0" if plugin else "1", **side_env)
     env["QWENVL_VLLM_STEP_TRACE"] = str(trace)  # only our schedulers write it
     cmd = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", ckpt, "--served-model-name", "m"]
@@ -200,7 +206,8 @@ async def run_level(concurrency: int, images: list[str], max_tokens: int, spread
 def run_server(args: argparse.Namespace, impl: str, images: list[str], log: Path, memory) -> list[dict]:
     trace = log.with_name(f"steps_{impl}.jsonl")
     trace.unlink(missing_ok=True)
-    proc = start(args.ckpt, impl, log, args.serve_args.split(), trace)
+    profiled = impl == args.profile_side
+    proc = start(args.ckpt, impl, log, args.serve_args.split(), trace, profiled)
     windows: list[tuple[float, float]] = []
     offset, levels = 4, []
     try:
@@ -209,6 +216,8 @@ def run_server(args: argparse.Namespace, impl: str, images: list[str], log: Path
         for c in args.concurrency:
             n = requests_for(c)
             memory.reset()
+            profiling = profiled and c == args.profile_concurrency
+            profile_error = serve_profile.start(URL) if profiling else None
             before, since = scrape(URL), time.monotonic()
             level = asyncio.run(
                 run_level(c, images[offset : offset + n], args.max_tokens, args.max_tokens_spread)
@@ -216,6 +225,11 @@ def run_server(args: argparse.Namespace, impl: str, images: list[str], log: Path
             windows.append((since, time.monotonic()))
             engine = engine_itl_shares(scrape(URL), before)
             levels.append(level | {"engine_itl_share": engine, "peak_gpu_gib": memory.peak_gib()})
+            if profiling:
+                digest = log.with_name(f"profile_{impl}_c{c}.json")
+                levels[-1]["profiled"] = (
+                    {"error": profile_error} if profile_error else serve_profile.stop_and_digest(URL, digest)
+                )
             offset += n
             print(impl, levels[-1], flush=True)
     finally:
@@ -269,6 +283,15 @@ def main() -> None:
     )
     parser.add_argument(
         "--serve-args", default="", help="more `vllm serve` arguments for every side, e.g. '-tp 2'"
+    )
+    parser.add_argument(
+        "--profile-side",
+        choices=list(SIDES),
+        help="run this side's server with vLLM's torch profiler and digest a window of one level "
+        "(`serve_profile.py`: profile_<side>_c<N>.json beside the logs)",
+    )
+    parser.add_argument(
+        "--profile-concurrency", type=int, default=64, help="the level --profile-side profiles"
     )
     args = parser.parse_args()
     out_dir = Path(args.out_dir)

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
+from vllm.v1.utils import record_function_or_nullcontext
 
 from qwenvl_vllm.log import RareEvents
 from qwenvl_vllm.settings import get_settings
@@ -179,6 +180,10 @@ class SideStreamEmbedding:
         raise NotImplementedError
 
     def embed_multimodal(self, **kwargs: object) -> Sequence[torch.Tensor]:
+        with record_function_or_nullcontext("qwenvl: embed_multimodal"):
+            return self._embed_multimodal(kwargs)
+
+    def _embed_multimodal(self, kwargs: dict[str, object]) -> Sequence[torch.Tensor]:
         if self._tower_slicer is not None:
             outputs = self._embed(kwargs)
             for output in outputs:

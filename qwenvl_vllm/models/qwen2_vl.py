@@ -37,6 +37,7 @@ from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.multimodal.inputs import MultiModalFeatureSpec
 from vllm.sequence import IntermediateTensors
 from vllm.utils.tensor_schema import TensorSchema, TensorShape
+from vllm.v1.utils import record_function_or_nullcontext
 
 from qwenvl_vllm.constants import UINT8_PIXEL_KEYS
 from qwenvl_vllm.geometry import VisionGeometry, grid_tokens
@@ -375,9 +376,10 @@ class Qwen2VLForConditionalGeneration(
         """Patch rows, on the tower's device, of items shipped as decoded uint8 pixels."""
         device, dtype = self.visual.device, self.visual.dtype
         pixels = item[UINT8_PIXEL_KEYS[modality]]
-        return torch.cat(
-            [uint8_rows(p, g, self.geometry, device, dtype) for p, g in zip(pixels, grid, strict=True)]
-        )
+        with record_function_or_nullcontext("qwenvl: device pixels"):
+            return torch.cat(
+                [uint8_rows(p, g, self.geometry, device, dtype) for p, g in zip(pixels, grid, strict=True)]
+            )
 
     def _embed(self, kwargs: dict[str, object]) -> MultiModalEmbeddings:
         inputs = self._parse_inputs(kwargs)

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Generator, Iterable
 
 import torch
+from vllm.v1.utils import record_function_or_nullcontext
 
 from qwenvl_vllm.models.encoder_stream import PROGRESS, storage_key
 
@@ -102,10 +103,12 @@ class TowerSlicer:
     def before_lm(self, embeddings: Iterable[torch.Tensor]) -> None:
         if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
             return
-        spent = self._finish_through(embeddings)
+        with record_function_or_nullcontext("qwenvl: finish through"):
+            spent = self._finish_through(embeddings)
         budget = self.budget * (self.backlog_scale if PROGRESS.backlog else 1.0)
-        while self._queue and (spent == 0 or spent + self._queue[0].slice_cost <= budget):
-            spent += self._launch_front()
+        with record_function_or_nullcontext("qwenvl: tower slices"):
+            while self._queue and (spent == 0 or spent + self._queue[0].slice_cost <= budget):
+                spent += self._launch_front()
 
     def _finish_through(self, embeddings: Iterable[torch.Tensor]) -> int:
         """Launches every queued slice up to the last job these embeddings come from; the work launched."""

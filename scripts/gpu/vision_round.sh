@@ -47,6 +47,10 @@
 #   Eighth visit (ROUND_BUDGET_S=560: the install counts): `l2` (~5 min), then `G3_CONCURRENCY="1 16 64"
 #      G3_SIDES="ours_sliced ours_sliced_flat" ... g3` (~8.5 min, in-tree last), then `G3_CONCURRENCY="16 64"
 #      G3_FLAGS=--no-in-tree G3_SIDES="ours_sliced_28 ours_ahead_graphed" ... g3`, then n4 / p5 (issue 10).
+#   Ninth visit: `G3_CONCURRENCY=64 G3_FLAGS=--no-in-tree G3_SIDES=ours_sliced_flat G3_PROFILE=ours_sliced_flat
+#      ... l1` (a torch-profiler window of c=64 digested per step: where the ~7-12 ms per admitted image go,
+#      round-8 README), then the fix it points to and `G3_CONCURRENCY="1 16 64" G3_SIDES="ours_sliced
+#      ours_sliced_flat" ... g3` (in-tree last; ROUND_BUDGET_S=570 did not fit in-tree: split the sides).
 #   l2 the 2B checkpoints beside the GPU tests (slice graphs included), the encode-ahead check of the slicing
 #      scheduler (greedy outputs vs vLLM's scheduler, caches and the slicer's queue after aborts)
 #   n4 issue 10: the TTFT breakdown, then `vllm serve` with 1920x1080 photos at c=1/16/64, ours vs in-tree
@@ -77,6 +81,7 @@ mk_72b() {  # timeout: Qwen2-VL-72B GPTQ-Int4 written on the GPU
 serve_sides() {  # timeout: `vllm serve` of G3_SIDES beside ours (and in-tree last unless G3_FLAGS=--no-in-tree)
   timeout "$1" python3 benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency ${G3_CONCURRENCY:-16 64} \
     --in-tree-last ${G3_FLAGS:-} --extra-sides ${G3_SIDES:-ours_ahead_2k ours_ahead_paced_1k} --out-dir "$R/serve" \
+    ${G3_PROFILE:+--profile-side $G3_PROFILE --profile-concurrency 64} \
     >"$R/serve_bench.log" 2>&1; status serve_bench $?; tail -8 "$R/serve_bench.log"
 }
 photos() {  # size concurrencies timeout: `vllm serve` with JPEG photos of that size, ours vs in-tree

@@ -1,0 +1,82 @@
+"""CPU tests of `benchmarks/profile_digest.py` on a small hand-made torch-profiler trace."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import profile_digest  # noqa: E402
+
+WORKER, OTHER = 7, 9  # thread ids
+
+
+def _x(name: str, cat: str, ts: float, dur: float, tid: int = WORKER, correlation: int | None = None) -> dict:
+    event = {"ph": "X", "name": name, "cat": cat, "ts": ts, "dur": dur, "pid": 1, "tid": tid}
+    if correlation is not None:
+        event["args"] = {"correlation": correlation}
+    return event
+
+
+def _trace() -> list[dict]:
+    return [
+        # step 1: admits images (our embed scope), launches a kernel and a graph, blocks 3 ms in a sync
+        _x("execute_context_2(30)_generation_40(40)", "user_annotation", 0, 10_000),
+        _x("qwenvl: embed_multimodal", "user_annotation", 100, 4_000),
+        _x("qwenvl: embed_multimodal", "user_annotation", 5_000, 1_000),
+        _x("gpu_model_runner: forward", "user_annotation", 6_000, 3_000),
+        _x("cudaLaunchKernel", "cuda_runtime", 200, 10, correlation=1),
+        _x("cudaMemcpyAsync", "cuda_runtime", 4_000, 800),  # a pageable copy: it waited
+        _x("cudaStreamSynchronize", "cuda_runtime", 300, 3_000),
+        _x("cudaGraphLaunch", "cuda_runtime", 6_100, 20, correlation=2),
+        _x("cudaLaunchKernel", "cuda_runtime", 6_200, 10, tid=OTHER, correlation=3),  # another thread's
+        _x("void at::native::vectorized_elementwise_kernel<4>", "kernel", 400, 1_000, tid=100, correlation=1),
+        _x("flash_fwd_kernel", "kernel", 7_000, 2_000, tid=100, correlation=2),
+        _x("sm90_xmma_gemm_bf16", "kernel", 9_000, 500, tid=100, correlation=2),
+        _x("flash_fwd_kernel", "kernel", 9_600, 9_000, tid=100, correlation=3),
+        _x("cudaLaunchKernel", "cuda_runtime", 11_000, 10, correlation=6),  # sampling, after the annotation
+        _x("argmax_kernel", "kernel", 11_100, 200, tid=100, correlation=6),
+        # step 2: decodes only, one Triton kernel and a copy
+        _x("execute_context_0(0)_generation_42(42)", "user_annotation", 12_000, 2_000),
+        _x("cudaLaunchKernel", "cuda_runtime", 12_100, 10, correlation=4),
+        _x("cudaMemcpyAsync", "cuda_runtime", 12_200, 10, correlation=5),
+        _x("triton_poi_fused_add_0", "kernel", 12_300, 700, tid=100, correlation=4),
+        _x("Memcpy HtoD (Pinned -> Device)", "gpu_memcpy", 13_000, 100, tid=100, correlation=5),
+        # step 3 (last, no next step to measure a gap to)
+        _x("execute_context_0(0)_generation_42(42)", "user_annotation", 15_000, 1_000),
+        {"ph": "i", "name": "instant", "ts": 1, "pid": 1, "tid": WORKER},
+    ]
+
+
+def test_steps_get_their_scopes_blocking_calls_and_launched_gpu_work() -> None:
+    result = profile_digest.digest(profile_digest.load_events_from(_trace()))
+    first, second, third = result["per_step"]
+    assert first["gap_ms"] == 12.0 and first["host_ms"] == 10.0
+    assert first["new_images"] and first["context_requests"] == 2 and first["decodes"] == 40
+    assert first["scopes_ms"] == {"gpu_model_runner: forward": 3.0, "qwenvl: embed_multimodal": 5.0}
+    assert first["blocked_ms"] == 3.8
+    # the other thread's launch (correlation 3) is not this step's work
+    assert first["gpu_by_category_ms"] == {"attention": 2.0, "elementwise": 1.0, "gemm": 0.5, "other": 0.2}
+    assert first["gpu_ms"] == 3.7 and first["gpu_span_ms"] == 10.9
+    assert not second["new_images"] and second["gpu_by_category_ms"] == {"copy": 0.1, "triton": 0.7}
+    assert second["blocked_ms"] == 0.0  # a copy's launch that returned at once did not wait
+    assert third["gap_ms"] is None and third["gpu_ms"] == 0.0
+
+
+def test_groups_compare_steps_with_and_without_new_images() -> None:
+    groups = profile_digest.digest(profile_digest.load_events_from(_trace()))["groups"]
+    assert groups["new_images"]["steps"] == 1 and groups["no_new_images"]["steps"] == 2
+    assert groups["no_new_images"]["gap_ms_mean"] == 3.0  # only step 2 has a next step
+    assert groups["no_new_images"]["gpu_ms_mean"] == 0.4
+    assert groups["new_images"]["scopes_ms_mean"]["qwenvl: embed_multimodal"] == 5.0
+
+
+def test_load_events_reads_gzipped_chrome_traces(tmp_path: Path) -> None:
+    path = tmp_path / "worker.pt.trace.json.gz"
+    with gzip.open(path, "wt") as f:
+        json.dump({"traceEvents": _trace()}, f)
+    events = profile_digest.load_events(path)
+    assert len(events) == len(_trace()) - 1  # the instant event has no duration
+    assert profile_digest.digest(events)["steps"] == 3
