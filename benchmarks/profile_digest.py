@@ -133,9 +133,21 @@ def _row(step: dict, next_start: float | None) -> dict:
         "blocked_ms": round(step["blocked_ms"], 3),
         "gpu_ms": round(sum(step["gpu_ms"].values()), 3),
         "gpu_span_ms": _gpu_span_ms(step),
+        # the engine loop's host time outside the model and our schedulers' scopes (adding requests, ...)
+        "unscoped_ms": _unscoped_ms(step, next_start),
         "gpu_by_category_ms": {k: round(v, 3) for k, v in sorted(step["gpu_ms"].items())},
         "scopes_ms": {k: round(v, 3) for k, v in sorted(step["scopes_ms"].items())},
     }
+
+
+SCHEDULER_SCOPES = ("qwenvl: schedule", "qwenvl: update_from_output")
+
+
+def _unscoped_ms(step: dict, next_start: float | None) -> float | None:
+    if next_start is None:
+        return None
+    scheduler = sum(step["scopes_ms"].get(name, 0.0) for name in SCHEDULER_SCOPES)
+    return round((next_start - step["end"]) / 1000 - scheduler, 3)
 
 
 def _gpu_span_ms(step: dict) -> float:
@@ -143,7 +155,7 @@ def _gpu_span_ms(step: dict) -> float:
     return round((step["gpu_last"] - step["gpu_first"]) / 1000, 3) if "gpu_first" in step else 0.0
 
 
-MEANS = ("gap_ms", "host_ms", "blocked_ms", "gpu_ms", "gpu_span_ms", "decodes")
+MEANS = ("gap_ms", "host_ms", "unscoped_ms", "blocked_ms", "gpu_ms", "gpu_span_ms", "decodes")
 
 
 def _groups(rows: list[dict]) -> dict:

@@ -298,6 +298,7 @@ SCHEDULERS = {
     "ahead": ("qwenvl_vllm.serving.encode_ahead", "EncodeAheadScheduler"),
     "ahead_paced": ("qwenvl_vllm.serving.encode_ahead", "EncodeAheadPacedScheduler"),
     "sliced": ("qwenvl_vllm.serving.encode_ahead", "EncodeAheadSlicedScheduler"),
+    "sliced_paced": ("qwenvl_vllm.serving.encode_ahead", "EncodeAheadSlicedPacedScheduler"),
 }
 
 
@@ -323,7 +324,7 @@ def simulate(
         scheduled_tokens=scheduled_tokens,
         max_num_seqs=max(256, work.concurrency),
     )
-    sliced = name == "sliced"
+    sliced = name.startswith("sliced")
     sim = Sim(scheduler, costs, work, side_stream=name.startswith("ahead") or sliced, sliced=sliced)
     sim.result = sim.run()
     return sim

@@ -59,6 +59,7 @@ TRACED = "qwenvl_vllm.serving.scheduler.TracedAsyncScheduler"  # vLLM's schedule
 AHEAD_PACED = f"{AHEAD_MODULE}.EncodeAheadPacedAsyncScheduler"
 GRAPHED = f"{AHEAD_MODULE}.EncodeAheadGraphedAsyncScheduler"  # asks for the step cap and graph size itself
 SLICED = f"{AHEAD_MODULE}.EncodeAheadSlicedAsyncScheduler"  # the same, and the tower in slices over the steps
+SLICED_PACED = f"{AHEAD_MODULE}.EncodeAheadSlicedPacedAsyncScheduler"
 GRAPHS_2K = ["--max-cudagraph-capture-size", "2048", "--max-num-scheduled-tokens", "2048"]
 ONE_IMAGE_PER_STEP = {"QWENVL_VLLM_ENCODER_STEP_TOKENS": "1024"}  # a 1024x768 image is 999 encoder tokens
 SIDES = {  # name -> (plugin on, extra `vllm serve` arguments, extra environment)
@@ -96,6 +97,8 @@ SIDES = {  # name -> (plugin on, extra `vllm serve` arguments, extra environment
         {"QWENVL_VLLM_TOWER_STEP_PATCH_LAYERS": str(28 * 4096)},
     ),
     "ours_sliced_flat": (True, ["--scheduler-cls", SLICED], {"QWENVL_VLLM_TOWER_BACKLOG_SCALE": "1"}),
+    # the same admitting one image per step (round 8: each admitted image adds ~8 ms of host work to its step)
+    "ours_sliced_paced": (True, ["--scheduler-cls", SLICED_PACED], {}),
     "in_tree": (False, [], {}),
 }
 

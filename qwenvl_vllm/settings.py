@@ -50,7 +50,8 @@ class Settings:
     # (bit-identical rows). Off: the API server resizes and patchifies, as transformers' processors do.
     device_pixels: bool
     # Encoder (vision tower) output tokens per engine step under our paced schedulers
-    # (qwenvl_vllm.serving.scheduler); 0 keeps vLLM's budget (= max_num_batched_tokens).
+    # (qwenvl_vllm.serving.scheduler); 0 keeps vLLM's budget (= max_num_batched_tokens); the sliced paced
+    # one never goes above its step size (qwenvl_vllm.serving.encode_ahead).
     encoder_step_tokens: int
     # Under our slicing scheduler: the vision tower's work launched per engine step, in patches x blocks
     # (qwenvl_vllm.models.tower_slices); a slice is whole blocks, at least one.

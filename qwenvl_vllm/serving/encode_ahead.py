@@ -15,7 +15,8 @@ caps the encoder tokens per step (`qwenvl_vllm.serving.scheduler`), so that one 
 competes with fewer decode steps at a time. `EncodeAheadGraphedAsyncScheduler` also keeps every step
 within the language model's CUDA graphs (`qwenvl_vllm.serving.step_graphs`). `EncodeAheadSlicedAsyncScheduler`
 has Qwen2-VL spread each image's tower over the following steps, a bounded slice per step
-(`qwenvl_vllm.models.tower_slices`), in graphed steps of at most 1024 tokens.
+(`qwenvl_vllm.models.tower_slices`), in graphed steps of at most 1024 tokens;
+`EncodeAheadSlicedPacedAsyncScheduler` also caps the images admitted per step.
 """
 
 from __future__ import annotations
@@ -189,3 +190,25 @@ class EncodeAheadSlicedAsyncScheduler(StepTracing, _TowerSlicing, _EncodeAhead, 
     `step_tokens` tokens (`qwenvl_vllm.serving.step_graphs`)."""
 
     step_tokens = SLICED_STEP_TOKENS
+
+
+class _SlicedPacing(EncoderPacing):
+    """Encoder pacing for the slicing schedulers: at most a step's tokens of new images per step (one
+    1024x768 image), or `QWENVL_VLLM_ENCODER_STEP_TOKENS` if lower. A step that admits images pays host
+    work per image (~8 ms each in round 8's traces), and one image's prefill fills a step anyway."""
+
+    step_tokens = SLICED_STEP_TOKENS
+
+    def _encoder_step_cap(self) -> int:
+        cap = super()._encoder_step_cap()
+        return min(cap, self.step_tokens) if cap > 0 else self.step_tokens
+
+
+class EncodeAheadSlicedPacedScheduler(StepTracing, _SlicedPacing, _TowerSlicing, _EncodeAhead, Scheduler):
+    pass
+
+
+class EncodeAheadSlicedPacedAsyncScheduler(
+    StepTracing, _SlicedPacing, _TowerSlicing, _EncodeAhead, AsyncScheduler
+):
+    """The slicing scheduler admitting one image per step."""

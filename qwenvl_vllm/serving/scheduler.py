@@ -39,12 +39,15 @@ class EncoderPacing:
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._step_spent = 0
-        self._step_cap = get_settings().encoder_step_tokens
+        self._step_cap = self._encoder_step_cap()
         logger.info(
             "qwenvl-vllm: encoder tokens per step capped at %d (soft; vLLM's budget: %d)",
             self._step_cap,
             self.max_num_encoder_input_tokens,
         )
+
+    def _encoder_step_cap(self) -> int:
+        return get_settings().encoder_step_tokens
 
     def schedule(self, throttle_prefills: bool = False) -> SchedulerOutput:
         self._step_spent = 0

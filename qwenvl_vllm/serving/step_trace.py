@@ -5,7 +5,8 @@ when it started (monotonic seconds), how long the call took, the step's decode a
 encoder inputs and the queue lengths (written once a second, when the engine runs out of requests and at
 shutdown). The gap between two calls is one engine step; with async scheduling the next call overlaps the
 GPU's work, so a gap partly holds the previous step's GPU time, and gaps still add up to wall time. Off by
-default: two clock reads per step.
+default: two clock reads per step. The mixin also names `schedule` and `update_from_output` for the torch
+profiler (`benchmarks/profile_digest.py`; off unless VLLM_CUSTOM_SCOPES_FOR_PROFILING=1).
 `summarize` turns a trace into the numbers the serve benchmark reports beside its client-side latencies.
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from vllm.v1.utils import record_function_or_nullcontext
 
 from qwenvl_vllm.models.encoder_stream import PROGRESS
 from qwenvl_vllm.settings import get_settings
@@ -52,7 +54,8 @@ class StepTracing:
 
     def schedule(self, throttle_prefills: bool = False) -> SchedulerOutput:
         started = time.monotonic()
-        output = super().schedule(throttle_prefills)
+        with record_function_or_nullcontext("qwenvl: schedule"):
+            output = super().schedule(throttle_prefills)
         if self._trace_file is not None:
             running, waiting = self.get_request_counts()
             record = step_record(output, started, time.monotonic(), waiting, running)
@@ -64,7 +67,8 @@ class StepTracing:
         return output
 
     def update_from_output(self, scheduler_output, model_runner_output):
-        outputs = super().update_from_output(scheduler_output, model_runner_output)
+        with record_function_or_nullcontext("qwenvl: update_from_output"):
+            outputs = super().update_from_output(scheduler_output, model_runner_output)
         if self._trace and not self.get_num_unfinished_requests():
             self.flush_trace()  # the engine goes idle: no later step would write these
         return outputs

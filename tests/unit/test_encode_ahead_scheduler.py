@@ -12,6 +12,7 @@ from qwenvl_vllm.serving.encode_ahead import (
     EncodeAheadAsyncScheduler,
     EncodeAheadPacedAsyncScheduler,
     EncodeAheadScheduler,
+    EncodeAheadSlicedPacedAsyncScheduler,
 )
 
 IMAGE_TOKENS = 999  # a 1024x768 image
@@ -135,6 +136,21 @@ def test_paced_variant_encodes_ahead_up_to_the_cap(ckpt: str, side_stream, monke
     # every image's tokens wait; the images not encoded yet keep one text token for the step that encodes
     # them (a step starting at an image would encode and use it at once)
     assert tokens == {"r0": TEXT_BEFORE, "r1": TEXT_BEFORE, "r2": TEXT_BEFORE - 1, "r3": TEXT_BEFORE - 1}
+
+
+@pytest.mark.parametrize("cap", [None, "0", "4096"])
+def test_sliced_paced_variant_admits_one_image_per_step(ckpt: str, side_stream, monkeypatch, cap) -> None:
+    if cap is not None:  # the setting only lowers the cap: steps hold one image's prefill anyway
+        monkeypatch.setenv("QWENVL_VLLM_ENCODER_STEP_TOKENS", cap)
+    scheduler = scheduler_for(ckpt, EncodeAheadSlicedPacedAsyncScheduler, 16384)
+    assert EncodeAheadSlicedPacedAsyncScheduler.slices_tower  # the model queues its tower in slices for it
+    for i in range(3):
+        scheduler.add_request(image_request(i, IMAGE_TOKENS, PROMPT, offset=TEXT_BEFORE))
+    tokens, encodes = _step(scheduler)
+    assert encodes == {"r0": [0]}
+    assert tokens == {"r0": TEXT_BEFORE, "r1": TEXT_BEFORE - 1, "r2": TEXT_BEFORE - 1}
+    tokens, encodes = _step(scheduler)
+    assert encodes == {"r1": [0]}  # the next step admits the next image
 
 
 def test_chunked_prefill_of_an_encoded_image(ckpt: str, side_stream) -> None:

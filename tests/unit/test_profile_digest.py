@@ -36,6 +36,8 @@ def _trace() -> list[dict]:
         _x("flash_fwd_kernel", "kernel", 7_000, 2_000, tid=100, correlation=2),
         _x("sm90_xmma_gemm_bf16", "kernel", 9_000, 500, tid=100, correlation=2),
         _x("flash_fwd_kernel", "kernel", 9_600, 9_000, tid=100, correlation=3),
+        _x("qwenvl: update_from_output", "user_annotation", 10_500, 300),
+        _x("qwenvl: schedule", "user_annotation", 11_500, 200),
         _x("cudaLaunchKernel", "cuda_runtime", 11_000, 10, correlation=6),  # sampling, after the annotation
         _x("argmax_kernel", "kernel", 11_100, 200, tid=100, correlation=6),
         # step 2: decodes only, one Triton kernel and a copy
@@ -55,7 +57,13 @@ def test_steps_get_their_scopes_blocking_calls_and_launched_gpu_work() -> None:
     first, second, third = result["per_step"]
     assert first["gap_ms"] == 12.0 and first["host_ms"] == 10.0
     assert first["new_images"] and first["context_requests"] == 2 and first["decodes"] == 40
-    assert first["scopes_ms"] == {"gpu_model_runner: forward": 3.0, "qwenvl: embed_multimodal": 5.0}
+    assert first["scopes_ms"] == {
+        "gpu_model_runner: forward": 3.0,
+        "qwenvl: embed_multimodal": 5.0,
+        "qwenvl: schedule": 0.2,
+        "qwenvl: update_from_output": 0.3,
+    }
+    assert first["unscoped_ms"] == 1.5  # 2 ms between the model's end and the next step, 0.5 in scopes
     assert first["blocked_ms"] == 3.8
     # the other thread's launch (correlation 3) is not this step's work
     assert first["gpu_by_category_ms"] == {"attention": 2.0, "elementwise": 1.0, "gemm": 0.5, "other": 0.2}

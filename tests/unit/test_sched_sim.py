@@ -44,7 +44,7 @@ def test_default_scheduler_encodes_a_cohort_in_one_step(ckpt: str, monkeypatch) 
     assert len(sim.tokens) == WORK.requests
 
 
-@pytest.mark.parametrize("name", ["paced", "ahead_paced"])
+@pytest.mark.parametrize("name", ["paced", "ahead_paced", "sliced_paced"])
 def test_paced_schedulers_encode_one_image_per_step(ckpt: str, name: str, monkeypatch) -> None:
     sim = _sim(ckpt, name, monkeypatch)
     assert max(encodes for _, encodes, _, _ in sim.steps) == 1
