@@ -156,18 +156,20 @@ def config_stub(scheduler_cls: str | None, **fields: object):
     )
 
 
-def image_request(i: int, image_tokens: int, prompt: int, offset: int = 10, max_tokens: int = 4):
-    """A one-image request r{i} whose image placeholder starts at `offset`."""
+def image_request(
+    i: int, image_tokens: int, prompt: int, offset: int = 10, max_tokens: int = 4, modality: str = "image"
+):
+    """A one-image request r{i} whose image placeholder starts at `offset` (or another item's)."""
     from vllm import SamplingParams
     from vllm.multimodal.inputs import MultiModalFeatureSpec, PlaceholderRange
     from vllm.v1.request import Request
 
     feature = MultiModalFeatureSpec(
         data=None,
-        modality="image",
-        identifier=f"image-{i}",
+        modality=modality,
+        identifier=f"{modality}-{i}",
         mm_position=PlaceholderRange(offset=offset, length=image_tokens),
-        mm_hash=f"image-{i}",
+        mm_hash=f"{modality}-{i}",
     )
     return Request(
         request_id=f"r{i}",

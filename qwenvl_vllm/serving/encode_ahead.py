@@ -37,8 +37,10 @@ SLICED_STEP_TOKENS = 1024  # a 1024x768 image's prefill (999 tokens) in one step
 MAX_HOLD_S = 1.0  # a safety bound, not a knob: a hold normally ends with its encode (tens of ms)
 # Under the slicing scheduler a hold lasts while the queue ahead drains (~1-2 s for a cohort of 64 images at
 # c=64); the bound only keeps a hold from lasting forever if the scheduler's count of encodes and the
-# model's disagreed (e.g. items vLLM does not give the model, as prompt embeddings)
+# model's ever disagreed
 SLICED_MAX_HOLD_S = 10.0
+# items vLLM's runner puts into the encoder cache itself: the model never encodes them, so they get no ordinal
+NOT_ENCODED_MODALITIES = ("prompt_embeds",)
 
 
 class _EncodeAhead:
@@ -72,6 +74,8 @@ class _EncodeAhead:
         for req_id, input_ids in output.scheduled_encoder_inputs.items():
             features = self.requests[req_id].mm_features
             for i in input_ids:
+                if features[i].modality in NOT_ENCODED_MODALITIES:
+                    continue
                 self._ordinal += 1
                 self._issued[features[i].identifier] = (self._ordinal, now)
         for mm_hash in list(self._issued):

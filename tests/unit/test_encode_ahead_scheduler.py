@@ -99,6 +99,21 @@ def test_no_hold_without_a_side_stream_in_this_process(ckpt: str) -> None:
     assert _step(scheduler) == ({"r0": PROMPT - TEXT_BEFORE}, {})
 
 
+def test_prompt_embeddings_items_do_not_shift_the_holds(ckpt: str, side_stream) -> None:
+    # vLLM's runner puts `prompt_embeds` items into the encoder cache itself: the model never sees them, so
+    # counting them would make every later image wait for one encode too many
+    scheduler = scheduler_for(ckpt, EncodeAheadScheduler, 16384)
+    scheduler.add_request(image_request(0, 64, PROMPT, offset=TEXT_BEFORE, modality="prompt_embeds"))
+    scheduler.add_request(image_request(1, IMAGE_TOKENS, PROMPT, offset=TEXT_BEFORE))
+    tokens, encodes = _step(scheduler)
+    assert encodes == {"r0": [0], "r1": [0]}
+    encode = _launch(side_stream, 1)  # the image only
+    encode.done = True
+    tokens, _ = _step(scheduler)
+    assert tokens["r1"] == PROMPT - TEXT_BEFORE  # its hold ended with its encode
+    assert scheduler.expired_holds.count == 0
+
+
 def test_image_at_the_computed_boundary_is_encoded_and_used_at_once(ckpt: str, side_stream) -> None:
     scheduler = _one_image_request(ckpt, offset=0)
     assert _step(scheduler) == ({"r0": PROMPT}, {"r0": [0]})  # deferring would schedule nothing
