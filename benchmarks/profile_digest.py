@@ -5,7 +5,8 @@
 
 Steps are vLLM's per-iteration annotations (`execute_context_<n>(<tokens>)_generation_<n>(<tokens>)`),
 each up to the next one's start. For each step: its host span (`execute_model`), the named scopes inside
-it (vLLM's `gpu_model_runner: ...` and ours, `qwenvl: ...`, on with VLLM_CUSTOM_SCOPES_FOR_PROFILING=1),
+it (vLLM's V1 runner's `gpu_model_runner: ...`, absent under its V2 runner, and ours, `qwenvl: ...`, on
+with VLLM_CUSTOM_SCOPES_FOR_PROFILING=1),
 the host time spent blocked in CUDA calls that wait for the device, and the GPU time of the work it
 launched (kernels and copies, matched to their launch by the trace's correlation ids; CUDA-graph kernels
 count for the graph's launch), by category. Steps are then grouped by whether they ran our

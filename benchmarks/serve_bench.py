@@ -99,6 +99,9 @@ SIDES = {  # name -> (plugin on, extra `vllm serve` arguments, extra environment
     "ours_sliced_flat": (True, ["--scheduler-cls", SLICED], {"QWENVL_VLLM_TOWER_BACKLOG_SCALE": "1"}),
     # the same admitting one image per step (round 8: each admitted image adds ~8 ms of host work to its step)
     "ours_sliced_paced": (True, ["--scheduler-cls", SLICED_PACED], {}),
+    # one torch thread in every process: does vLLM's pinning/stacking of the pixels (the only multi-MB host
+    # op at admission) stall in OpenMP regions contended by the API server's threads?
+    "ours_sliced_omp1": (True, ["--scheduler-cls", SLICED], {"OMP_NUM_THREADS": "1"}),
     "in_tree": (False, [], {}),
 }
 
