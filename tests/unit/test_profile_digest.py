@@ -88,3 +88,46 @@ def test_load_events_reads_gzipped_chrome_traces(tmp_path: Path) -> None:
     events = profile_digest.load_events(path)
     assert len(events) == len(_trace()) - 1  # the instant event has no duration
     assert profile_digest.digest(events)["steps"] == 3
+
+
+def test_serve_profile_digests_every_trace_the_worker_wrote(tmp_path: Path, monkeypatch) -> None:
+    import requests
+    import serve_profile
+
+    traces = tmp_path / "traces"
+    traces.mkdir()
+    monkeypatch.setattr(serve_profile, "TRACE_DIR", traces)
+    posted: list[str] = []
+
+    class _Ok:
+        def raise_for_status(self) -> None:
+            return None
+
+    def post(url: str, timeout: float) -> _Ok:
+        posted.append(url.rsplit("/", 1)[1])
+        if url.endswith("/stop_profile"):  # the worker writes its trace when the window ends
+            with gzip.open(traces / "rank0.pt.trace.json.gz", "wt") as f:
+                json.dump({"traceEvents": _trace()}, f)
+        return _Ok()
+
+    monkeypatch.setattr(requests, "post", post)
+    (traces / "stale.json.gz").write_text("from an earlier window")
+    assert serve_profile.start("http://x") is None
+    assert not (traces / "stale.json.gz").exists()
+    out = tmp_path / "digest.json"
+    groups = serve_profile.stop_and_digest("http://x", out)
+    assert posted == ["start_profile", "stop_profile"]
+    assert groups["rank0.pt.trace.json.gz"]["new_images"]["steps"] == 1
+    assert json.loads(out.read_text())["rank0.pt.trace.json.gz"]["steps"] == 3
+
+
+def test_serve_profile_reports_a_server_without_the_profiler(monkeypatch) -> None:
+    import requests
+    import serve_profile
+
+    def post(url: str, timeout: float):
+        raise requests.ConnectionError("404: no /start_profile route")
+
+    monkeypatch.setattr(requests, "post", post)
+    assert "start_profile" in serve_profile.start("http://x")
+    assert "stop_profile" in serve_profile.stop_and_digest("http://x", Path("unused"))["error"]
