@@ -55,6 +55,7 @@
 #   l2 the 2B checkpoints beside the GPU tests (slice graphs included), the encode-ahead check of the slicing
 #      scheduler (greedy outputs vs vLLM's scheduler, caches and the slicer's queue after aborts)
 #   n4 issue 10: the TTFT breakdown, then `vllm serve` with 1920x1080 photos at c=1/16/64, ours vs in-tree
+#      (PHOTO_SIDES="ours_sliced_paced": also a serve side of ours; issue 10's c=64 target is 1.3x in-tree)
 #   p5 issue 10: `vllm serve` with 4032x3024 photos at c=1/16, ours vs in-tree (after l2 or n4: checkpoints)
 #   t  the vision tower benchmark, then the parity run with the fp8 tower (its end-to-end error vs transformers,
 #      beside call p's bf16 numbers; expected above the bf16 tolerance) (~8 min)
@@ -87,7 +88,8 @@ serve_sides() {  # timeout: `vllm serve` of G3_SIDES beside ours (and in-tree la
 }
 photos() {  # size concurrencies timeout: `vllm serve` with JPEG photos of that size, ours vs in-tree
   timeout "$3" python3 benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency $2 --image-size "$1" \
-    --out-dir "$R/serve_photos" >"$R/serve_photos_$1.log" 2>&1; status "serve_photos_$1" $?
+    ${PHOTO_SIDES:+--extra-sides $PHOTO_SIDES} --out-dir "$R/serve_photos" >"$R/serve_photos_$1.log" 2>&1
+  status "serve_photos_$1" $?
   tail -4 "$R/serve_photos_$1.log"
 }
 case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, p5 or ph} in
