@@ -3,6 +3,8 @@ the plugin's config hook when vLLM builds the engine config; what the user set i
 
 from __future__ import annotations
 
+import pytest
+
 GRAPHED = "qwenvl_vllm.serving.encode_ahead.EncodeAheadGraphedAsyncScheduler"
 AHEAD = "qwenvl_vllm.serving.encode_ahead.EncodeAheadAsyncScheduler"
 
@@ -28,10 +30,18 @@ def _config(ckpt: str, scheduler_cls: str, scheduled: int | None = None, graphs:
     return config.scheduler_config, config.compilation_config
 
 
-def test_graphed_scheduler_sets_step_cap_and_graph_size(ckpt: str) -> None:
-    scheduler, compilation = _config(ckpt, GRAPHED)
-    assert scheduler.max_num_scheduled_tokens == 2048
-    assert compilation.max_cudagraph_capture_size == 2048
+@pytest.mark.parametrize(
+    "cls,tokens",
+    [
+        (GRAPHED, 2048),
+        ("qwenvl_vllm.serving.encode_ahead.EncodeAheadSlicedAsyncScheduler", 1024),
+        ("qwenvl_vllm.serving.encode_ahead.EncodeAheadSlicedPacedAsyncScheduler", 1024),
+    ],
+)
+def test_graphed_schedulers_set_step_cap_and_graph_size(ckpt: str, cls: str, tokens: int) -> None:
+    scheduler, compilation = _config(ckpt, cls)
+    assert scheduler.max_num_scheduled_tokens == tokens
+    assert compilation.max_cudagraph_capture_size == tokens
 
 
 def test_user_choices_are_kept(ckpt: str) -> None:
