@@ -24,9 +24,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
-from vllm.v1.utils import record_function_or_nullcontext
 
 from qwenvl_vllm.log import RareEvents
+from qwenvl_vllm.models.host_scopes import scope
 from qwenvl_vllm.settings import get_settings
 
 if TYPE_CHECKING:
@@ -180,7 +180,7 @@ class SideStreamEmbedding:
         raise NotImplementedError
 
     def embed_multimodal(self, **kwargs: object) -> Sequence[torch.Tensor]:
-        with record_function_or_nullcontext("qwenvl: embed_multimodal"):
+        with scope("embed_multimodal"):
             return self._embed_multimodal(kwargs)
 
     def _embed_multimodal(self, kwargs: dict[str, object]) -> Sequence[torch.Tensor]:

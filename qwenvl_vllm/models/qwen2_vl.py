@@ -37,7 +37,6 @@ from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.multimodal.inputs import MultiModalFeatureSpec
 from vllm.sequence import IntermediateTensors
 from vllm.utils.tensor_schema import TensorSchema, TensorShape
-from vllm.v1.utils import record_function_or_nullcontext
 
 from qwenvl_vllm.constants import UINT8_PIXEL_KEYS
 from qwenvl_vllm.geometry import VisionGeometry, grid_tokens
@@ -45,6 +44,7 @@ from qwenvl_vllm.mrope import mrope_positions_from_features
 
 from ..log import logger
 from .encoder_stream import SideStreamEmbedding
+from .host_scopes import scope
 from .quant_shards import check_quant_shards
 from .qwen2_vl_device_pixels import uint8_rows
 from .qwen2_vl_processing import (
@@ -376,7 +376,7 @@ class Qwen2VLForConditionalGeneration(
         """Patch rows, on the tower's device, of items shipped as decoded uint8 pixels."""
         device, dtype = self.visual.device, self.visual.dtype
         pixels = item[UINT8_PIXEL_KEYS[modality]]
-        with record_function_or_nullcontext("qwenvl: device pixels"):
+        with scope("device_pixels"):
             return torch.cat(
                 [uint8_rows(p, g, self.geometry, device, dtype) for p, g in zip(pixels, grid, strict=True)]
             )

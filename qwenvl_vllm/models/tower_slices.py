@@ -19,9 +19,9 @@ from collections import deque
 from collections.abc import Generator, Iterable
 
 import torch
-from vllm.v1.utils import record_function_or_nullcontext
 
 from qwenvl_vllm.models.encoder_stream import PROGRESS, storage_key
+from qwenvl_vllm.models.host_scopes import scope
 
 SLICES_PER_STEP = 5  # a step's budget in about this many slices: fine enough to stay near the budget
 Slices = Generator[None, None, torch.Tensor]  # each next() launches one slice; its value is the output
@@ -103,10 +103,10 @@ class TowerSlicer:
     def before_lm(self, embeddings: Iterable[torch.Tensor]) -> None:
         if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
             return
-        with record_function_or_nullcontext("qwenvl: finish through"):
+        with scope("finish_through"):
             spent = self._finish_through(embeddings)
         budget = self.budget * (self.backlog_scale if PROGRESS.backlog else 1.0)
-        with record_function_or_nullcontext("qwenvl: tower slices"):
+        with scope("tower_slices"):
             while self._queue and (spent == 0 or spent + self._queue[0].slice_cost <= budget):
                 spent += self._launch_front()
 

@@ -3,10 +3,12 @@
 With `QWENVL_VLLM_STEP_TRACE=<file>` set, each of our schedulers appends one JSON line per `schedule()` call:
 when it started (monotonic seconds), how long the call took, the step's decode and prefill tokens, its
 encoder inputs and the queue lengths (written once a second, when the engine runs out of requests and at
-shutdown). The gap between two calls is one engine step; with async scheduling the next call overlaps the
-GPU's work, so a gap partly holds the previous step's GPU time, and gaps still add up to wall time. Off by
-default: two clock reads per step. The mixin also names `schedule` and `update_from_output` for the torch
-profiler (`benchmarks/profile_digest.py`; off unless VLLM_CUSTOM_SCOPES_FOR_PROFILING=1).
+shutdown), and `host_ms`: the host milliseconds of our named scopes (`qwenvl_vllm.models.host_scopes`)
+since the previous record, i.e. the previous step's model work (images admitted, their pixels, the
+tower's slices), its outputs' update and this call. The gap between two calls is one engine step; with
+async scheduling the next call overlaps the GPU's work, so a gap partly holds the previous step's GPU
+time, and gaps still add up to wall time. Off by default: a few clock reads per step. The scopes also show
+in a torch-profiler trace (`benchmarks/profile_digest.py`; off unless VLLM_CUSTOM_SCOPES_FOR_PROFILING=1).
 `summarize` turns a trace into the numbers the serve benchmark reports beside its client-side latencies.
 """
 
@@ -18,9 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from vllm.v1.utils import record_function_or_nullcontext
 
+from qwenvl_vllm.models import host_scopes
 from qwenvl_vllm.models.encoder_stream import PROGRESS
+from qwenvl_vllm.models.host_scopes import scope
 from qwenvl_vllm.settings import get_settings
 
 if TYPE_CHECKING:
@@ -51,23 +54,25 @@ class StepTracing:
         self._trace_file = Path(path) if path else None
         self._trace: list[dict] = []
         self._flushed_at = time.monotonic()
+        host_scopes.TIMING[0] = self._trace_file is not None
 
     def schedule(self, throttle_prefills: bool = False) -> SchedulerOutput:
         started = time.monotonic()
-        with record_function_or_nullcontext("qwenvl: schedule"):
+        with scope("schedule"):
             output = super().schedule(throttle_prefills)
         if self._trace_file is not None:
             running, waiting = self.get_request_counts()
             record = step_record(output, started, time.monotonic(), waiting, running)
             if PROGRESS.active:  # encodes given to the model (side stream or slicer) and not finished yet
                 record["pending_encodes"] = PROGRESS.launched - PROGRESS.finished_items()
+            record["host_ms"] = host_scopes.take_host_ms()
             self._trace.append(record)
             if started - self._flushed_at >= FLUSH_EVERY_S:
                 self.flush_trace()
         return output
 
     def update_from_output(self, scheduler_output, model_runner_output):
-        with record_function_or_nullcontext("qwenvl: update_from_output"):
+        with scope("update_from_output"):
             outputs = super().update_from_output(scheduler_output, model_runner_output)
         if self._trace and not self.get_num_unfinished_requests():
             self.flush_trace()  # the engine goes idle: no later step would write these
@@ -110,5 +115,26 @@ def summarize(steps: list[dict], long_ms: float = 100.0) -> dict:
         "gap_p99_ms": float(np.percentile(gaps, 99)),
         "gap_max_ms": float(gaps.max()),
         "sched_p99_ms": float(np.percentile([step["sched_ms"] for step in steps], 99)),
+        "host_ms_by_images_admitted": host_by_images_admitted(steps),
         f"gaps_over_{int(long_ms)}ms": long[:50],
     }
+
+
+def host_by_images_admitted(steps: list[dict]) -> dict[str, dict[str, float]]:
+    """Mean host milliseconds per scope of a step's model work (held by the next record), with the gap
+    that followed the step, by the number of new images the step admitted ("0", "1", "2", "3+")."""
+    groups: dict[str, list[tuple[float, dict]]] = {}
+    for step, after in zip(steps[:-1], steps[1:], strict=True):
+        if "host_ms" not in after:
+            continue
+        n = step["encoder_inputs"]
+        gap = (after["t"] - step["t"]) * 1000
+        groups.setdefault(str(n) if n < 3 else "3+", []).append((gap, after["host_ms"]))
+    return {key: _mean_host(rows) for key, rows in sorted(groups.items())}
+
+
+def _mean_host(rows: list[tuple[float, dict]]) -> dict[str, float]:
+    means = {"steps": len(rows), "gap_ms": round(float(np.mean([gap for gap, _ in rows])), 3)}
+    for name in sorted({name for _, host in rows for name in host}):
+        means[name] = round(sum(host.get(name, 0.0) for _, host in rows) / len(rows), 3)
+    return means

@@ -36,6 +36,44 @@ def test_each_step_is_recorded_with_its_work(ckpt: str, cls: type, tmp_path, mon
     assert first["t"] <= second["t"] and first["sched_ms"] >= 0
 
 
+def test_records_carry_the_host_time_of_our_scopes_since_the_last_one(ckpt: str, tmp_path, monkeypatch):
+    from qwenvl_vllm.models import host_scopes
+
+    monkeypatch.setattr(host_scopes, "TIMING", [False])  # this test's switch, restored after it
+    host_scopes.take_host_ms()  # nothing left from other tests
+    path = tmp_path / "steps.jsonl"
+    monkeypatch.setenv("QWENVL_VLLM_STEP_TRACE", str(path))
+    scheduler = scheduler_for(ckpt, TracedAsyncScheduler, 16384)
+    scheduler.add_request(image_request(0, 999, PROMPT, offset=0))
+    out = scheduler.schedule(False)
+    with host_scopes.scope("embed_multimodal"):  # the model's work for that step
+        time.sleep(0.02)
+    finish_step(scheduler, out, PROMPT)
+    scheduler.schedule(False)
+    scheduler.flush_trace()
+    first, second = step_trace.load(path)
+    assert "embed_multimodal" not in first["host_ms"] and first["host_ms"]["schedule"] >= 0
+    assert second["host_ms"]["embed_multimodal"] >= 20.0
+    assert set(second["host_ms"]) == {"embed_multimodal", "update_from_output", "schedule"}
+    host_scopes.TIMING[0] = False
+    with host_scopes.scope("embed_multimodal"):  # the trace off: nothing is counted
+        pass
+    assert host_scopes.take_host_ms() == {}
+
+
+def test_host_time_is_grouped_by_the_images_a_step_admitted() -> None:
+    steps = [
+        {"t": 0.000, "encoder_inputs": 2},
+        {"t": 0.030, "encoder_inputs": 0, "host_ms": {"embed_multimodal": 16.0, "schedule": 1.0}},
+        {"t": 0.040, "encoder_inputs": 0, "host_ms": {"schedule": 0.5}},
+        {"t": 0.050, "encoder_inputs": 0, "host_ms": {"schedule": 1.5, "tower_slices": 2.0}},
+    ]
+    assert step_trace.host_by_images_admitted(steps) == {
+        "0": {"steps": 2, "gap_ms": 10.0, "schedule": 1.0, "tower_slices": 1.0},
+        "2": {"steps": 1, "gap_ms": 30.0, "embed_multimodal": 16.0, "schedule": 1.0},
+    }
+
+
 def test_no_setting_writes_nothing(ckpt: str, tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("QWENVL_VLLM_STEP_TRACE", raising=False)
     monkeypatch.chdir(tmp_path)

@@ -1,0 +1,37 @@
+"""Named scopes of our engine-side code: each shows in a torch-profiler trace as `qwenvl: <name>` (vLLM's
+`record_function_or_nullcontext`: on with VLLM_CUSTOM_SCOPES_FOR_PROFILING=1) and, while our step trace is
+on in this process (`qwenvl_vllm.serving.step_trace` turns `TIMING` on), adds its host milliseconds to
+`HOST_MS`, which the trace writes into the next step's record: where an engine step's host time goes, on
+every traced `vllm serve` side, without a profiler."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from vllm.v1.utils import record_function_or_nullcontext
+
+HOST_MS: defaultdict[str, float] = defaultdict(float)
+TIMING = [False]  # a list: set by the step trace, read here, one object for every importer
+
+
+@contextmanager
+def scope(name: str) -> Iterator[None]:
+    with record_function_or_nullcontext(f"qwenvl: {name}"):
+        if not TIMING[0]:
+            yield
+            return
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            HOST_MS[name] += (time.perf_counter() - start) * 1000
+
+
+def take_host_ms() -> dict[str, float]:
+    """The host milliseconds per scope since the last call (rounded), and a fresh count."""
+    taken = {name: round(ms, 3) for name, ms in HOST_MS.items()}
+    HOST_MS.clear()
+    return taken
