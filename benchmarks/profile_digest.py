@@ -10,7 +10,10 @@ with VLLM_CUSTOM_SCOPES_FOR_PROFILING=1),
 the host time spent blocked in CUDA calls that wait for the device, and the GPU time of the work it
 launched (kernels and copies, matched to their launch by the trace's correlation ids; CUDA-graph kernels
 count for the graph's launch), by category. Steps are then grouped by whether they ran our
-`embed_multimodal` (admitted new images) to compare the two kinds.
+`embed_multimodal` (admitted new images) to compare the two kinds. Under async scheduling a step's window
+also holds the wait for the previous step's output (a synchronising call after `execute_model`): that wait
+is the previous step's GPU time showing, so each row also gets the next row's `blocked_next_ms`, and
+`unscoped_ms` (the engine loop's other host time) leaves blocked calls out.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ KERNEL_CATEGORIES = (  # first match wins
     ("attention", ("flash", "fmha", "attn", "paged")),
     ("gemm", ("gemm", "cutlass", "sm90_xmma", "nvjet", "marlin", "gptq", "matmul")),
     ("triton", ("triton",)),
-    ("copy", ("memcpy", "memset", "copy", "cat")),
+    ("copy", ("memcpy", "memset", "copy", "catarray")),
     ("elementwise", ("elementwise", "vectorized", "reduce", "norm", "act_and_mul", "rotary")),
 )
 
@@ -94,7 +97,9 @@ def digest(events: list[dict]) -> dict:
     steps = _steps(events)
     starts = [s["ts"] for s in steps]
     for s in steps:
-        s.update(scopes_ms=defaultdict(float), blocked_ms=0.0, gpu_ms=defaultdict(float), launches=set())
+        s.update(
+            scopes_ms=defaultdict(float), blocked_ms=0.0, blocked_in_model_ms=0.0, gpu_ms=defaultdict(float)
+        )
     launch_step: dict[int, dict] = {}  # correlation id -> step
     for e in events:
         cat, name = e.get("cat"), e.get("name", "")
@@ -108,6 +113,8 @@ def digest(events: list[dict]) -> dict:
         elif cat != "user_annotation":
             if name.startswith(SYNC_CALLS) or e["dur"] / 1000 > BLOCKED_OVER_MS:
                 step["blocked_ms"] += e["dur"] / 1000
+                if e["ts"] <= step["end"]:
+                    step["blocked_in_model_ms"] += e["dur"] / 1000
             correlation = e.get("args", {}).get("correlation")
             if correlation is not None:
                 launch_step[correlation] = step
@@ -120,6 +127,9 @@ def digest(events: list[dict]) -> dict:
             step["gpu_first"] = min(step.get("gpu_first", e["ts"]), e["ts"])
             step["gpu_last"] = max(step.get("gpu_last", 0.0), e["ts"] + e["dur"])
     rows = [_row(s, steps[i + 1]["ts"] if i + 1 < len(steps) else None) for i, s in enumerate(steps)]
+    for row, after in zip(rows[:-1], rows[1:], strict=True):
+        # async scheduling: the next step waits for this one's GPU work (its output) in its own window
+        row["blocked_next_ms"] = after["blocked_ms"]
     return {"steps": len(rows), "groups": _groups(rows), "per_step": rows}
 
 
@@ -148,7 +158,8 @@ def _unscoped_ms(step: dict, next_start: float | None) -> float | None:
     if next_start is None:
         return None
     scheduler = sum(step["scopes_ms"].get(name, 0.0) for name in SCHEDULER_SCOPES)
-    return round((next_start - step["end"]) / 1000 - scheduler, 3)
+    blocked_after = step["blocked_ms"] - step["blocked_in_model_ms"]
+    return round((next_start - step["end"]) / 1000 - scheduler - blocked_after, 3)
 
 
 def _gpu_span_ms(step: dict) -> float:
@@ -156,7 +167,16 @@ def _gpu_span_ms(step: dict) -> float:
     return round((step["gpu_last"] - step["gpu_first"]) / 1000, 3) if "gpu_first" in step else 0.0
 
 
-MEANS = ("gap_ms", "host_ms", "unscoped_ms", "blocked_ms", "gpu_ms", "gpu_span_ms", "decodes")
+MEANS = (
+    "gap_ms",
+    "host_ms",
+    "unscoped_ms",
+    "blocked_ms",
+    "blocked_next_ms",
+    "gpu_ms",
+    "gpu_span_ms",
+    "decodes",
+)
 
 
 def _groups(rows: list[dict]) -> dict:
@@ -176,7 +196,7 @@ def _groups(rows: list[dict]) -> dict:
 
 
 def _mean(rows: list[dict], key: str) -> float | None:
-    values = [r[key] for r in rows if r[key] is not None]
+    values = [r[key] for r in rows if r.get(key) is not None]
     return round(float(np.mean(values)), 3) if values else None
 
 

@@ -2,7 +2,9 @@
 `record_function_or_nullcontext`: on with VLLM_CUSTOM_SCOPES_FOR_PROFILING=1) and, while our step trace is
 on in this process (`qwenvl_vllm.serving.step_trace` turns `TIMING` on), adds its host milliseconds to
 `HOST_MS`, which the trace writes into the next step's record: where an engine step's host time goes, on
-every traced `vllm serve` side, without a profiler."""
+every traced `vllm serve` side, without a profiler. Only where the scheduler and the model share a process
+(vLLM's uni-process executor, its default on one GPU); under a multi-process executor (`-tp 2`) the
+model's scopes are not timed and the records hold the scheduler's alone."""
 
 from __future__ import annotations
 

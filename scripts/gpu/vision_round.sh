@@ -47,11 +47,12 @@
 #   Eighth visit (ROUND_BUDGET_S=560: the install counts): `l2` (~5 min), then `G3_CONCURRENCY="1 16 64"
 #      G3_SIDES="ours_sliced ours_sliced_flat" ... g3` (~8.5 min, in-tree last), then `G3_CONCURRENCY="16 64"
 #      G3_FLAGS=--no-in-tree G3_SIDES="ours_sliced_28 ours_ahead_graphed" ... g3`, then n4 / p5 (issue 10).
-#   Ninth visit: `G3_CONCURRENCY=64 G3_FLAGS=--no-in-tree G3_SIDES="ours_sliced ours_sliced_omp1"
-#      G3_PROFILE=ours_sliced ... l1` (a torch-profiler window of c=64 digested per step: where the ~8 ms per
-#      admitted image go, round-8 README; and one torch thread per process), then `G3_CONCURRENCY="16 64"
+#   Ninth visit: `G3_CONCURRENCY=64 G3_FLAGS=--no-in-tree G3_SIDES="ours_sliced_omp1 ours_sliced_profiled"
+#      G3_PROFILE=ours_sliced_profiled ... l1` (one torch thread per process, and a torch-profiler window of
+#      c=64 digested per step on a side of its own: where the ~8 ms per admitted image go, round-8 README;
+#      every traced side's JSON also has host_ms_by_images_admitted), then `G3_CONCURRENCY="16 64"
 #      G3_SIDES=ours_sliced_paced ... g3` (ours, one image admitted per step, in-tree last: the same-run
-#      comparison; three sides at c=1/16/64 do not fit in one call).
+#      comparison; three sides at c=1/16/64 do not fit in one call), then `PHOTO_SIDES=ours_sliced_paced ... n4`.
 #   l2 the 2B checkpoints beside the GPU tests (slice graphs included), the encode-ahead check of the slicing
 #      scheduler (greedy outputs vs vLLM's scheduler, caches and the slicer's queue after aborts)
 #   n4 issue 10: the TTFT breakdown, then `vllm serve` with 1920x1080 photos at c=1/16/64, ours vs in-tree

@@ -153,10 +153,15 @@ def test_paced_variant_encodes_ahead_up_to_the_cap(ckpt: str, side_stream, monke
     assert tokens == {"r0": TEXT_BEFORE, "r1": TEXT_BEFORE, "r2": TEXT_BEFORE - 1, "r3": TEXT_BEFORE - 1}
 
 
-@pytest.mark.parametrize("cap", [None, "0", "4096"])
-def test_sliced_paced_variant_admits_one_image_per_step(ckpt: str, side_stream, monkeypatch, cap) -> None:
-    if cap is not None:  # the setting only lowers the cap: steps hold one image's prefill anyway
-        monkeypatch.setenv("QWENVL_VLLM_ENCODER_STEP_TOKENS", cap)
+@pytest.mark.parametrize("setting,cap", [(None, 1024), ("0", 1024), ("4096", 1024), ("512", 512)])
+def test_sliced_pacing_never_exceeds_a_step(ckpt: str, side_stream, monkeypatch, setting, cap) -> None:
+    # the setting only lowers the cap (the default 2048 would admit two images per 1024-token step)
+    if setting is not None:
+        monkeypatch.setenv("QWENVL_VLLM_ENCODER_STEP_TOKENS", setting)
+    assert scheduler_for(ckpt, EncodeAheadSlicedPacedAsyncScheduler, 16384)._step_cap == cap
+
+
+def test_sliced_paced_variant_admits_one_image_per_step(ckpt: str, side_stream) -> None:
     scheduler = scheduler_for(ckpt, EncodeAheadSlicedPacedAsyncScheduler, 16384)
     assert EncodeAheadSlicedPacedAsyncScheduler.slices_tower  # the model queues its tower in slices for it
     for i in range(3):

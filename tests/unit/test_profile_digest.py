@@ -36,6 +36,7 @@ def _trace() -> list[dict]:
         _x("flash_fwd_kernel", "kernel", 7_000, 2_000, tid=100, correlation=2),
         _x("sm90_xmma_gemm_bf16", "kernel", 9_000, 500, tid=100, correlation=2),
         _x("flash_fwd_kernel", "kernel", 9_600, 9_000, tid=100, correlation=3),
+        _x("cudaStreamSynchronize", "cuda_runtime", 10_100, 300),  # waits for the previous step's output
         _x("qwenvl: update_from_output", "user_annotation", 10_500, 300),
         _x("qwenvl: schedule", "user_annotation", 11_500, 200),
         _x("cudaLaunchKernel", "cuda_runtime", 11_000, 10, correlation=6),  # sampling, after the annotation
@@ -63,13 +64,15 @@ def test_steps_get_their_scopes_blocking_calls_and_launched_gpu_work() -> None:
         "qwenvl: schedule": 0.2,
         "qwenvl: update_from_output": 0.3,
     }
-    assert first["unscoped_ms"] == 1.5  # 2 ms between the model's end and the next step, 0.5 in scopes
-    assert first["blocked_ms"] == 3.8
+    # 2 ms between the model's end and the next step: 0.5 in our scopes, 0.3 waiting for the device
+    assert first["unscoped_ms"] == 1.2
+    assert first["blocked_ms"] == 4.1 and first["blocked_next_ms"] == 0.0
     # the other thread's launch (correlation 3) is not this step's work
     assert first["gpu_by_category_ms"] == {"attention": 2.0, "elementwise": 1.0, "gemm": 0.5, "other": 0.2}
     assert first["gpu_ms"] == 3.7 and first["gpu_span_ms"] == 10.9
     assert not second["new_images"] and second["gpu_by_category_ms"] == {"copy": 0.1, "triton": 0.7}
     assert second["blocked_ms"] == 0.0  # a copy's launch that returned at once did not wait
+    assert "blocked_next_ms" not in third
     assert third["gap_ms"] is None and third["gpu_ms"] == 0.0
 
 
@@ -121,13 +124,35 @@ def test_serve_profile_digests_every_trace_the_worker_wrote(tmp_path: Path, monk
     assert json.loads(out.read_text())["rank0.pt.trace.json.gz"]["steps"] == 3
 
 
-def test_serve_profile_reports_a_server_without_the_profiler(monkeypatch) -> None:
+def test_serve_profile_reports_a_server_without_the_profiler(tmp_path: Path, monkeypatch) -> None:
     import requests
     import serve_profile
 
-    def post(url: str, timeout: float):
-        raise requests.ConnectionError("404: no /start_profile route")
+    class _NotFound:
+        def raise_for_status(self) -> None:
+            raise requests.HTTPError("404 Client Error: Not Found")
+
+    def post(url: str, timeout: float) -> _NotFound:  # a server started without --profiler-config
+        return _NotFound()
 
     monkeypatch.setattr(requests, "post", post)
-    assert "start_profile" in serve_profile.start("http://x")
+    monkeypatch.setattr(serve_profile, "TRACE_DIR", tmp_path)
+    assert "404" in serve_profile.start("http://x")
     assert "stop_profile" in serve_profile.stop_and_digest("http://x", Path("unused"))["error"]
+
+
+def test_serve_profile_reports_a_window_that_wrote_nothing_or_a_broken_trace(tmp_path, monkeypatch) -> None:
+    import requests
+    import serve_profile
+
+    class _Ok:
+        def raise_for_status(self) -> None:
+            return None
+
+    monkeypatch.setattr(requests, "post", lambda url, timeout: _Ok())
+    monkeypatch.setattr(serve_profile, "TRACE_DIR", tmp_path)
+    monkeypatch.setattr(serve_profile, "EXPORT_WAIT_S", 0)
+    assert "no trace" in serve_profile.stop_and_digest("http://x", tmp_path / "out.json")["error"]
+    (tmp_path / "rank0.pt.trace.json.gz").write_bytes(b"not gzip")
+    error = serve_profile.stop_and_digest("http://x", tmp_path / "out.json")["error"]
+    assert error.startswith("digest: ") and not (tmp_path / "out.json").exists()

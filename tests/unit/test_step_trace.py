@@ -52,7 +52,7 @@ def test_records_carry_the_host_time_of_our_scopes_since_the_last_one(ckpt: str,
     scheduler.schedule(False)
     scheduler.flush_trace()
     first, second = step_trace.load(path)
-    assert "embed_multimodal" not in first["host_ms"] and first["host_ms"]["schedule"] >= 0
+    assert set(first["host_ms"]) == {"schedule"}
     assert second["host_ms"]["embed_multimodal"] >= 20.0
     assert set(second["host_ms"]) == {"embed_multimodal", "update_from_output", "schedule"}
     host_scopes.TIMING[0] = False
