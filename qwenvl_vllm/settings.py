@@ -61,6 +61,9 @@ class Settings:
     # Under an encode-ahead scheduler: the language model's CUDA stream runs at a higher priority than the
     # vision tower's side stream (off: equal priorities).
     lm_stream_priority: bool
+    # One of our schedulers as the engine's default for Qwen2-VL where the user passed no --scheduler-cls
+    # (serving.default_scheduler: its short names); unset: vLLM's scheduler.
+    scheduler: str | None
     # A file our schedulers append one JSON line per engine step to (serving.step_trace); unset: off.
     step_trace_path: str | None
     # qwen-vl-utils' MODEL_SEQ_LEN: the default total_pixels budget of a video is 90% of it in tokens.
@@ -81,6 +84,7 @@ def get_settings() -> Settings:
         tower_step_patch_layers=_env_int("QWENVL_VLLM_TOWER_STEP_PATCH_LAYERS", TOWER_STEP_PATCH_LAYERS),
         tower_backlog_scale=_env_float("QWENVL_VLLM_TOWER_BACKLOG_SCALE", TOWER_BACKLOG_SCALE),
         lm_stream_priority=_env_flag("QWENVL_VLLM_LM_STREAM_PRIORITY", default=True),
+        scheduler=os.environ.get("QWENVL_VLLM_SCHEDULER") or None,
         step_trace_path=os.environ.get("QWENVL_VLLM_STEP_TRACE") or None,
         model_seq_len=int(_env_float("MODEL_SEQ_LEN", 128000)),  # qwen-vl-utils reads it as a float
     )
