@@ -102,6 +102,8 @@ SIDES = {  # name -> (plugin on, extra `vllm serve` arguments, extra environment
     # one torch thread in every process: does vLLM's pinning/stacking of the pixels (the only multi-MB host
     # op at admission) stall in OpenMP regions contended by the API server's threads?
     "ours_sliced_omp1": (True, ["--scheduler-cls", SLICED], {"OMP_NUM_THREADS": "1"}),
+    # ours_sliced_paced chosen by the plugin's setting instead of the flag (the config hook's dispatcher)
+    "ours_sliced_paced_env": (True, [], {"QWENVL_VLLM_SCHEDULER": "sliced_paced"}),
     # ours_sliced again, for --profile-side (the profiler slows the side it watches)
     "ours_sliced_profiled": (True, ["--scheduler-cls", SLICED], {}),
     "in_tree": (False, [], {}),

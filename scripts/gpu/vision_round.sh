@@ -52,7 +52,8 @@
 #      c=64 digested per step on a side of its own: where the ~8 ms per admitted image go, round-8 README;
 #      every traced side's JSON also has host_ms_by_images_admitted), then `G3_CONCURRENCY="16 64"
 #      G3_SIDES=ours_sliced_paced ... g3` (ours, one image admitted per step, in-tree last: the same-run
-#      comparison; three sides at c=1/16/64 do not fit in one call), then `PHOTO_SIDES=ours_sliced_paced ... n4`.
+#      comparison; three sides at c=1/16/64 do not fit in one call), then `PHOTO_SIDES=ours_sliced_paced ... n4`;
+#      `ours_sliced_paced_env` (the same through QWENVL_VLLM_SCHEDULER) checks the default-scheduler switch.
 #   l2 the 2B checkpoints beside the GPU tests (slice graphs included), the encode-ahead check of the slicing
 #      scheduler (greedy outputs vs vLLM's scheduler, caches and the slicer's queue after aborts)
 #   n4 issue 10: the TTFT breakdown, then `vllm serve` with 1920x1080 photos at c=1/16/64, ours vs in-tree
