@@ -34,6 +34,8 @@ from qwenvl_vllm.serving.scheduler import EncoderPacing
 from qwenvl_vllm.serving.step_trace import StepTracing
 
 SLICED_STEP_TOKENS = 1024  # a 1024x768 image's prefill (999 tokens) in one step of ~5.5 ms on an H200
+SLICED_PACED_STEP_TOKENS = 1536  # ... beside up to ~500 decodes and text
+ADMITTING_BACKLOG = 8  # requests before their first token from which the paced slicer's budget grows
 MAX_HOLD_S = 1.0  # a safety bound, not a knob: a hold normally ends with its encode (tens of ms)
 # Under the slicing scheduler a hold lasts while the queue ahead drains (~1-2 s for a cohort of 64 images at
 # c=64); the bound only keeps a hold from lasting forever if the scheduler's count of encodes and the
@@ -181,8 +183,11 @@ class _TowerSlicing:
 
     def schedule(self, throttle_prefills: bool = False) -> SchedulerOutput:
         output = super().schedule(throttle_prefills)
-        PROGRESS.backlog = len(self.waiting) > 0  # requests this step could not take: the slicer does more
+        PROGRESS.backlog = self._backlog()  # the slicer does more while it is set
         return output
+
+    def _backlog(self) -> bool:
+        return len(self.waiting) > 0  # requests this step could not take
 
 
 class EncodeAheadSlicedScheduler(StepTracing, _TowerSlicing, _EncodeAhead, Scheduler):
@@ -199,13 +204,20 @@ class EncodeAheadSlicedAsyncScheduler(StepTracing, _TowerSlicing, _EncodeAhead, 
 class _SlicedPacing(EncoderPacing):
     """Encoder pacing for the slicing schedulers: at most a step's tokens of new images per step (one
     1024x768 image), or `QWENVL_VLLM_ENCODER_STEP_TOKENS` if lower. A step that admits images pays host
-    work per image (~8 ms each in round 8's traces), and one image's prefill fills a step anyway."""
+    work per image (~8 ms each in round 8's traces), and one image's prefill fills most of a step anyway.
+    Steps of 1536 tokens hold that prefill beside 64 decodes (1024 would split it over two steps at c=64),
+    and the tower's budget grows while `ADMITTING_BACKLOG` requests are still before their first token
+    (vLLM's waiting queue alone is mostly empty: requests enter it only briefly)."""
 
-    step_tokens = SLICED_STEP_TOKENS
+    step_tokens = SLICED_PACED_STEP_TOKENS
 
     def _encoder_step_cap(self) -> int:
         cap = super()._encoder_step_cap()
         return min(cap, self.step_tokens) if cap > 0 else self.step_tokens
+
+    def _backlog(self) -> bool:
+        admitting = sum(1 for r in self.running if r.num_computed_tokens < r.num_prompt_tokens)
+        return admitting + len(self.waiting) >= ADMITTING_BACKLOG
 
 
 class EncodeAheadSlicedPacedScheduler(StepTracing, _SlicedPacing, _TowerSlicing, _EncodeAhead, Scheduler):
@@ -215,4 +227,4 @@ class EncodeAheadSlicedPacedScheduler(StepTracing, _SlicedPacing, _TowerSlicing,
 class EncodeAheadSlicedPacedAsyncScheduler(
     StepTracing, _SlicedPacing, _TowerSlicing, _EncodeAhead, AsyncScheduler
 ):
-    """The slicing scheduler admitting one image per step."""
+    """The slicing scheduler admitting one image per step, in 1536-token steps."""

@@ -36,8 +36,8 @@ def test_a_name_sets_the_dispatcher_and_its_step_cap(ckpt: str, monkeypatch) -> 
     monkeypatch.setenv("QWENVL_VLLM_SCHEDULER", "sliced_paced")
     config = _config(ckpt)
     assert config.scheduler_config.scheduler_cls == PACED_PATH
-    assert config.scheduler_config.max_num_scheduled_tokens == 1024  # the step cap follows the choice
-    assert config.compilation_config.max_cudagraph_capture_size == 1024
+    assert config.scheduler_config.max_num_scheduled_tokens == 1536  # the step cap follows the choice
+    assert config.compilation_config.max_cudagraph_capture_size == 1536
 
 
 def test_a_users_scheduler_is_kept(ckpt: str, monkeypatch) -> None:
@@ -70,4 +70,4 @@ def test_the_dispatcher_builds_the_variant_async_scheduling_asks_for(ckpt: str, 
     )
     variants = {True: ea.EncodeAheadSlicedPacedAsyncScheduler, False: ea.EncodeAheadSlicedPacedScheduler}
     assert type(built) is variants[async_scheduling]
-    assert SlicedPacedScheduler.step_tokens == 1024 and SlicedPacedScheduler.slices_tower
+    assert SlicedPacedScheduler.step_tokens == 1536 and SlicedPacedScheduler.slices_tower

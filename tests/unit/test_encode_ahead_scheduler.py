@@ -153,9 +153,9 @@ def test_paced_variant_encodes_ahead_up_to_the_cap(ckpt: str, side_stream, monke
     assert tokens == {"r0": TEXT_BEFORE, "r1": TEXT_BEFORE, "r2": TEXT_BEFORE - 1, "r3": TEXT_BEFORE - 1}
 
 
-@pytest.mark.parametrize("setting,cap", [(None, 1024), ("0", 1024), ("4096", 1024), ("512", 512)])
+@pytest.mark.parametrize("setting,cap", [(None, 1536), ("0", 1536), ("4096", 1536), ("512", 512)])
 def test_sliced_pacing_never_exceeds_a_step(ckpt: str, side_stream, monkeypatch, setting, cap) -> None:
-    # the setting only lowers the cap (the default 2048 would admit two images per 1024-token step)
+    # the setting only lowers the cap (the default 2048 would admit two images per 1536-token step)
     if setting is not None:
         monkeypatch.setenv("QWENVL_VLLM_ENCODER_STEP_TOKENS", setting)
     assert scheduler_for(ckpt, EncodeAheadSlicedPacedAsyncScheduler, 16384)._step_cap == cap
@@ -171,6 +171,17 @@ def test_sliced_paced_variant_admits_one_image_per_step(ckpt: str, side_stream) 
     assert tokens == {"r0": TEXT_BEFORE, "r1": TEXT_BEFORE - 1, "r2": TEXT_BEFORE - 1}
     tokens, encodes = _step(scheduler)
     assert encodes == {"r1": [0]}  # the next step admits the next image
+
+
+@pytest.mark.parametrize("requests,backlog", [(7, False), (8, True)])
+def test_sliced_paced_budget_grows_with_requests_before_their_first_token(
+    ckpt: str, side_stream, requests: int, backlog: bool
+) -> None:
+    scheduler = scheduler_for(ckpt, EncodeAheadSlicedPacedAsyncScheduler, 16384)
+    for i in range(requests):
+        scheduler.add_request(image_request(i, IMAGE_TOKENS, PROMPT, offset=TEXT_BEFORE))
+    _step(scheduler)  # all running, each at the text before its image: none has its first token
+    assert not scheduler.waiting and side_stream.backlog is backlog
 
 
 def test_chunked_prefill_of_an_encoded_image(ckpt: str, side_stream) -> None:

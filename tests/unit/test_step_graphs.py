@@ -35,7 +35,7 @@ def _config(ckpt: str, scheduler_cls: str, scheduled: int | None = None, graphs:
     [
         (GRAPHED, 2048),
         ("qwenvl_vllm.serving.encode_ahead.EncodeAheadSlicedAsyncScheduler", 1024),
-        ("qwenvl_vllm.serving.encode_ahead.EncodeAheadSlicedPacedAsyncScheduler", 1024),
+        ("qwenvl_vllm.serving.encode_ahead.EncodeAheadSlicedPacedAsyncScheduler", 1536),
     ],
 )
 def test_graphed_schedulers_set_step_cap_and_graph_size(ckpt: str, cls: str, tokens: int) -> None:
