@@ -20,6 +20,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _no_plugin_scheduler_choice(monkeypatch):
+    """A shell's QWENVL_VLLM_SCHEDULER would change every engine config the tests build."""
+    monkeypatch.delenv("QWENVL_VLLM_SCHEDULER", raising=False)
+
+
 @pytest.fixture(scope="session")
 def vllm_cpu():
     """A VllmConfig on CPU with distributed state (world size 1) initialised once per test session."""

@@ -4,8 +4,8 @@ plugin's config hook where the user passed no `--scheduler-cls` (then no long cl
 The hook runs before vLLM decides whether async scheduling is on (and platforms may still turn it off), so
 it configures a dispatcher: a class that the engine core builds as its scheduler and that returns the
 family's async or sync variant as async scheduling turned out. Left alone (with a log line saying why):
-a user's own scheduler, pooling models, multi-process executors (our schedulers see the model's encodes
-only in the same process), LoRA, encoder-cache transfer and speculative decoding.
+a user's own scheduler, pooling models, unchunked prefill, multi-process executors (our schedulers see
+the model's encodes only in the same process), LoRA, encoder-cache transfer and speculative decoding.
 """
 
 from __future__ import annotations
@@ -66,6 +66,8 @@ def _reason_to_leave(vllm_config: object) -> str | None:
         return "--scheduler-cls given"
     if vllm_config.model_config.runner_type != "generate":
         return f"a {vllm_config.model_config.runner_type} model"
+    if not vllm_config.scheduler_config.enable_chunked_prefill:
+        return "chunked prefill is off (its steps are capped)"
     backend = vllm_config.parallel_config.distributed_executor_backend
     if backend not in (None, "uni"):
         return f"the {backend} executor runs the model in other processes"

@@ -206,16 +206,19 @@ class _SlicedPacing(EncoderPacing):
     1024x768 image), or `QWENVL_VLLM_ENCODER_STEP_TOKENS` if lower. A step that admits images pays host
     work per image (~8 ms each in round 8's traces), and one image's prefill fills most of a step anyway.
     Steps of 1536 tokens hold that prefill beside 64 decodes (1024 would split it over two steps at c=64),
-    and the tower's budget grows while `ADMITTING_BACKLOG` requests are still before their first token
+    and the tower's budget grows while `ADMITTING_BACKLOG` requests have not computed their prompts
     (vLLM's waiting queue alone is mostly empty: requests enter it only briefly)."""
 
     step_tokens = SLICED_PACED_STEP_TOKENS
 
     def _encoder_step_cap(self) -> int:
+        step = min(self.step_tokens, self.max_num_scheduled_tokens)  # the user may cap steps lower
         cap = super()._encoder_step_cap()
-        return min(cap, self.step_tokens) if cap > 0 else self.step_tokens
+        return min(cap, step) if cap > 0 else step
 
     def _backlog(self) -> bool:
+        # requests whose prompt is not computed yet (new, or preempted and recomputing: their images need
+        # the tower again); those parked in vLLM's skipped-waiting queue (grammar, remote KV) are not counted
         admitting = sum(1 for r in self.running if r.num_computed_tokens < r.num_prompt_tokens)
         return admitting + len(self.waiting) >= ADMITTING_BACKLOG
 

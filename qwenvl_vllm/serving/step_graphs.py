@@ -17,9 +17,9 @@ from qwenvl_vllm.models.encoder_stream import scheduler_class
 
 def apply_step_tokens(vllm_config: object) -> None:
     tokens = getattr(scheduler_class(vllm_config), "step_tokens", None)
-    if not tokens:
-        return
     scheduler = vllm_config.scheduler_config
+    if not tokens or not scheduler.enable_chunked_prefill:
+        return  # unchunked, a prompt longer than the cap would never be scheduled (and block the queue)
     tokens = min(tokens, scheduler.max_num_batched_tokens)
     if scheduler.max_num_scheduled_tokens is None:
         scheduler.max_num_scheduled_tokens = tokens

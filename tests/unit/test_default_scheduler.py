@@ -12,12 +12,16 @@ from qwenvl_vllm.serving.default_scheduler import SlicedPacedScheduler
 PACED_PATH = "qwenvl_vllm.serving.default_scheduler.SlicedPacedScheduler"
 
 
-def _config(ckpt: str, scheduler_cls: str | None = None, backend: str | None = None):
+def _config(ckpt: str, scheduler_cls: str | None = None, backend: str | None = None, chunked: bool = True):
     """vLLM's engine config as `vllm serve` builds it (the hook runs in VllmConfig's construction)."""
     from vllm.config import DeviceConfig, ModelConfig, ParallelConfig, SchedulerConfig, VllmConfig
 
     sched = SchedulerConfig(
-        max_num_batched_tokens=8192, max_model_len=4096, is_encoder_decoder=False, scheduler_cls=scheduler_cls
+        max_num_batched_tokens=8192,
+        max_model_len=4096,
+        is_encoder_decoder=False,
+        scheduler_cls=scheduler_cls,
+        enable_chunked_prefill=chunked,
     )
     return VllmConfig(
         model_config=ModelConfig(model=ckpt, max_model_len=4096),
@@ -36,6 +40,9 @@ def test_a_name_sets_the_dispatcher_and_its_step_cap(ckpt: str, monkeypatch) -> 
     monkeypatch.setenv("QWENVL_VLLM_SCHEDULER", "sliced_paced")
     config = _config(ckpt)
     assert config.scheduler_config.scheduler_cls == PACED_PATH
+    assert (
+        config.scheduler_config.get_scheduler_cls() is SlicedPacedScheduler
+    )  # as the engine core resolves it
     assert config.scheduler_config.max_num_scheduled_tokens == 1536  # the step cap follows the choice
     assert config.compilation_config.max_cudagraph_capture_size == 1536
 
@@ -50,6 +57,11 @@ def test_a_multi_process_executor_keeps_vllms_scheduler(ckpt: str, monkeypatch) 
     # our schedulers see the model's encodes only in their own process
     monkeypatch.setenv("QWENVL_VLLM_SCHEDULER", "sliced_paced")
     assert _config(ckpt, backend="mp").scheduler_config.scheduler_cls is None
+
+
+def test_unchunked_prefill_keeps_vllms_scheduler(ckpt: str, monkeypatch) -> None:
+    monkeypatch.setenv("QWENVL_VLLM_SCHEDULER", "sliced_paced")
+    assert _config(ckpt, chunked=False).scheduler_config.scheduler_cls is None
 
 
 def test_an_unknown_name_is_a_clear_error(ckpt: str, monkeypatch) -> None:
@@ -70,4 +82,5 @@ def test_the_dispatcher_builds_the_variant_async_scheduling_asks_for(ckpt: str, 
     )
     variants = {True: ea.EncodeAheadSlicedPacedAsyncScheduler, False: ea.EncodeAheadSlicedPacedScheduler}
     assert type(built) is variants[async_scheduling]
-    assert SlicedPacedScheduler.step_tokens == 1536 and SlicedPacedScheduler.slices_tower
+    for name in ("step_tokens", "slices_tower", "uses_encoder_stream"):  # the plugin reads the dispatcher's
+        assert getattr(SlicedPacedScheduler, name) == getattr(type(built), name)

@@ -153,12 +153,17 @@ def test_paced_variant_encodes_ahead_up_to_the_cap(ckpt: str, side_stream, monke
     assert tokens == {"r0": TEXT_BEFORE, "r1": TEXT_BEFORE, "r2": TEXT_BEFORE - 1, "r3": TEXT_BEFORE - 1}
 
 
-@pytest.mark.parametrize("setting,cap", [(None, 1536), ("0", 1536), ("4096", 1536), ("512", 512)])
-def test_sliced_pacing_never_exceeds_a_step(ckpt: str, side_stream, monkeypatch, setting, cap) -> None:
-    # the setting only lowers the cap (the default 2048 would admit two images per 1536-token step)
+@pytest.mark.parametrize(
+    "setting,steps,cap",
+    [(None, None, 1536), ("0", None, 1536), ("4096", None, 1536), ("512", None, 512), (None, 1024, 1024)],
+)
+def test_sliced_pacing_never_exceeds_a_step(ckpt: str, side_stream, monkeypatch, setting, steps, cap) -> None:
+    # the setting only lowers the cap (the default 2048 would admit two images per 1536-token step); so
+    # does a user's lower step cap (--max-num-scheduled-tokens)
     if setting is not None:
         monkeypatch.setenv("QWENVL_VLLM_ENCODER_STEP_TOKENS", setting)
-    assert scheduler_for(ckpt, EncodeAheadSlicedPacedAsyncScheduler, 16384)._step_cap == cap
+    scheduler = scheduler_for(ckpt, EncodeAheadSlicedPacedAsyncScheduler, 16384, scheduled_tokens=steps)
+    assert scheduler._step_cap == cap
 
 
 def test_sliced_paced_variant_admits_one_image_per_step(ckpt: str, side_stream) -> None:
@@ -173,15 +178,21 @@ def test_sliced_paced_variant_admits_one_image_per_step(ckpt: str, side_stream) 
     assert encodes == {"r1": [0]}  # the next step admits the next image
 
 
-@pytest.mark.parametrize("requests,backlog", [(7, False), (8, True)])
+@pytest.mark.parametrize("admitting,backlog", [(7, False), (8, True)])
 def test_sliced_paced_budget_grows_with_requests_before_their_first_token(
-    ckpt: str, side_stream, requests: int, backlog: bool
+    ckpt: str, side_stream, admitting: int, backlog: bool
 ) -> None:
     scheduler = scheduler_for(ckpt, EncodeAheadSlicedPacedAsyncScheduler, 16384)
-    for i in range(requests):
+    for i in range(3):  # three requests that decode (images at their start: encoded and used at once)
+        scheduler.add_request(image_request(100 + i, IMAGE_TOKENS, PROMPT, offset=0))
+    for _ in range(3):
+        finish_step(scheduler, scheduler.schedule(False), PROMPT)
+    assert all(r.num_computed_tokens >= r.num_prompt_tokens for r in scheduler.running)
+    for i in range(admitting):
         scheduler.add_request(image_request(i, IMAGE_TOKENS, PROMPT, offset=TEXT_BEFORE))
-    _step(scheduler)  # all running, each at the text before its image: none has its first token
-    assert not scheduler.waiting and side_stream.backlog is backlog
+    _step(scheduler)  # the new ones running, each at the text before its image
+    assert not scheduler.waiting and len(scheduler.running) == admitting + 3
+    assert side_stream.backlog is backlog  # the decoding ones do not count
 
 
 def test_chunked_prefill_of_an_encoded_image(ckpt: str, side_stream) -> None:

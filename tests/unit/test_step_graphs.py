@@ -9,7 +9,13 @@ GRAPHED = "qwenvl_vllm.serving.encode_ahead.EncodeAheadGraphedAsyncScheduler"
 AHEAD = "qwenvl_vllm.serving.encode_ahead.EncodeAheadAsyncScheduler"
 
 
-def _config(ckpt: str, scheduler_cls: str, scheduled: int | None = None, graphs: int | None = None):
+def _config(
+    ckpt: str,
+    scheduler_cls: str | None,
+    scheduled: int | None = None,
+    graphs: int | None = None,
+    chunked: bool = True,
+):
     """vLLM's engine config as `vllm serve` builds it (the hook runs in VllmConfig's construction)."""
     from vllm.config import CompilationConfig, DeviceConfig, ModelConfig, SchedulerConfig, VllmConfig
 
@@ -20,6 +26,7 @@ def _config(ckpt: str, scheduler_cls: str, scheduled: int | None = None, graphs:
         max_model_len=4096,
         is_encoder_decoder=False,
         scheduler_cls=scheduler_cls,
+        enable_chunked_prefill=chunked,
     )
     config = VllmConfig(
         model_config=model,
@@ -51,5 +58,12 @@ def test_user_choices_are_kept(ckpt: str) -> None:
 
 def test_other_schedulers_are_left_alone(ckpt: str) -> None:
     scheduler, compilation = _config(ckpt, AHEAD)
-    assert scheduler.max_num_scheduled_tokens in (None, scheduler.max_num_batched_tokens)
-    assert compilation.max_cudagraph_capture_size != 2048
+    plain_scheduler, plain_compilation = _config(ckpt, None)
+    assert scheduler.max_num_scheduled_tokens == plain_scheduler.max_num_scheduled_tokens
+    assert compilation.max_cudagraph_capture_size == plain_compilation.max_cudagraph_capture_size
+
+
+def test_unchunked_prefill_keeps_vllms_step_size(ckpt: str) -> None:
+    # a prompt longer than a capped step would never be scheduled without chunking (and block the queue)
+    scheduler, compilation = _config(ckpt, GRAPHED, chunked=False)
+    assert scheduler.max_num_scheduled_tokens != 2048 and compilation.max_cudagraph_capture_size != 2048
