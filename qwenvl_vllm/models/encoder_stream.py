@@ -41,7 +41,7 @@ class EncoderProgress:
     def __init__(self) -> None:
         self.active = False  # a model in this process encodes on a side stream or in slices
         self.scheduling = False  # an encode-ahead scheduler runs in this process (the engine is serving)
-        self.backlog = False  # the slicing scheduler's last step left requests waiting
+        self.backlog = False  # the slicing scheduler found the engine behind: the slicer does more
         self.reset()
 
     def reset(self) -> None:

@@ -16,13 +16,13 @@ from contextlib import contextmanager
 from vllm.v1.utils import record_function_or_nullcontext
 
 HOST_MS: defaultdict[str, float] = defaultdict(float)
-TIMING = [False]  # a list: set by the step trace, read here, one object for every importer
+TIMING = False  # set through the module (`host_scopes.TIMING = ...`) by the step trace
 
 
 @contextmanager
 def scope(name: str) -> Iterator[None]:
     with record_function_or_nullcontext(f"qwenvl: {name}"):
-        if not TIMING[0]:
+        if not TIMING:
             yield
             return
         start = time.perf_counter()

@@ -27,10 +27,13 @@ SLICES_PER_STEP = 5  # a step's budget in about this many slices: fine enough to
 Slices = Generator[None, None, torch.Tensor]  # each next() launches one slice; its value is the output
 
 
+# What a tower spread over later steps would get wrong: an encoder-cache transfer exports the outputs when
+# they are returned (still empty here), and LoRA adapters are set per step, not per encode.
+UNSLICEABLE = (("ec_transfer_config", "encoder-cache transfer"), ("lora_config", "LoRA"))
+
+
 def check_sliceable(vllm_config: object) -> None:
-    """Refuses what a tower spread over later steps would get wrong: an encoder-cache transfer exports the
-    outputs when they are returned (still empty here), and LoRA adapters are set per step, not per encode."""
-    for name, what in (("ec_transfer_config", "encoder-cache transfer"), ("lora_config", "LoRA")):
+    for name, what in UNSLICEABLE:
         if getattr(vllm_config, name, None) is not None:
             raise ValueError(f"the slicing scheduler (tower spread over steps) does not support {what}")
 

@@ -11,6 +11,7 @@ the model's encodes only in the same process), LoRA, encoder-cache transfer and 
 from __future__ import annotations
 
 from qwenvl_vllm.log import logger
+from qwenvl_vllm.models.tower_slices import UNSLICEABLE
 from qwenvl_vllm.serving import encode_ahead as ea
 from qwenvl_vllm.settings import get_settings
 
@@ -71,11 +72,7 @@ def _reason_to_leave(vllm_config: object) -> str | None:
     backend = vllm_config.parallel_config.distributed_executor_backend
     if backend not in (None, "uni"):
         return f"the {backend} executor runs the model in other processes"
-    for attribute, what in (
-        ("lora_config", "LoRA"),
-        ("ec_transfer_config", "encoder-cache transfer"),
-        ("speculative_config", "speculative decoding"),
-    ):
+    for attribute, what in (*UNSLICEABLE, ("speculative_config", "speculative decoding")):
         if getattr(vllm_config, attribute, None) is not None:
             return f"{what} is configured"
     return None

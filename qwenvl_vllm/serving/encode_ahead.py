@@ -16,7 +16,7 @@ competes with fewer decode steps at a time. `EncodeAheadGraphedAsyncScheduler` a
 within the language model's CUDA graphs (`qwenvl_vllm.serving.step_graphs`). `EncodeAheadSlicedAsyncScheduler`
 has Qwen2-VL spread each image's tower over the following steps, a bounded slice per step
 (`qwenvl_vllm.models.tower_slices`), in graphed steps of at most 1024 tokens;
-`EncodeAheadSlicedPacedAsyncScheduler` also caps the images admitted per step.
+`EncodeAheadSlicedPacedAsyncScheduler` admits one image per step, in 1536-token steps.
 """
 
 from __future__ import annotations
@@ -43,6 +43,11 @@ MAX_HOLD_S = 1.0  # a safety bound, not a knob: a hold normally ends with its en
 SLICED_MAX_HOLD_S = 10.0
 # items vLLM's runner puts into the encoder cache itself: the model never encodes them, so they get no ordinal
 NOT_ENCODED_MODALITIES = ("prompt_embeds",)
+
+
+def _prompt_computed(request: Request) -> bool:
+    """Past its prompt: it decodes (the holds protect its tokens) and is no longer being admitted."""
+    return request.num_computed_tokens >= request.num_prompt_tokens
 
 
 class _EncodeAhead:
@@ -179,7 +184,7 @@ class _TowerSlicing:
         return SLICED_MAX_HOLD_S
 
     def _holds_now(self) -> bool:
-        return any(r.num_computed_tokens >= r.num_prompt_tokens for r in self.running)
+        return any(_prompt_computed(r) for r in self.running)
 
     def schedule(self, throttle_prefills: bool = False) -> SchedulerOutput:
         output = super().schedule(throttle_prefills)
@@ -219,7 +224,7 @@ class _SlicedPacing(EncoderPacing):
     def _backlog(self) -> bool:
         # requests whose prompt is not computed yet (new, or preempted and recomputing: their images need
         # the tower again); those parked in vLLM's skipped-waiting queue (grammar, remote KV) are not counted
-        admitting = sum(1 for r in self.running if r.num_computed_tokens < r.num_prompt_tokens)
+        admitting = sum(1 for r in self.running if not _prompt_computed(r))
         return admitting + len(self.waiting) >= ADMITTING_BACKLOG
 
 

@@ -54,7 +54,7 @@ class StepTracing:
         self._trace_file = Path(path) if path else None
         self._trace: list[dict] = []
         self._flushed_at = time.monotonic()
-        host_scopes.TIMING[0] = self._trace_file is not None
+        host_scopes.TIMING = self._trace_file is not None
 
     def schedule(self, throttle_prefills: bool = False) -> SchedulerOutput:
         started = time.monotonic()

@@ -39,7 +39,7 @@ def test_each_step_is_recorded_with_its_work(ckpt: str, cls: type, tmp_path, mon
 def test_records_carry_the_host_time_of_our_scopes_since_the_last_one(ckpt: str, tmp_path, monkeypatch):
     from qwenvl_vllm.models import host_scopes
 
-    monkeypatch.setattr(host_scopes, "TIMING", [False])  # this test's switch, restored after it
+    monkeypatch.setattr(host_scopes, "TIMING", False)  # this test's switch, restored after it
     host_scopes.take_host_ms()  # nothing left from other tests
     path = tmp_path / "steps.jsonl"
     monkeypatch.setenv("QWENVL_VLLM_STEP_TRACE", str(path))
@@ -55,7 +55,7 @@ def test_records_carry_the_host_time_of_our_scopes_since_the_last_one(ckpt: str,
     assert set(first["host_ms"]) == {"schedule"}
     assert second["host_ms"]["embed_multimodal"] >= 20.0
     assert set(second["host_ms"]) == {"embed_multimodal", "update_from_output", "schedule"}
-    host_scopes.TIMING[0] = False
+    host_scopes.TIMING = False
     with host_scopes.scope("embed_multimodal"):  # the trace off: nothing is counted
         pass
     assert host_scopes.take_host_ms() == {}
