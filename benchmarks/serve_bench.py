@@ -102,6 +102,19 @@ SIDES = {  # name -> (plugin on, extra `vllm serve` arguments, extra environment
     # one torch thread in every process: does vLLM's pinning/stacking of the pixels (the only multi-MB host
     # op at admission) stall in OpenMP regions contended by the API server's threads?
     "ours_sliced_omp1": (True, ["--scheduler-cls", SLICED], {"OMP_NUM_THREADS": "1"}),
+    # round 9: paced c=64 spent ~0.96 of an image's tower per step while 8+ requests were admitting, its
+    # queue grew through the c=64 ramp (TTFT p99 +11% vs ours); at c=16 most steps counted as a backlog
+    # (ITL p99 21.5 ms). A budget above one image per step; the same with a backlog from 12 requests
+    "ours_sliced_paced_s17": (
+        True,
+        ["--scheduler-cls", SLICED_PACED],
+        {"QWENVL_VLLM_TOWER_BACKLOG_SCALE": "1.7"},
+    ),
+    "ours_sliced_paced_b12_s17": (
+        True,
+        ["--scheduler-cls", SLICED_PACED],
+        {"QWENVL_VLLM_TOWER_BACKLOG_SCALE": "1.7", "QWENVL_VLLM_TOWER_BACKLOG_REQUESTS": "12"},
+    ),
     # ours_sliced_paced chosen by the plugin's setting instead of the flag (the config hook's dispatcher)
     "ours_sliced_paced_env": (True, [], {"QWENVL_VLLM_SCHEDULER": "sliced_paced"}),
     # ours_sliced again, for --profile-side (the profiler slows the side it watches)

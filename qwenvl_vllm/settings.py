@@ -12,6 +12,7 @@ VIT_FP8_ENV = "QWENVL_VLLM_VIT_FP8"
 # inter-token latency at c=16 (benchmarks/sched_sim.py; predictions in benchmarks/results/*-round7/)
 TOWER_STEP_PATCH_LAYERS = 20 * 4096
 TOWER_BACKLOG_SCALE = 1.5  # the budget while requests wait in the scheduler
+TOWER_BACKLOG_REQUESTS = 8  # the paced slicer's backlog: this many requests before their first token
 
 
 def _env_flag(name: str, default: bool = False) -> bool:
@@ -59,6 +60,9 @@ class Settings:
     # ... times this while requests wait in the scheduler (the paced slicing scheduler: while 8+ requests
     # are before their first token); the engine is behind: admission before latency
     tower_backlog_scale: float
+    # Under the paced slicing scheduler: the backlog that grows the tower's budget, in requests whose prompt
+    # is not computed yet.
+    tower_backlog_requests: int
     # Under an encode-ahead scheduler: the language model's CUDA stream runs at a higher priority than the
     # vision tower's side stream (off: equal priorities).
     lm_stream_priority: bool
@@ -84,6 +88,7 @@ def get_settings() -> Settings:
         encoder_step_tokens=_env_int("QWENVL_VLLM_ENCODER_STEP_TOKENS", 2048),
         tower_step_patch_layers=_env_int("QWENVL_VLLM_TOWER_STEP_PATCH_LAYERS", TOWER_STEP_PATCH_LAYERS),
         tower_backlog_scale=_env_float("QWENVL_VLLM_TOWER_BACKLOG_SCALE", TOWER_BACKLOG_SCALE),
+        tower_backlog_requests=_env_int("QWENVL_VLLM_TOWER_BACKLOG_REQUESTS", TOWER_BACKLOG_REQUESTS),
         lm_stream_priority=_env_flag("QWENVL_VLLM_LM_STREAM_PRIORITY", default=True),
         scheduler=os.environ.get("QWENVL_VLLM_SCHEDULER") or None,
         step_trace_path=os.environ.get("QWENVL_VLLM_STEP_TRACE") or None,

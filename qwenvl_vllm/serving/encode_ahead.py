@@ -32,10 +32,10 @@ from qwenvl_vllm.log import RareEvents, logger
 from qwenvl_vllm.models.encoder_stream import PROGRESS
 from qwenvl_vllm.serving.scheduler import EncoderPacing
 from qwenvl_vllm.serving.step_trace import StepTracing
+from qwenvl_vllm.settings import get_settings
 
 SLICED_STEP_TOKENS = 1024  # a 1024x768 image's prefill (999 tokens) in one step of ~5.5 ms on an H200
 SLICED_PACED_STEP_TOKENS = 1536  # ... beside up to ~500 decodes and text
-ADMITTING_BACKLOG = 8  # requests before their first token from which the paced slicer's budget grows
 MAX_HOLD_S = 1.0  # a safety bound, not a knob: a hold normally ends with its encode (tens of ms)
 # Under the slicing scheduler a hold lasts while the queue ahead drains (~1-2 s for a cohort of 64 images at
 # c=64); the bound only keeps a hold from lasting forever if the scheduler's count of encodes and the
@@ -211,10 +211,14 @@ class _SlicedPacing(EncoderPacing):
     1024x768 image), or `QWENVL_VLLM_ENCODER_STEP_TOKENS` if lower. A step that admits images pays host
     work per image (~8 ms each in round 8's traces), and one image's prefill fills most of a step anyway.
     Steps of 1536 tokens hold that prefill beside 64 decodes (1024 would split it over two steps at c=64),
-    and the tower's budget grows while `ADMITTING_BACKLOG` requests have not computed their prompts
-    (vLLM's waiting queue alone is mostly empty: requests enter it only briefly)."""
+    and the tower's budget grows while `QWENVL_VLLM_TOWER_BACKLOG_REQUESTS` (8) requests have not computed
+    their prompts (vLLM's waiting queue alone is mostly empty: requests enter it only briefly)."""
 
     step_tokens = SLICED_PACED_STEP_TOKENS
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._backlog_requests = get_settings().tower_backlog_requests
 
     def _encoder_step_cap(self) -> int:
         step = min(self.step_tokens, self.max_num_scheduled_tokens)  # the user may cap steps lower
@@ -225,7 +229,7 @@ class _SlicedPacing(EncoderPacing):
         # requests whose prompt is not computed yet (new, or preempted and recomputing: their images need
         # the tower again); those parked in vLLM's skipped-waiting queue (grammar, remote KV) are not counted
         admitting = sum(1 for r in self.running if not _prompt_computed(r))
-        return admitting + len(self.waiting) >= ADMITTING_BACKLOG
+        return admitting + len(self.waiting) >= self._backlog_requests
 
 
 class EncodeAheadSlicedPacedScheduler(StepTracing, _SlicedPacing, _TowerSlicing, _EncodeAhead, Scheduler):

@@ -55,6 +55,8 @@ class StepTracing:
         self._trace: list[dict] = []
         self._flushed_at = time.monotonic()
         host_scopes.TIMING = self._trace_file is not None
+        if host_scopes.TIMING:
+            host_scopes.time_collections()
 
     def schedule(self, throttle_prefills: bool = False) -> SchedulerOutput:
         started = time.monotonic()

@@ -178,10 +178,14 @@ def test_sliced_paced_variant_admits_one_image_per_step(ckpt: str, side_stream) 
     assert encodes == {"r1": [0]}  # the next step admits the next image
 
 
-@pytest.mark.parametrize("admitting,backlog", [(7, False), (8, True)])
+@pytest.mark.parametrize(
+    "setting,admitting,backlog", [(None, 7, False), (None, 8, True), ("12", 11, False), ("12", 12, True)]
+)
 def test_sliced_paced_budget_grows_with_requests_before_their_first_token(
-    ckpt: str, side_stream, admitting: int, backlog: bool
+    ckpt: str, side_stream, monkeypatch, setting: str | None, admitting: int, backlog: bool
 ) -> None:
+    if setting is not None:
+        monkeypatch.setenv("QWENVL_VLLM_TOWER_BACKLOG_REQUESTS", setting)
     scheduler = scheduler_for(ckpt, EncodeAheadSlicedPacedAsyncScheduler, 16384)
     for i in range(3):  # three requests that decode (images at their start: encoded and used at once)
         scheduler.add_request(image_request(100 + i, IMAGE_TOKENS, PROMPT, offset=0))
