@@ -115,6 +115,14 @@ SIDES = {  # name -> (plugin on, extra `vllm serve` arguments, extra environment
         ["--scheduler-cls", SLICED_PACED],
         {"QWENVL_VLLM_TOWER_BACKLOG_SCALE": "1.7", "QWENVL_VLLM_TOWER_BACKLOG_REQUESTS": "12"},
     ),
+    # round 9's slow ramp steps (a new band of 8 requests): CUDA kernels loaded at start-up instead of at
+    # first launch (confirms the cause: slower start, more memory), and the logits warmed per band (the fix)
+    "ours_sliced_paced_eager_modules": (
+        True,
+        ["--scheduler-cls", SLICED_PACED],
+        {"CUDA_MODULE_LOADING": "EAGER"},
+    ),
+    "ours_sliced_paced_warm": (True, ["--scheduler-cls", SLICED_PACED], {"QWENVL_VLLM_WARM_LOGITS": "1"}),
     # ours_sliced_paced chosen by the plugin's setting instead of the flag (the config hook's dispatcher)
     "ours_sliced_paced_env": (True, [], {"QWENVL_VLLM_SCHEDULER": "sliced_paced"}),
     # ours_sliced again, for --profile-side (the profiler slows the side it watches)

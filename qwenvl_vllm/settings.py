@@ -66,6 +66,8 @@ class Settings:
     # Under an encode-ahead scheduler: the language model's CUDA stream runs at a higher priority than the
     # vision tower's side stream (off: equal priorities).
     lm_stream_priority: bool
+    # Qwen2-VL: run the logits once at every batch-size band before serving (models.logits_warmup).
+    warm_logits: bool
     # One of our schedulers as the engine's default for Qwen2-VL where the user passed no --scheduler-cls
     # (serving.default_scheduler: its short names); unset: vLLM's scheduler.
     scheduler: str | None
@@ -90,6 +92,7 @@ def get_settings() -> Settings:
         tower_backlog_scale=_env_float("QWENVL_VLLM_TOWER_BACKLOG_SCALE", TOWER_BACKLOG_SCALE),
         tower_backlog_requests=_env_int("QWENVL_VLLM_TOWER_BACKLOG_REQUESTS", TOWER_BACKLOG_REQUESTS),
         lm_stream_priority=_env_flag("QWENVL_VLLM_LM_STREAM_PRIORITY", default=True),
+        warm_logits=_env_flag("QWENVL_VLLM_WARM_LOGITS"),
         scheduler=os.environ.get("QWENVL_VLLM_SCHEDULER") or None,
         step_trace_path=os.environ.get("QWENVL_VLLM_STEP_TRACE") or None,
         model_seq_len=int(_env_float("MODEL_SEQ_LEN", 128000)),  # qwen-vl-utils reads it as a float

@@ -41,10 +41,12 @@ from vllm.utils.tensor_schema import TensorSchema, TensorShape
 from qwenvl_vllm.constants import UINT8_PIXEL_KEYS
 from qwenvl_vllm.geometry import VisionGeometry, grid_tokens
 from qwenvl_vllm.mrope import mrope_positions_from_features
+from qwenvl_vllm.settings import get_settings
 
 from ..log import logger
 from .encoder_stream import SideStreamEmbedding
 from .host_scopes import scope
+from .logits_warmup import LogitsWarmup
 from .quant_shards import check_quant_shards
 from .qwen2_vl_device_pixels import uint8_rows
 from .qwen2_vl_processing import (
@@ -309,6 +311,9 @@ class Qwen2VLForConditionalGeneration(
             )
         self.make_empty_intermediate_tensors = self.language_model.make_empty_intermediate_tensors
         self._init_encoder_stream(vllm_config)
+        self.logits_warmup = LogitsWarmup(
+            vllm_config.scheduler_config.max_num_seqs, get_settings().warm_logits
+        )
         quant = vllm_config.quant_config.get_name() if vllm_config.quant_config is not None else "none"
         logger.info("qwenvl-vllm: built Qwen2-VL (our vision tower + M-RoPE; LLM quantization: %s)", quant)
 
@@ -435,6 +440,7 @@ class Qwen2VLForConditionalGeneration(
         )
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
+        self.logits_warmup.before(self.language_model.compute_logits, hidden_states)
         return self.language_model.compute_logits(hidden_states)
 
     # -- weights, LoRA -------------------------------------------------------------------------------------

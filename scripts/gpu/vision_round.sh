@@ -54,9 +54,10 @@
 #      G3_SIDES=ours_sliced_paced ... g3` (ours, one image admitted per step, in-tree last: the same-run
 #      comparison; three sides at c=1/16/64 do not fit in one call), then `PHOTO_SIDES=ours_sliced_paced ... n4`;
 #      `ours_sliced_paced_env` (the same through QWENVL_VLLM_SCHEDULER) checks the default-scheduler switch.
-#   Tenth visit: `G3_CONCURRENCY="16 64" G3_FLAGS=--no-in-tree G3_SIDES="ours_sliced_paced_env
-#      ours_sliced_paced_s17 ours_sliced_paced_b12_s17" ... l1` (the paced slicer's budget; gc in the step
-#      records), then `PHOTO_SIDES=ours_sliced_paced ... ph` (issue 10's c=64 photos, as time allows).
+#   Ninth visit done (round9 README). Next: `G3_CONCURRENCY="16 64" G3_FLAGS=--no-in-tree
+#      G3_SIDES="ours_sliced_paced ours_sliced_paced_eager_modules ours_sliced_paced_warm" ... l1` (are the
+#      ramp's slow steps lazy kernel loading, and does QWENVL_VLLM_WARM_LOGITS remove them?), then the winner
+#      with QWENVL_VLLM_TOWER_BACKLOG_REQUESTS=12 QWENVL_VLLM_TOWER_BACKLOG_SCALE=1.7 beside ours and in-tree (g3).
 #   l2 the 2B checkpoints beside the GPU tests (slice graphs included), the encode-ahead check of the slicing
 #      scheduler (greedy outputs vs vLLM's scheduler, caches and the slicer's queue after aborts)
 #   n4 issue 10: the TTFT breakdown, then `vllm serve` with 1920x1080 photos at c=1/16/64, ours vs in-tree
