@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import torch
 
-ROW_BAND = 8  # the row counts between which the logits GEMM's kernel choice was seen to change
+ROW_BAND = 8  # the long steps came as the request count entered each new band of 8 (kernel choice: a guess)
 
 
 def band_rows(max_rows: int) -> list[int]:
