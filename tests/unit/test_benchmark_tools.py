@@ -148,3 +148,19 @@ def test_serve_bench_output_lengths_spread_around_max_tokens() -> None:
     assert lengths == serve_bench.output_lengths(400, 64, 32)  # seeded: the same for every side
     assert serve_bench.workload_name("1024x768", 64, 32) == "serve-c64-spread32"
     assert serve_bench.workload_name("1920x1080", 16) == "serve-1920x1080-c16"
+
+
+def test_serve_sides_name_real_settings_and_scheduler_classes() -> None:
+    """A misspelt setting or class in a side would run the defaults under that side's name on the GPU."""
+    import importlib
+
+    import serve_bench
+
+    settings_text = (Path(__file__).resolve().parents[2] / "qwenvl_vllm" / "settings.py").read_text()
+    for name, (_, args, env) in serve_bench.SIDES.items():
+        for key in env:
+            if key.startswith("QWENVL_VLLM_"):
+                assert f'"{key}"' in settings_text, (name, key)
+        if "--scheduler-cls" in args:
+            module, _, cls = args[args.index("--scheduler-cls") + 1].rpartition(".")
+            assert hasattr(importlib.import_module(module), cls), (name, cls)
