@@ -57,8 +57,8 @@ class Settings:
     # Under our slicing scheduler: the vision tower's work launched per engine step, in patches x blocks
     # (qwenvl_vllm.models.tower_slices); a slice is whole blocks, at least one.
     tower_step_patch_layers: int
-    # ... times this while requests wait in the scheduler (the paced slicing scheduler: while 8+ requests
-    # are before their first token); the engine is behind: admission before latency
+    # ... times this while requests wait in the scheduler (the paced slicing scheduler: while
+    # `tower_backlog_requests` are before their first token); the engine is behind: admission before latency
     tower_backlog_scale: float
     # Under the paced slicing scheduler: the backlog that grows the tower's budget, in requests whose prompt
     # is not computed yet.
