@@ -61,6 +61,7 @@ GRAPHED = f"{AHEAD_MODULE}.EncodeAheadGraphedAsyncScheduler"  # asks for the ste
 SLICED = f"{AHEAD_MODULE}.EncodeAheadSlicedAsyncScheduler"  # the same, and the tower in slices over the steps
 SLICED_PACED = f"{AHEAD_MODULE}.EncodeAheadSlicedPacedAsyncScheduler"
 GRAPHS_2K = ["--max-cudagraph-capture-size", "2048", "--max-num-scheduled-tokens", "2048"]
+BACKLOG_12_17 = {"QWENVL_VLLM_TOWER_BACKLOG_SCALE": "1.7", "QWENVL_VLLM_TOWER_BACKLOG_REQUESTS": "12"}
 ONE_IMAGE_PER_STEP = {"QWENVL_VLLM_ENCODER_STEP_TOKENS": "1024"}  # a 1024x768 image is 999 encoder tokens
 SIDES = {  # name -> (plugin on, extra `vllm serve` arguments, extra environment)
     "ours": (True, [], {}),
@@ -113,7 +114,7 @@ SIDES = {  # name -> (plugin on, extra `vllm serve` arguments, extra environment
     "ours_sliced_paced_b12_s17": (
         True,
         ["--scheduler-cls", SLICED_PACED],
-        {"QWENVL_VLLM_TOWER_BACKLOG_SCALE": "1.7", "QWENVL_VLLM_TOWER_BACKLOG_REQUESTS": "12"},
+        BACKLOG_12_17,
     ),
     # round 9's slow ramp steps (a new band of 8 requests): CUDA kernels loaded at start-up instead of at
     # first launch (confirms the cause: slower start, more memory), and the logits warmed per band (the fix)
@@ -123,6 +124,17 @@ SIDES = {  # name -> (plugin on, extra `vllm serve` arguments, extra environment
         {"CUDA_MODULE_LOADING": "EAGER"},
     ),
     "ours_sliced_paced_warm": (True, ["--scheduler-cls", SLICED_PACED], {"QWENVL_VLLM_WARM_LOGITS": "1"}),
+    # the candidate default: round 9's budget settings (c=16 ITL p99 18.7 ms) with the ramp's fix beside them
+    "ours_sliced_paced_warm_b12_s17": (
+        True,
+        ["--scheduler-cls", SLICED_PACED],
+        {**BACKLOG_12_17, "QWENVL_VLLM_WARM_LOGITS": "1"},
+    ),
+    "ours_sliced_paced_eager_b12_s17": (
+        True,
+        ["--scheduler-cls", SLICED_PACED],
+        {**BACKLOG_12_17, "CUDA_MODULE_LOADING": "EAGER"},
+    ),
     # ours_sliced_paced chosen by the plugin's setting instead of the flag (the config hook's dispatcher)
     "ours_sliced_paced_env": (True, [], {"QWENVL_VLLM_SCHEDULER": "sliced_paced"}),
     # ours_sliced again, for --profile-side (the profiler slows the side it watches)

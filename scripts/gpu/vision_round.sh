@@ -58,6 +58,11 @@
 #      G3_SIDES="ours_sliced_paced ours_sliced_paced_eager_modules ours_sliced_paced_warm" ... l1` (are the
 #      ramp's slow steps lazy kernel loading, and does QWENVL_VLLM_WARM_LOGITS remove them?), then the winner
 #      with QWENVL_VLLM_TOWER_BACKLOG_REQUESTS=12 QWENVL_VLLM_TOWER_BACKLOG_SCALE=1.7 beside ours and in-tree (g3).
+#   Tenth visit: that l1, then `G3_SIDES="ours_sliced_paced_warm_b12_s17" ... g3` (or its _eager_ twin when only
+#      CUDA_MODULE_LOADING=EAGER removes the long steps), then `QWENVL_VLLM_SCHEDULER=sliced_paced
+#      QWENVL_VLLM_WARM_LOGITS=1 QWENVL_VLLM_TOWER_BACKLOG_REQUESTS=12 QWENVL_VLLM_TOWER_BACKLOG_SCALE=1.7
+#      O5_TAG=_paced_default ... o5` (offline W1 under the candidate default).
+#   o5 offline W1 ours vs in-tree (compare.py) under the plugin settings of the call's environment
 #   l2 the 2B checkpoints beside the GPU tests (slice graphs included), the encode-ahead check of the slicing
 #      scheduler (greedy outputs vs vLLM's scheduler, caches and the slicer's queue after aborts)
 #   n4 issue 10: the TTFT breakdown, then `vllm serve` with 1920x1080 photos at c=1/16/64, ours vs in-tree
@@ -98,7 +103,7 @@ photos() {  # size concurrencies timeout: `vllm serve` with JPEG photos of that 
   status "serve_photos_$1" $?
   tail -4 "$R/serve_photos_$1.log"
 }
-case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, p5 or ph} in
+case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, p5 or ph} in
 g1)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk 2b-bf16 qwen2-vl-2b bf16 & wait; echo "== checkpoints at ${SECONDS}s"
   ( gpu_tests "$(cap 200)"; encode_ahead_check "$(cap 270)" ) &
@@ -167,6 +172,10 @@ n4)
   timeout "$(cap 200)" python3 benchmarks/ttft_breakdown.py --ckpt "$CK/2b-gptq" --out "$R/ttft_breakdown.json" \
     >"$R/ttft_breakdown.log" 2>&1; status ttft_breakdown $?; tail -c 900 "$R/ttft_breakdown.json"; pack n4
   photos 1920x1080 "1 16 64" "$(cap 560)"; pack n4 ;;
+o5)
+  # offline W1 ours vs in-tree under the plugin settings this call's environment sets (a candidate default)
+  timeout "$(cap 400)" python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W1 --tag "${O5_TAG:-_o5}" \
+    --out-dir "$R/offline_o5" >"$R/compare_o5.log" 2>&1; status compare_o5 $?; tail -4 "$R/compare_o5.log"; pack o5 ;;
 p5)
   photos 4032x3024 "1 16" "$(cap 570)"; pack p5 ;;
 ph)
