@@ -117,7 +117,8 @@ SIDES = {  # name -> (plugin on, extra `vllm serve` arguments, extra environment
         BACKLOG_12_17,
     ),
     # round 9's slow ramp steps (a new band of 8 requests): CUDA kernels loaded at start-up instead of at
-    # first launch (confirms the cause: slower start, more memory), and the logits warmed per band (the fix)
+    # first launch (confirms the cause: slower start, more memory), and the logits warmed per band (the fix;
+    # the default since round 10, so the _warm sides now equal their names without it)
     "ours_sliced_paced_eager_modules": (
         True,
         ["--scheduler-cls", SLICED_PACED],
@@ -129,6 +130,19 @@ SIDES = {  # name -> (plugin on, extra `vllm serve` arguments, extra environment
         True,
         ["--scheduler-cls", SLICED_PACED],
         {**BACKLOG_12_17, "QWENVL_VLLM_WARM_LOGITS": "1"},
+    ),
+    "ours_sliced_paced_warm_b12": (
+        True,
+        ["--scheduler-cls", SLICED_PACED],
+        {"QWENVL_VLLM_TOWER_BACKLOG_REQUESTS": "12", "QWENVL_VLLM_WARM_LOGITS": "1"},
+    ),
+    # round 10: with the ramp's slow steps gone (the warm-up, now the default), the client's ITL p99 sits
+    # above the engine's longest step: streaming waits behind the API server's image work?
+    "ours_sliced_paced_api2": (True, ["--scheduler-cls", SLICED_PACED, "--api-server-count", "2"], {}),
+    "ours_sliced_paced_b12_s17_api2": (
+        True,
+        ["--scheduler-cls", SLICED_PACED, "--api-server-count", "2"],
+        BACKLOG_12_17,
     ),
     "ours_sliced_paced_eager_b12_s17": (
         True,

@@ -92,7 +92,7 @@ def get_settings() -> Settings:
         tower_backlog_scale=_env_float("QWENVL_VLLM_TOWER_BACKLOG_SCALE", TOWER_BACKLOG_SCALE),
         tower_backlog_requests=_env_int("QWENVL_VLLM_TOWER_BACKLOG_REQUESTS", TOWER_BACKLOG_REQUESTS),
         lm_stream_priority=_env_flag("QWENVL_VLLM_LM_STREAM_PRIORITY", default=True),
-        warm_logits=_env_flag("QWENVL_VLLM_WARM_LOGITS"),
+        warm_logits=_env_flag("QWENVL_VLLM_WARM_LOGITS", default=True),
         scheduler=os.environ.get("QWENVL_VLLM_SCHEDULER") or None,
         step_trace_path=os.environ.get("QWENVL_VLLM_STEP_TRACE") or None,
         model_seq_len=int(_env_float("MODEL_SEQ_LEN", 128000)),  # qwen-vl-utils reads it as a float

@@ -62,6 +62,10 @@
 #      CUDA_MODULE_LOADING=EAGER removes the long steps), then `QWENVL_VLLM_SCHEDULER=sliced_paced
 #      QWENVL_VLLM_WARM_LOGITS=1 QWENVL_VLLM_TOWER_BACKLOG_REQUESTS=12 QWENVL_VLLM_TOWER_BACKLOG_SCALE=1.7
 #      O5_TAG=_paced_default ... o5` (offline W1 under the candidate default).
+#   Tenth visit done (round10 README: the logits warm-up removed the ramp's slow steps, now the default).
+#      Next: `G3_CONCURRENCY="16 64" G3_SIDES="ours_sliced_paced_b12_s17 ours_sliced_paced_b12_s17_api2"
+#      ... l1` (in-tree last: the same-run comparison; does a second API server take the client's ITL tail
+#      down to the engine's steps?), then the `o5` call above.
 #   o5 offline W1 ours vs in-tree (compare.py) under the plugin settings of the call's environment
 #   l2 the 2B checkpoints beside the GPU tests (slice graphs included), the encode-ahead check of the slicing
 #      scheduler (greedy outputs vs vLLM's scheduler, caches and the slicer's queue after aborts)
