@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from .media import load_image
+from .rgbx import rgbx_view
 from .sizing import (
     IMAGE_MAX_TOKEN_NUM,
     IMAGE_MIN_TOKEN_NUM,
@@ -22,8 +23,12 @@ from .sizing import (
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """RGBA composites onto white (as qwen-vl-utils does); every other mode goes through convert."""
+    """RGBA composites onto white (as qwen-vl-utils does); every other mode goes through convert. An RGB
+    image is returned loaded, not copied (convert would copy it: ~10 ms of a 12 MP photo)."""
     try:
+        if image.mode == "RGB":
+            image.load()
+            return image
         if image.mode == "RGBA":
             background = Image.new("RGB", image.size, (255, 255, 255))
             background.paste(image, mask=image.split()[3])
@@ -66,6 +71,13 @@ def uint8_hwc(pixels: Image.Image | np.ndarray) -> torch.Tensor:
         warnings.filterwarnings("ignore", message=".*not writable.*")
         flat = torch.frombuffer(rgb_bytes(pixels), dtype=torch.uint8)
     return flat.view(pixels.height, pixels.width, 3)
+
+
+def pixels_to_ship(pixels: Image.Image | np.ndarray) -> torch.Tensor:
+    """A decoded RGB image as the processor ships it: a view of Pillow's own memory, [H, W, 4] (the last
+    channel Pillow's pad byte), where Pillow can export it in one piece; else a packed [H, W, 3]."""
+    view = rgbx_view(pixels) if isinstance(pixels, Image.Image) else None
+    return view if view is not None else uint8_hwc(pixels)
 
 
 def image_source(ele: Mapping[str, Any]) -> Any:

@@ -13,6 +13,8 @@ from PIL import Image, UnidentifiedImageError
 
 from qwenvl_vllm.settings import get_settings
 
+from .rgbx import single_block_images
+
 HTTP_SCHEMES = ("http://", "https://")
 
 
@@ -90,6 +92,7 @@ def open_image(data: bytes | os.PathLike, what: str = "image") -> Image.Image:
     if width * height > limit:
         msg = f"{what} has {width}x{height} pixels, over the limit of {limit} (decompression bomb?)"
         raise ValueError(msg)
+    single_block_images()  # before the pixels are allocated: the processor can then ship them uncopied
     try:
         image.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:

@@ -158,11 +158,12 @@ class Qwen2VLImageUint8Inputs(TensorSchema):
         - ni: Number of images
         - h: Decoded height of each image
         - w: Decoded width of each image
+        - c: 3 (RGB) or 4 (Pillow's RGB storage, the last channel its pad byte: shipped uncopied)
     """
 
     type: Literal["image_pixels_u8"]
     image_pixels_u8: Annotated[
-        torch.Tensor | list[torch.Tensor], TensorShape("ni", "h", "w", 3, dynamic_dims={"h", "w"})
+        torch.Tensor | list[torch.Tensor], TensorShape("ni", "h", "w", "c", dynamic_dims={"h", "w", "c"})
     ]
     image_grid_thw: Annotated[torch.Tensor, TensorShape("ni", 3)]
 

@@ -1,12 +1,12 @@
 """Qwen2-VL pixels resized, normalised and patchified on the tower's device.
 
 On by default (QWENVL_VLLM_DEVICE_PIXELS=0 turns it off). The multimodal processor ships each item's decoded
-uint8 pixels (an image [H, W, 3], video frames [T, 3, H, W]) and its patch grid instead of bf16 patch rows:
-a quarter of the bytes, and no resize on the API server's CPU. The model turns them into the rows the CPU
-path would have made, byte for byte: images through `resize_like_pil` (Pillow 13's bicubic), videos through
-`resize_frames_like_qwen_vl_utils`, then the same float32 normalisation and patch layout
-(`patchify_on_device`). The processor ships uint8 only when the checkpoint's normalisation is the CLIP /
-(1/255) one these rows use, so both paths always agree.
+uint8 pixels (an image [H, W, 3], or [H, W, 4] uncopied as Pillow stores it; video frames [T, 3, H, W]) and
+its patch grid instead of bf16 patch rows: a third of the bytes or less, and no resize on the API server.
+The model turns them into the rows the CPU path would have made, byte for byte: images through
+`resize_like_pil` (Pillow 13's bicubic), videos through `resize_frames_like_qwen_vl_utils`, then the same
+float32 normalisation and patch layout (`patchify_on_device`). The processor ships uint8 only when the
+checkpoint's normalisation is the CLIP / (1/255) one these rows use, so both paths always agree.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from qwenvl_vllm.geometry import VisionGeometry
 from qwenvl_vllm.kernels.frames import resize_frames_like_qwen_vl_utils
 from qwenvl_vllm.kernels.patchify import patchify_on_device
 from qwenvl_vllm.kernels.resize import resize_like_pil
+from qwenvl_vllm.processors.rgbx import PIXEL_BYTES as RGBX_CHANNELS
 
 
 def rows_match_cpu_path(mean: Sequence[float], std: Sequence[float], rescale: float | None) -> bool:
@@ -38,6 +39,8 @@ def uint8_rows(
     t, h, w = (int(v) for v in grid)
     height, width = h * geometry.patch_size, w * geometry.patch_size
     pixels = pixels.to(device, non_blocking=True)
+    if pixels.ndim == 3 and pixels.shape[-1] == RGBX_CHANNELS:
+        pixels = pixels[..., :3].contiguous()  # Pillow's pad byte dropped here, not on the API server
     if pixels.ndim == 3 and tuple(pixels.shape[:2]) != (height, width):
         pixels = resize_like_pil(pixels, height, width)
     elif pixels.ndim == 4 and tuple(pixels.shape[2:]) != (height, width):

@@ -64,7 +64,7 @@ from qwenvl_vllm.constants import (
 )
 from qwenvl_vllm.geometry import VisionGeometry, grids_tokens
 from qwenvl_vllm.models.qwen2_vl_device_pixels import rows_match_cpu_path
-from qwenvl_vllm.processors.image import target_size, to_rgb, uint8_hwc
+from qwenvl_vllm.processors.image import pixels_to_ship, target_size, to_rgb
 from qwenvl_vllm.processors.patchify import patchify
 from qwenvl_vllm.processors.sizing import (
     FPS_MAX_FRAMES,
@@ -496,7 +496,7 @@ class Qwen2VLMultiModalProcessor(BaseMultiModalProcessor[Qwen2VLProcessingInfo])
         height, width = (pixels.height, pixels.width) if isinstance(pixels, Image.Image) else pixels.shape[:2]
         target = self.info.image_size(height, width, options)
         if self._ships_uint8:
-            return uint8_hwc(pixels), self.info.geometry.grid(1, *target)
+            return pixels_to_ship(pixels), self.info.geometry.grid(1, *target)
         if target != (height, width):
             if not isinstance(pixels, Image.Image):
                 pixels = Image.fromarray(pixels)

@@ -49,7 +49,10 @@ def test_images_give_the_cpu_paths_rows(ckpt, monkeypatch, dtype):
     assert dev["prompt_token_ids"] == cpu["prompt_token_ids"]
     shipped = _items(dev, "image", UINT8_PIXEL_KEYS["image"])
     assert [p.dtype for p in shipped] == [torch.uint8] * 3
-    assert [tuple(p.shape) for p in shipped] == [(200, 300, 3), (50, 40, 3), (84, 56, 3)]  # not resized
+    # not resized, and Pillow's RGB storage (4 bytes a pixel) shipped as it is
+    assert [tuple(p.shape) for p in shipped] == [(200, 300, 4), (50, 40, 4), (84, 56, 4)]
+    for pixels, image in zip(shipped, images, strict=True):
+        assert torch.equal(pixels[..., :3], torch.from_numpy(np.array(image)))
     grids = _items(dev, "image", "image_grid_thw")
     assert [g.tolist() for g in grids] == [g.tolist() for g in _items(cpu, "image", "image_grid_thw")]
     for pixels, grid, want in zip(shipped, grids, _items(cpu, "image", "pixel_values"), strict=True):
@@ -140,3 +143,22 @@ def test_side_stream_encodes_item_by_item_with_the_same_embeddings(ckpt, build, 
     assert PROGRESS.launched == 3
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)  # float32 GEMMs of other row counts
+
+
+def test_packed_and_uncopied_images_mix_in_one_request(ckpt, build, monkeypatch):
+    from safetensors.torch import load_file
+
+    model = build(ckpt)
+    model.load_weights(load_file(f"{ckpt}/model.safetensors").items())
+    images = [make_image(90, 60, seed=6), np.asarray(make_image(60, 90, seed=7))]  # a view, then a copy
+    cpu, dev = _both(ckpt, monkeypatch, "float32", IMAGE * 2, {"image": images})
+    shipped = _items(dev, "image", UINT8_PIXEL_KEYS["image"])
+    assert [p.shape[-1] for p in shipped] == [4, 3]
+    grids = torch.stack(_items(dev, "image", "image_grid_thw"))
+    with torch.inference_mode():
+        want = model.embed_multimodal(
+            pixel_values=torch.cat(_items(cpu, "image", "pixel_values")), image_grid_thw=grids
+        )
+        got = model.embed_multimodal(image_pixels_u8=shipped, image_grid_thw=grids)
+    assert len(got) == len(want) == 2
+    assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))

@@ -1,0 +1,35 @@
+"""Decoded photos shipped uncopied ([H, W, 4], Pillow's storage) give, on the GPU, the rows that the packed
+[H, W, 3] pixels give on the CPU: byte for byte.
+
+Run on the GPU machine: `python -m pytest tests/gpu/test_device_pixels_gpu.py -q`.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.mark.parametrize("size", [(1024, 768), (1920, 1080), (4032, 3024), (29, 3000)])
+def test_uncopied_photo_rows_on_cuda_equal_packed_rows_on_cpu(size: tuple[int, int]) -> None:
+    from qwenvl_vllm.geometry import QWEN2_VL
+    from qwenvl_vllm.models.qwen2_vl_device_pixels import uint8_rows
+    from qwenvl_vllm.processors.image import pixels_to_ship, uint8_hwc
+    from qwenvl_vllm.processors.media import open_image
+    from qwenvl_vllm.processors.sizing import smart_resize
+    from qwenvl_vllm.synthetic import make_image
+
+    jpeg = io.BytesIO()
+    make_image(*size, seed=sum(size)).save(jpeg, "JPEG", quality=90)
+    image = open_image(jpeg.getvalue())
+    shipped = pixels_to_ship(image)
+    assert shipped.shape[-1] == 4  # the decoder we own allocates one block: viewed, not copied
+    height, width = smart_resize(image.height, image.width, factor=28, max_pixels=16384 * 28 * 28)
+    grid = (1, height // 14, width // 14)
+    got = uint8_rows(shipped, grid, QWEN2_VL, torch.device("cuda"), torch.bfloat16)
+    want = uint8_rows(uint8_hwc(image), grid, QWEN2_VL, torch.device("cpu"), torch.bfloat16)
+    assert torch.equal(got.cpu(), want)
