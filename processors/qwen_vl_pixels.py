@@ -15,7 +15,8 @@ from PIL import Image
 
 from qwenvl_vllm.constants import CLIP_MEAN, CLIP_STD, QWEN_VL_IMAGE_SIZE
 from qwenvl_vllm.kernels.resize import resize_like_pil
-from qwenvl_vllm.processors.image import uint8_hwc
+from qwenvl_vllm.processors.image import pixels_to_ship
+from qwenvl_vllm.processors.rgbx import without_pad
 
 
 def _normalize(pixels: torch.Tensor) -> torch.Tensor:
@@ -26,15 +27,18 @@ def _normalize(pixels: torch.Tensor) -> torch.Tensor:
 
 
 def _rgb(image: Image.Image) -> Image.Image:
-    """The image in RGB: the release converts every image first."""
+    """The image in RGB: the release converts every image first (an RGB image's convert is a copy)."""
     if not isinstance(image, Image.Image):
         raise ValueError(f"Qwen-VL images must be PIL images, got {type(image).__name__}")
+    if image.mode == "RGB":
+        image.load()
+        return image
     return image.convert("RGB")
 
 
 def rgb_uint8(image: Image.Image) -> torch.Tensor:
-    """uint8 [H, W, 3] of an image in RGB."""
-    return uint8_hwc(_rgb(image))
+    """uint8 of an image in RGB as the processor ships it (`pixels_to_ship`: [H, W, 4] or [H, W, 3])."""
+    return pixels_to_ship(_rgb(image))
 
 
 def qwen_vl_pixel_values(images: Sequence[Image.Image], image_size: int = QWEN_VL_IMAGE_SIZE) -> torch.Tensor:
@@ -49,9 +53,10 @@ def qwen_vl_pixel_values(images: Sequence[Image.Image], image_size: int = QWEN_V
 def qwen_vl_pixel_values_on_device(
     images: Sequence[torch.Tensor], image_size: int, device: torch.device
 ) -> torch.Tensor:
-    """`qwen_vl_pixel_values` of decoded RGB uint8 images [H, W, 3], computed on `device`."""
+    """`qwen_vl_pixel_values` of decoded RGB uint8 images [H, W, 3 or 4], computed on `device`."""
     out = torch.empty(len(images), 3, image_size, image_size, dtype=torch.float32, device=device)
     for i, image in enumerate(images):
-        resized = resize_like_pil(image.to(device, non_blocking=True), image_size, image_size)
+        rgb = without_pad(image.to(device, non_blocking=True))
+        resized = resize_like_pil(rgb, image_size, image_size)
         out[i] = _normalize(resized.permute(2, 0, 1))
     return out

@@ -98,3 +98,10 @@ def rgbx_view(image: Image.Image) -> torch.Tensor | None:
         warnings.filterwarnings("ignore", message=".*not writable.*")
         flat = torch.frombuffer(memory, dtype=torch.uint8)
     return flat.view(image.height, image.width, PIXEL_BYTES)
+
+
+def without_pad(image: torch.Tensor) -> torch.Tensor:
+    """uint8 [H, W, 3] of a shipped image, [H, W, 3] or `rgbx_view`'s [H, W, 4] (on any device)."""
+    if image.ndim == 3 and image.shape[-1] == PIXEL_BYTES:
+        return image[..., :3].contiguous()
+    return image

@@ -20,7 +20,7 @@ from qwenvl_vllm.geometry import VisionGeometry
 from qwenvl_vllm.kernels.frames import resize_frames_like_qwen_vl_utils
 from qwenvl_vllm.kernels.patchify import patchify_on_device
 from qwenvl_vllm.kernels.resize import resize_like_pil
-from qwenvl_vllm.processors.rgbx import PIXEL_BYTES as RGBX_CHANNELS
+from qwenvl_vllm.processors.rgbx import without_pad
 
 
 def rows_match_cpu_path(mean: Sequence[float], std: Sequence[float], rescale: float | None) -> bool:
@@ -39,8 +39,8 @@ def uint8_rows(
     t, h, w = (int(v) for v in grid)
     height, width = h * geometry.patch_size, w * geometry.patch_size
     pixels = pixels.to(device, non_blocking=True)
-    if pixels.ndim == 3 and pixels.shape[-1] == RGBX_CHANNELS:
-        pixels = pixels[..., :3].contiguous()  # Pillow's pad byte dropped here, not on the API server
+    if pixels.ndim == 3:
+        pixels = without_pad(pixels)  # Pillow's pad byte dropped here, not on the API server
     if pixels.ndim == 3 and tuple(pixels.shape[:2]) != (height, width):
         pixels = resize_like_pil(pixels, height, width)
     elif pixels.ndim == 4 and tuple(pixels.shape[2:]) != (height, width):
