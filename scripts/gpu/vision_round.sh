@@ -63,9 +63,13 @@
 #      QWENVL_VLLM_WARM_LOGITS=1 QWENVL_VLLM_TOWER_BACKLOG_REQUESTS=12 QWENVL_VLLM_TOWER_BACKLOG_SCALE=1.7
 #      O5_TAG=_paced_default ... o5` (offline W1 under the candidate default).
 #   Tenth visit done (round10 README: the logits warm-up removed the ramp's slow steps, now the default).
-#      Next: `G3_CONCURRENCY="16 64" G3_SIDES="ours_sliced_paced_b12_s17 ours_sliced_paced_b12_s17_api2"
-#      ... l1` (in-tree last: the same-run comparison; does a second API server take the client's ITL tail
-#      down to the engine's steps?), then the `o5` call above.
+#      The tenth visit's first call overran (the budget then started after the install) and lost its
+#      sides; ROUND_BUDGET_S now counts from the script's start. Next (in this order, each < 10 min):
+#      `G3_CONCURRENCY="16 64" G3_SIDES="ours_sliced_paced_b12_s17 ours_sliced_paced_b12_s17_api2"
+#      ROUND_BUDGET_S=570 ... l1` (GPU tests incl. test_device_pixels_gpu.py: photos shipped uncopied;
+#      then in-tree last: the same-run comparison; does a second API server take the client's ITL tail
+#      down to the engine's steps?), `n4` (issue 10: TTFT breakdown, 1920x1080 photos at c=1/16/64),
+#      `p5` (4032x3024 at c=1/16), then the `o5` call above.
 #   o5 offline W1 ours vs in-tree (compare.py) under the plugin settings of the call's environment
 #   l2 the 2B checkpoints beside the GPU tests (slice graphs included), the encode-ahead check of the slicing
 #      scheduler (greedy outputs vs vLLM's scheduler, caches and the slicer's queue after aborts)
@@ -79,7 +83,7 @@ source "$(dirname "$0")/common.sh"
 RET=$OUT; R=/tmp/round; mkdir -p "$R"; OUT=$R
 bash .gpu/install.sh 2>&1 | tail -1
 pack() { tar czf "$RET/round_$1.tgz" -C "$R" .; }
-END=$((SECONDS + ${ROUND_BUDGET_S:-570}))
+END=${ROUND_BUDGET_S:-570}  # seconds from the script's start (the install counts): keep it ~30 s under the call's limit
 cap() { local left=$((END - SECONDS)); echo $(( left < $1 ? (left > 5 ? left : 5) : $1 )); }  # a step's timeout
 gpu_tests() {  # timeout
   timeout "$1" python3 -m pytest -q tests/gpu/test_vision_kernels_gpu.py tests/gpu/test_kernels_gpu.py \
