@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import warnings
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -92,12 +93,25 @@ def rgbx_view(image: Image.Image) -> torch.Tensor | None:
         return None
     values = array.children[0].contents
     start = values.buffers[1] + values.offset + array.offset * PIXEL_BYTES
-    memory = (ctypes.c_uint8 * (pixels * PIXEL_BYTES)).from_address(start)
-    memory.owner = array_capsule  # released (Pillow's reference dropped) when the last view is gone
+    memory = np.asarray(_Memory(start, pixels * PIXEL_BYTES, array_capsule))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*not writable.*")
-        flat = torch.frombuffer(memory, dtype=torch.uint8)
+        flat = torch.from_numpy(memory)
     return flat.view(image.height, image.width, PIXEL_BYTES)
+
+
+class _Memory:
+    """Read-only bytes at an address, for numpy; holds the Arrow array that keeps them alive (its capsule
+    releases Pillow's reference when the last array over them is gone)."""
+
+    def __init__(self, address: int, nbytes: int, owner: object) -> None:
+        self.owner = owner
+        self.__array_interface__ = {
+            "data": (address, True),
+            "shape": (nbytes,),
+            "typestr": "|u1",
+            "version": 3,
+        }
 
 
 def without_pad(image: torch.Tensor) -> torch.Tensor:
