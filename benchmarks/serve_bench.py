@@ -404,9 +404,7 @@ def write_results(
             "workload": name,
             "ours": ours,
             "in_tree": in_tree,
-            "ratio": ours["req_per_s"] / in_tree["req_per_s"]
-            if ours and in_tree and in_tree["req_per_s"]
-            else None,
+            "ratio": ratio(ours, in_tree),
             **{side: sides[side][i] for side in extra},
             "config": {
                 "ckpt": args.ckpt,
@@ -416,7 +414,9 @@ def write_results(
                 "max_model_len": 16384,
                 "kv_cache_budget_gib": KV_BUDGET / 2**30,
                 "extra_sides": {side: [*SIDES[side][1], SIDES[side][2]] for side in extra},
-                "sides_not_run": [side for side in (*args.extra_sides, "in_tree") if side not in sides],
+                "sides_not_run": [
+                    side for side in ("ours", *args.extra_sides, "in_tree") if side not in sides
+                ],
                 "sides_failed": failed,
                 "serve_args": args.serve_args.split(),
             },

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from .media import load_image
-from .rgbx import rgbx_view
+from .rgbx import is_unshared, rgbx_view
 from .sizing import (
     IMAGE_MAX_TOKEN_NUM,
     IMAGE_MIN_TOKEN_NUM,
@@ -75,8 +75,10 @@ def uint8_hwc(pixels: Image.Image | np.ndarray) -> torch.Tensor:
 
 def pixels_to_ship(pixels: Image.Image | np.ndarray) -> torch.Tensor:
     """A decoded RGB image as the processor ships it: a view of Pillow's own memory, [H, W, 4] (the last
-    channel Pillow's pad byte), where Pillow can export it in one piece; else a packed [H, W, 3]."""
-    view = rgbx_view(pixels) if isinstance(pixels, Image.Image) else None
+    channel Pillow's pad byte), for an image the server decoded (`mark_unshared`) that Pillow can export in
+    one piece; else a packed copy [H, W, 3] (a caller's image may change later, and vLLM's caches would
+    keep the view)."""
+    view = rgbx_view(pixels) if is_unshared(pixels) else None
     return view if view is not None else uint8_hwc(pixels)
 
 

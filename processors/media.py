@@ -95,8 +95,9 @@ def open_image(data: bytes | os.PathLike, what: str = "image") -> Image.Image:
     single_block_images()  # before the pixels are allocated: the processor can then ship them uncopied
     try:
         image.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"cannot decode {what}: {exc}") from exc
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, MemoryError) as exc:
+        # MemoryError: one block per image (above) refuses a single image over 2 GiB
+        raise ValueError(f"cannot decode {what}: {type(exc).__name__}: {exc}") from exc
     return image
 
 

@@ -15,8 +15,7 @@ from PIL import Image
 
 from qwenvl_vllm.constants import CLIP_MEAN, CLIP_STD, QWEN_VL_IMAGE_SIZE
 from qwenvl_vllm.kernels.resize import resize_like_pil
-from qwenvl_vllm.processors.image import pixels_to_ship
-from qwenvl_vllm.processors.rgbx import without_pad
+from qwenvl_vllm.processors.image import uint8_hwc
 
 
 def _normalize(pixels: torch.Tensor) -> torch.Tensor:
@@ -37,8 +36,8 @@ def _rgb(image: Image.Image) -> Image.Image:
 
 
 def rgb_uint8(image: Image.Image) -> torch.Tensor:
-    """uint8 of an image in RGB as the processor ships it (`pixels_to_ship`: [H, W, 4] or [H, W, 3])."""
-    return pixels_to_ship(_rgb(image))
+    """uint8 [H, W, 3] of an image in RGB, a copy (the processor sees no sign of who owns the image)."""
+    return uint8_hwc(_rgb(image))
 
 
 def qwen_vl_pixel_values(images: Sequence[Image.Image], image_size: int = QWEN_VL_IMAGE_SIZE) -> torch.Tensor:
@@ -53,10 +52,9 @@ def qwen_vl_pixel_values(images: Sequence[Image.Image], image_size: int = QWEN_V
 def qwen_vl_pixel_values_on_device(
     images: Sequence[torch.Tensor], image_size: int, device: torch.device
 ) -> torch.Tensor:
-    """`qwen_vl_pixel_values` of decoded RGB uint8 images [H, W, 3 or 4], computed on `device`."""
+    """`qwen_vl_pixel_values` of decoded RGB uint8 images [H, W, 3], computed on `device`."""
     out = torch.empty(len(images), 3, image_size, image_size, dtype=torch.float32, device=device)
     for i, image in enumerate(images):
-        rgb = without_pad(image.to(device, non_blocking=True))
-        resized = resize_like_pil(rgb, image_size, image_size)
+        resized = resize_like_pil(image.to(device, non_blocking=True), image_size, image_size)
         out[i] = _normalize(resized.permute(2, 0, 1))
     return out

@@ -10,7 +10,6 @@ model drops the pad on its device instead. Pillow exports its storage through th
 from __future__ import annotations
 
 import ctypes
-import warnings
 
 import numpy as np
 import torch
@@ -60,6 +59,20 @@ _capsule_pointer.restype = ctypes.c_void_p
 _capsule_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
 
 
+_UNSHARED = "_qwenvl_unshared"  # an attribute: PIL images compare by content, so they cannot be hashed
+
+
+def mark_unshared(image: Image.Image) -> Image.Image:
+    """Marks an image that only vLLM will ever hold (decoded by the server from a request's bytes): its
+    memory may then be shipped as it is, since nothing changes it later."""
+    setattr(image, _UNSHARED, True)
+    return image
+
+
+def is_unshared(image: object) -> bool:
+    return getattr(image, _UNSHARED, False) is True  # copies (convert, resize, copy) are not marked
+
+
 def single_block_images() -> None:
     """New Pillow images in this process are one allocation each, so that `rgbx_view` can see them."""
     Image.core.set_use_block_allocator(1)
@@ -76,7 +89,7 @@ def _is_rgbx_list(schema: _ArrowSchema) -> bool:
 def rgbx_view(image: Image.Image) -> torch.Tensor | None:
     """uint8 [H, W, 4] sharing the memory of a loaded RGB `image` (channel 3 is Pillow's pad byte), or
     None when Pillow cannot export it in one piece. The view keeps that memory alive after `image` is gone;
-    nothing may write to it."""
+    nothing may write to it (`_Memory`)."""
     if image.mode != "RGB":
         raise ValueError(f"expected an RGB image, got mode {image.mode}")
     image.load()
@@ -92,22 +105,23 @@ def rgbx_view(image: Image.Image) -> torch.Tensor | None:
     if not _is_rgbx_list(schema) or array.n_children != 1 or array.length != pixels:
         return None
     values = array.children[0].contents
+    if values.n_buffers != 2 or not values.buffers[1] or values.length < pixels * PIXEL_BYTES:
+        return None
     start = values.buffers[1] + values.offset + array.offset * PIXEL_BYTES
-    memory = np.asarray(_Memory(start, pixels * PIXEL_BYTES, array_capsule))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*not writable.*")
-        flat = torch.from_numpy(memory)
+    flat = torch.from_numpy(np.asarray(_Memory(start, pixels * PIXEL_BYTES, array_capsule)))
     return flat.view(image.height, image.width, PIXEL_BYTES)
 
 
 class _Memory:
-    """Read-only bytes at an address, for numpy; holds the Arrow array that keeps them alive (its capsule
-    releases Pillow's reference when the last array over them is gone)."""
+    """Bytes at an address, for numpy; holds the Arrow array that keeps them alive (its capsule releases
+    Pillow's reference when the last array over them is gone). Declared writable only because torch has
+    no read-only tensors (it would warn); nothing writes to them: every consumer copies first (device
+    transfer, `without_pad`, vLLM's serialisation)."""
 
     def __init__(self, address: int, nbytes: int, owner: object) -> None:
         self.owner = owner
         self.__array_interface__ = {
-            "data": (address, True),
+            "data": (address, False),
             "shape": (nbytes,),
             "typestr": "|u1",
             "version": 3,
@@ -116,6 +130,6 @@ class _Memory:
 
 def without_pad(image: torch.Tensor) -> torch.Tensor:
     """uint8 [H, W, 3] of a shipped image, [H, W, 3] or `rgbx_view`'s [H, W, 4] (on any device)."""
-    if image.ndim == 3 and image.shape[-1] == PIXEL_BYTES:
-        return image[..., :3].contiguous()
-    return image
+    if image.ndim != 3 or image.shape[-1] not in (3, PIXEL_BYTES):
+        raise ValueError(f"an image must be [H, W, 3] or [H, W, 4] uint8, got shape {tuple(image.shape)}")
+    return image[..., :3].contiguous() if image.shape[-1] == PIXEL_BYTES else image

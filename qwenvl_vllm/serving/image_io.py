@@ -12,6 +12,7 @@ from vllm.multimodal.media.image import ImageMediaIO
 
 from qwenvl_vllm.processors.image import to_rgb
 from qwenvl_vllm.processors.media import open_image
+from qwenvl_vllm.processors.rgbx import mark_unshared
 
 
 class QwenVLImageMediaIO(ImageMediaIO):
@@ -20,4 +21,4 @@ class QwenVLImageMediaIO(ImageMediaIO):
             raise ValueError("image is empty (0 bytes)")
         image = open_image(data)
         image = to_rgb(image) if self.image_mode == "RGB" else self._convert_image_mode(image)
-        return MediaWithBytes(image, data)
+        return MediaWithBytes(mark_unshared(image), data)  # only vLLM holds it: shipped uncopied

@@ -19,13 +19,13 @@ def test_uncopied_photo_rows_on_cuda_equal_packed_rows_on_cpu(size: tuple[int, i
     from qwenvl_vllm.geometry import QWEN2_VL
     from qwenvl_vllm.models.qwen2_vl_device_pixels import uint8_rows
     from qwenvl_vllm.processors.image import pixels_to_ship, uint8_hwc
-    from qwenvl_vllm.processors.media import open_image
     from qwenvl_vllm.processors.sizing import smart_resize
+    from qwenvl_vllm.serving.image_io import QwenVLImageMediaIO
     from qwenvl_vllm.synthetic import make_image
 
     jpeg = io.BytesIO()
     make_image(*size, seed=sum(size)).save(jpeg, "JPEG", quality=90)
-    image = open_image(jpeg.getvalue())
+    image = QwenVLImageMediaIO(image_mode="RGB").load_bytes(jpeg.getvalue()).media  # as the server decodes
     shipped = pixels_to_ship(image)
     assert shipped.shape[-1] == 4  # the decoder we own allocates one block: viewed, not copied
     height, width = smart_resize(image.height, image.width, factor=28, max_pixels=16384 * 28 * 28)
@@ -33,21 +33,3 @@ def test_uncopied_photo_rows_on_cuda_equal_packed_rows_on_cpu(size: tuple[int, i
     got = uint8_rows(shipped, grid, QWEN2_VL, torch.device("cuda"), torch.bfloat16)
     want = uint8_rows(uint8_hwc(image), grid, QWEN2_VL, torch.device("cpu"), torch.bfloat16)
     assert torch.equal(got.cpu(), want)
-
-
-def test_qwen_vl_transform_of_an_uncopied_photo_on_cuda_equals_pillows() -> None:
-    from qwenvl_vllm.processors.media import open_image
-    from qwenvl_vllm.processors.qwen_vl_pixels import (
-        qwen_vl_pixel_values,
-        qwen_vl_pixel_values_on_device,
-        rgb_uint8,
-    )
-    from qwenvl_vllm.synthetic import make_image
-
-    jpeg = io.BytesIO()
-    make_image(1920, 1080, seed=5).save(jpeg, "JPEG", quality=90)
-    image = open_image(jpeg.getvalue())
-    shipped = rgb_uint8(image)
-    assert shipped.shape[-1] == 4
-    got = qwen_vl_pixel_values_on_device([shipped], 448, torch.device("cuda"))
-    assert torch.equal(got.cpu(), qwen_vl_pixel_values([image]))

@@ -11,6 +11,7 @@ import torch
 from qwenvl_vllm.constants import UINT8_PIXEL_KEYS
 from qwenvl_vllm.geometry import QWEN2_VL
 from qwenvl_vllm.models.qwen2_vl_device_pixels import rows_match_cpu_path, uint8_rows
+from qwenvl_vllm.processors.rgbx import mark_unshared
 from qwenvl_vllm.synthetic import make_image
 
 IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
@@ -44,8 +45,9 @@ def _both(ckpt, monkeypatch, dtype, prompt, mm_data, mm_kwargs=None):
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_images_give_the_cpu_paths_rows(ckpt, monkeypatch, dtype):
     images = [make_image(300, 200, seed=1), make_image(40, 50, seed=2), make_image(56, 84, seed=3)]
+    decoded = [mark_unshared(image.copy()) for image in images]  # as the server's media connector decodes
     prompt = IMAGE * len(images)
-    cpu, dev = _both(ckpt, monkeypatch, dtype, prompt, {"image": images}, {"max_pixels": 128 * 28 * 28})
+    cpu, dev = _both(ckpt, monkeypatch, dtype, prompt, {"image": decoded}, {"max_pixels": 128 * 28 * 28})
     assert dev["prompt_token_ids"] == cpu["prompt_token_ids"]
     shipped = _items(dev, "image", UINT8_PIXEL_KEYS["image"])
     assert [p.dtype for p in shipped] == [torch.uint8] * 3
@@ -150,15 +152,29 @@ def test_packed_and_uncopied_images_mix_in_one_request(ckpt, build, monkeypatch)
 
     model = build(ckpt)
     model.load_weights(load_file(f"{ckpt}/model.safetensors").items())
-    images = [make_image(90, 60, seed=6), np.asarray(make_image(60, 90, seed=7))]  # a view, then a copy
-    cpu, dev = _both(ckpt, monkeypatch, "float32", IMAGE * 2, {"image": images})
+    # decoded by the server (a view), a caller's image and a caller's array (copies)
+    images = [mark_unshared(make_image(90, 60, seed=6)), make_image(50, 40, seed=8)]
+    images.append(np.asarray(make_image(60, 90, seed=7)))
+    cpu, dev = _both(ckpt, monkeypatch, "float32", IMAGE * 3, {"image": images})
     shipped = _items(dev, "image", UINT8_PIXEL_KEYS["image"])
-    assert [p.shape[-1] for p in shipped] == [4, 3]
+    assert [p.shape[-1] for p in shipped] == [4, 3, 3]
     grids = torch.stack(_items(dev, "image", "image_grid_thw"))
     with torch.inference_mode():
         want = model.embed_multimodal(
             pixel_values=torch.cat(_items(cpu, "image", "pixel_values")), image_grid_thw=grids
         )
         got = model.embed_multimodal(image_pixels_u8=shipped, image_grid_thw=grids)
-    assert len(got) == len(want) == 2
+    assert len(got) == len(want) == 3
     assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
+
+
+def test_an_image_of_other_channel_counts_is_refused():
+    for channels in (1, 2, 5):
+        with pytest.raises(ValueError, match=r"\[H, W, 3\] or \[H, W, 4\]"):
+            uint8_rows(
+                torch.zeros(56, 56, channels, dtype=torch.uint8),
+                [1, 4, 4],
+                QWEN2_VL,
+                torch.device("cpu"),
+                torch.float32,
+            )

@@ -478,8 +478,8 @@ def test_device_pixels_give_the_release_transform(vl_model, tiny_ckpt: Path, mon
     monkeypatch.setenv("QWENVL_VLLM_DEVICE_PIXELS", "1")
     out = _process(_processor_with(tiny_ckpt, len(images)), prompt, images)
     shipped = [item[UINT8_PIXEL_KEYS["image"]].data for item in out["mm_kwargs"]["image"]]
-    assert [(p.dtype, tuple(p.shape)) for p in shipped] == [  # Pillow's RGB storage, uncopied
-        (torch.uint8, (image.height, image.width, 4)) for image in images
+    assert [(p.dtype, tuple(p.shape)) for p in shipped] == [
+        (torch.uint8, (image.height, image.width, 3)) for image in images
     ]
     torch.testing.assert_close(want[:2], qwen_vl_pixel_values(images[:2]), rtol=0, atol=0)
     with torch.inference_mode():
