@@ -13,8 +13,6 @@ from PIL import Image, UnidentifiedImageError
 
 from qwenvl_vllm.settings import get_settings
 
-from .rgbx import single_block_images
-
 HTTP_SCHEMES = ("http://", "https://")
 
 
@@ -92,11 +90,10 @@ def open_image(data: bytes | os.PathLike, what: str = "image") -> Image.Image:
     if width * height > limit:
         msg = f"{what} has {width}x{height} pixels, over the limit of {limit} (decompression bomb?)"
         raise ValueError(msg)
-    single_block_images()  # before the pixels are allocated: the processor can then ship them uncopied
     try:
         image.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, MemoryError) as exc:
-        # MemoryError: one block per image (above) refuses a single image over 2 GiB
+        # MemoryError: one block per image (rgbx.single_block_images) refuses a single image over 2 GiB
         raise ValueError(f"cannot decode {what}: {type(exc).__name__}: {exc}") from exc
     return image
 

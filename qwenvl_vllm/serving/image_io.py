@@ -12,13 +12,14 @@ from vllm.multimodal.media.image import ImageMediaIO
 
 from qwenvl_vllm.processors.image import to_rgb
 from qwenvl_vllm.processors.media import open_image
-from qwenvl_vllm.processors.rgbx import mark_unshared
+from qwenvl_vllm.processors.rgbx import mark_unshared, single_block_images
 
 
 class QwenVLImageMediaIO(ImageMediaIO):
     def load_bytes(self, data: bytes) -> MediaWithBytes:
         if not data:
             raise ValueError("image is empty (0 bytes)")
+        single_block_images()  # before the pixels are allocated: the processor can then ship them uncopied
         image = open_image(data)
         image = to_rgb(image) if self.image_mode == "RGB" else self._convert_image_mode(image)
         return MediaWithBytes(mark_unshared(image), data)  # only vLLM holds it: shipped uncopied

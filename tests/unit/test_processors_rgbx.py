@@ -48,7 +48,10 @@ def test_view_holds_the_images_pixels(size: tuple[int, int]) -> None:
 
 
 def test_a_large_decoded_image_is_viewed_whole(block_allocator) -> None:
-    image = open_image(_jpeg(*BIG, seed=1))  # the decoder we own asks for one block per image
+    from qwenvl_vllm.serving.image_io import QwenVLImageMediaIO
+
+    Image.core.set_use_block_allocator(0)
+    image = QwenVLImageMediaIO(image_mode="RGB").load_bytes(_jpeg(*BIG, seed=1)).media  # asks for one block
     view = rgbx_view(image)
     assert view is not None and np.array_equal(view[..., :3].numpy(), np.asarray(image))
 
