@@ -131,11 +131,6 @@ SIDES = {  # name -> (plugin on, extra `vllm serve` arguments, extra environment
         ["--scheduler-cls", SLICED_PACED],
         {**BACKLOG_12_17, "QWENVL_VLLM_WARM_LOGITS": "1"},
     ),
-    "ours_sliced_paced_warm_b12": (
-        True,
-        ["--scheduler-cls", SLICED_PACED],
-        {"QWENVL_VLLM_TOWER_BACKLOG_REQUESTS": "12", "QWENVL_VLLM_WARM_LOGITS": "1"},
-    ),
     # round 10: with the ramp's slow steps gone (the warm-up, now the default), the client's ITL p99 sits
     # above the engine's longest step: streaming waits behind the API server's image work?
     "ours_sliced_paced_api2": (True, ["--scheduler-cls", SLICED_PACED, "--api-server-count", "2"], {}),
@@ -143,11 +138,6 @@ SIDES = {  # name -> (plugin on, extra `vllm serve` arguments, extra environment
         True,
         ["--scheduler-cls", SLICED_PACED, "--api-server-count", "2"],
         BACKLOG_12_17,
-    ),
-    "ours_sliced_paced_eager_b12_s17": (
-        True,
-        ["--scheduler-cls", SLICED_PACED],
-        {**BACKLOG_12_17, "CUDA_MODULE_LOADING": "EAGER"},
     ),
     # ours_sliced_paced chosen by the plugin's setting instead of the flag (the config hook's dispatcher)
     "ours_sliced_paced_env": (True, [], {"QWENVL_VLLM_SCHEDULER": "sliced_paced"}),

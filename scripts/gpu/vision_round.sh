@@ -58,8 +58,7 @@
 #      G3_SIDES="ours_sliced_paced ours_sliced_paced_eager_modules ours_sliced_paced_warm" ... l1` (are the
 #      ramp's slow steps lazy kernel loading, and does QWENVL_VLLM_WARM_LOGITS remove them?), then the winner
 #      with QWENVL_VLLM_TOWER_BACKLOG_REQUESTS=12 QWENVL_VLLM_TOWER_BACKLOG_SCALE=1.7 beside ours and in-tree (g3).
-#   Tenth visit: that l1, then `G3_SIDES="ours_sliced_paced_warm_b12_s17" ... g3` (or its _eager_ twin when only
-#      CUDA_MODULE_LOADING=EAGER removes the long steps), then `QWENVL_VLLM_SCHEDULER=sliced_paced
+#   Tenth visit: that l1, then `G3_SIDES="ours_sliced_paced_warm_b12_s17" ... g3`, then `QWENVL_VLLM_SCHEDULER=sliced_paced
 #      QWENVL_VLLM_WARM_LOGITS=1 QWENVL_VLLM_TOWER_BACKLOG_REQUESTS=12 QWENVL_VLLM_TOWER_BACKLOG_SCALE=1.7
 #      O5_TAG=_paced_default ... o5` (offline W1 under the candidate default).
 #   Tenth visit done (round10 README: the logits warm-up removed the ramp's slow steps, now the default).
