@@ -111,7 +111,7 @@ photos() {  # size concurrencies timeout: `vllm serve` with JPEG photos of that 
   status "serve_photos_$1" $?
   tail -4 "$R/serve_photos_$1.log"
 }
-case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, p5, q6 or ph} in
+case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, p5, p6, q6 or ph} in
 g1)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk 2b-bf16 qwen2-vl-2b bf16 & wait; echo "== checkpoints at ${SECONDS}s"
   ( gpu_tests "$(cap 200)"; encode_ahead_check "$(cap 270)" ) &
@@ -190,6 +190,10 @@ q6)
   # a fresh machine: the 2B GPTQ checkpoint, then n4's photos (1920x1080 at c=1/16/64, ours vs in-tree)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu; echo "== ready at ${SECONDS}s"
   photos 1920x1080 "1 16 64" "$(cap 560)"; pack q6 ;;
+p6)
+  # a fresh machine: the 2B GPTQ checkpoint, then p5's photos (4032x3024 at c=1/16, ours vs in-tree)
+  mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu; echo "== ready at ${SECONDS}s"
+  photos 4032x3024 "1 16" "$(cap 565)"; pack p6 ;;
 ph)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu
   photos 1920x1080 64 "$(cap 540)"
