@@ -69,6 +69,9 @@
 #      then in-tree last: the same-run comparison; does a second API server take the client's ITL tail
 #      down to the engine's steps?), `n4` (issue 10: TTFT breakdown, 1920x1080 photos at c=1/16/64),
 #      `p5` (4032x3024 at c=1/16), then the `o5` call above.
+#   Eleventh visit done (round11 README: l1, q6, p6; two API servers leave c=64's tail at the engine's steps).
+#      Next: in-tree's 4032x3024 side alone (`PHOTO_SIDES= ... serve_bench.py --no-ours --concurrency 1 16`
+#      after a checkpoint call; one side needs ~8 min), then n4's TTFT breakdown, then `o5`.
 #   o5 offline W1 ours vs in-tree (compare.py) under the plugin settings of the call's environment
 #   l2 the 2B checkpoints beside the GPU tests (slice graphs included), the encode-ahead check of the slicing
 #      scheduler (greedy outputs vs vLLM's scheduler, caches and the slicer's queue after aborts)
