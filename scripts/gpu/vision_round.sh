@@ -70,8 +70,12 @@
 #      down to the engine's steps?), `n4` (issue 10: TTFT breakdown, 1920x1080 photos at c=1/16/64),
 #      `p5` (4032x3024 at c=1/16), then the `o5` call above.
 #   Eleventh visit done (round11 README: l1, q6, p6; two API servers leave c=64's tail at the engine's steps).
-#      Next: in-tree's 4032x3024 side alone (`PHOTO_SIDES= ... serve_bench.py --no-ours --concurrency 1 16`
-#      after a checkpoint call; one side needs ~8 min), then n4's TTFT breakdown, then `o5`.
+#      Next (issue 12 first): `G3_CONCURRENCY="16 64" G3_FLAGS=--no-in-tree G3_SIDES=ours_sliced_paced_api2
+#      ROUND_BUDGET_S=570 ... f3` (the paced slicer's default budget, whose engine gap p99 was 25.5 ms in
+#      round 10, now without the API server's ~5 ms: ITL p99 <= 30 at c=64 and <= 20 at c=16?), then
+#      `G3_CONCURRENCY="1 16 64" G3_FLAGS=--no-ours G3_SIDES=" " ... g3` (in-tree on the same machine; c=1 is
+#      the single-request TTFT through the server), then n4's TTFT breakdown, then in-tree's 4032x3024 side
+#      alone (`serve_bench.py --no-ours --concurrency 1 16 --image-size 4032x3024`, ~8 min), then `o5`.
 #   o5 offline W1 ours vs in-tree (compare.py) under the plugin settings of the call's environment
 #   l2 the 2B checkpoints beside the GPU tests (slice graphs included), the encode-ahead check of the slicing
 #      scheduler (greedy outputs vs vLLM's scheduler, caches and the slicer's queue after aborts)
@@ -114,7 +118,7 @@ photos() {  # size concurrencies timeout: `vllm serve` with JPEG photos of that 
   status "serve_photos_$1" $?
   tail -4 "$R/serve_photos_$1.log"
 }
-case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, p5, p6, q6 or ph} in
+case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, p5, p6, q6, f3 or ph} in
 g1)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk 2b-bf16 qwen2-vl-2b bf16 & wait; echo "== checkpoints at ${SECONDS}s"
   ( gpu_tests "$(cap 200)"; encode_ahead_check "$(cap 270)" ) &
@@ -197,6 +201,10 @@ p6)
   # a fresh machine: the 2B GPTQ checkpoint, then p5's photos (4032x3024 at c=1/16, ours vs in-tree)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu; echo "== ready at ${SECONDS}s"
   photos 4032x3024 "1 16" "$(cap 565)"; pack p6 ;;
+f3)
+  # a fresh machine: the 2B GPTQ checkpoint, then g3's `vllm serve` sides (G3_SIDES, G3_CONCURRENCY, G3_FLAGS)
+  mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu; echo "== ready at ${SECONDS}s"
+  serve_sides "$(cap 570)"; pack f3 ;;
 ph)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu
   photos 1920x1080 64 "$(cap 540)"
