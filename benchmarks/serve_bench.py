@@ -5,14 +5,15 @@ Each request: one distinct JPEG photo-sized image (default 1024x768; 1920x1080 a
 front-end-heavy workloads) as a base64 image_url, 64 streamed output tokens (ignore_eos, greedy). Reports
 req/s, TTFT p50/p99, inter-token latency p50/p99, the share of gaps above 50/100/200 ms at the client and
 in the engine (vLLM's `/metrics`: `server_metrics.py`), our schedulers' step gaps
-(`qwenvl_vllm.serving.step_trace`, sides with our `--scheduler-cls`) and errors per concurrency, and writes
-<out-dir>/serve-c<N>.json (serve-<WxH>-c<N>.json for other sizes) with the same top-level keys as compare.py.
+(`qwenvl_vllm.serving.step_trace`, sides with our `--scheduler-cls`), the client's own event-loop lag
+(`serve_client.py`; `--client-processes` spreads the streams over processes) and errors per concurrency,
+and writes <out-dir>/serve-c<N>.json (serve-<WxH>-c<N>.json for other sizes) with the same top-level keys
+as compare.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import io
 import json
@@ -22,8 +23,6 @@ import sys
 import time
 from pathlib import Path
 
-import aiohttp
-import numpy as np
 import requests
 from PIL import Image
 
@@ -31,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import serve_profile  # noqa: E402
 from compare import memory_from_log  # noqa: E402
 from gpu_memory import PeakMemory  # noqa: E402
-from server_metrics import engine_itl_shares, itl_shares, scrape  # noqa: E402
+from serve_client import run_level  # noqa: E402
+from server_metrics import engine_itl_shares, scrape  # noqa: E402
 from workloads import random_rgb  # noqa: E402
 
 from qwenvl_vllm.serving import step_trace  # noqa: E402
@@ -176,80 +176,6 @@ def wait_ready(proc: subprocess.Popen, timeout_s: float = 600) -> None:
     raise RuntimeError("server did not become ready")
 
 
-async def one_request(session: aiohttp.ClientSession, image_url: str, max_tokens: int) -> dict:
-    body = {
-        "model": "m",
-        "messages": [
-            {
-                "role": "user",
-                "content": [
-                    {"type": "image_url", "image_url": {"url": image_url}},
-                    {"type": "text", "text": "Describe this image in detail."},
-                ],
-            }
-        ],
-        "max_tokens": max_tokens,
-        "temperature": 0.0,
-        "ignore_eos": True,
-        "stream": True,
-    }
-    start = time.perf_counter()
-    stamps: list[float] = []
-    async with session.post(f"{URL}/v1/chat/completions", json=body) as response:
-        if response.status != 200:
-            return {"error": response.status}
-        async for raw in response.content:
-            line = raw.decode().strip()
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            if chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
-                stamps.append(time.perf_counter())
-    if not stamps:
-        return {"error": "no tokens"}
-    return {"ttft": stamps[0] - start, "itl": list(np.diff(stamps)), "e2e": stamps[-1] - start}
-
-
-def output_lengths(count: int, max_tokens: int, spread: int) -> list[int]:
-    """Each request's output tokens: `max_tokens` for all, or drawn from max_tokens +- spread (seeded), so
-    that a closed loop's clients stop finishing together."""
-    if spread <= 0:
-        return [max_tokens] * count
-    rng = np.random.default_rng(0)
-    return [int(n) for n in rng.integers(max_tokens - spread, max_tokens + spread + 1, size=count)]
-
-
-async def run_level(concurrency: int, images: list[str], max_tokens: int, spread: int = 0) -> dict:
-    queue = list(zip(images, output_lengths(len(images), max_tokens, spread), strict=True))
-    results: list[dict] = []
-
-    async def worker(session: aiohttp.ClientSession) -> None:
-        while queue:
-            image, length = queue.pop()
-            results.append(await one_request(session, image, length))
-
-    timeout = aiohttp.ClientTimeout(total=600)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        start = time.perf_counter()
-        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - start
-    ok = [r for r in results if "error" not in r]
-    ttft = [r["ttft"] * 1000 for r in ok]
-    itl = [x * 1000 for r in ok for x in r["itl"]]
-    pct = lambda xs, q: float(np.percentile(xs, q)) if xs else None  # noqa: E731
-    return {
-        "concurrency": concurrency,
-        "requests": len(results),
-        "errors": len(results) - len(ok),
-        "req_per_s": len(ok) / elapsed,
-        "ttft_p50_ms": pct(ttft, 50),
-        "ttft_p99_ms": pct(ttft, 99),
-        "itl_p50_ms": pct(itl, 50),
-        "itl_p99_ms": pct(itl, 99),
-        "itl_share": itl_shares(itl),
-    }
-
-
 def run_server(args: argparse.Namespace, impl: str, images: list[str], log: Path, memory) -> list[dict]:
     trace = log.with_name(f"steps_{impl}.jsonl")
     trace.unlink(missing_ok=True)
@@ -259,16 +185,16 @@ def run_server(args: argparse.Namespace, impl: str, images: list[str], log: Path
     offset, levels = 4, []
     try:
         wait_ready(proc)
-        asyncio.run(run_level(2, images[:4], 8))  # warm-up
+        run_level(URL, 2, images[:4], 8)  # warm-up
         for c in args.concurrency:
             n = requests_for(c)
             memory.reset()
             profiling = profiled and c == args.profile_concurrency
             profile_error = serve_profile.start(URL) if profiling else None
             before, since = scrape(URL), time.monotonic()
-            level = asyncio.run(
-                run_level(c, images[offset : offset + n], args.max_tokens, args.max_tokens_spread)
-            )
+            level_images = images[offset : offset + n]
+            spread, processes = args.max_tokens_spread, args.client_processes
+            level = run_level(URL, c, level_images, args.max_tokens, spread, processes)
             windows.append((since, time.monotonic()))
             engine = engine_itl_shares(scrape(URL), before)
             levels.append(level | {"engine_itl_share": engine, "peak_gpu_gib": memory.peak_gib()})
@@ -310,6 +236,13 @@ def main() -> None:
         default=0,
         help="output lengths max_tokens +- this (0: all equal, the issue's workload; the clients then finish "
         "in lock step and arrive in cohorts)",
+    )
+    parser.add_argument(
+        "--client-processes",
+        type=int,
+        default=1,
+        help="spread each level's workers over this many client processes (1: one event loop reads every "
+        "stream, as in earlier rounds; its stalls then count in the ITL it measures)",
     )
     parser.add_argument("--out-dir", required=True)
     parser.add_argument(

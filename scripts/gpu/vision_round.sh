@@ -70,9 +70,12 @@
 #      down to the engine's steps?), `n4` (issue 10: TTFT breakdown, 1920x1080 photos at c=1/16/64),
 #      `p5` (4032x3024 at c=1/16), then the `o5` call above.
 #   Eleventh visit done (round11 README: l1, q6, p6; two API servers leave c=64's tail at the engine's steps).
-#      Next (issue 12 first): `G3_CONCURRENCY="16 64" G3_FLAGS=--no-in-tree G3_SIDES=ours_sliced_paced_api2
-#      ROUND_BUDGET_S=570 ... f3` (the paced slicer's default budget, whose engine gap p99 was 25.5 ms in
-#      round 10, now without the API server's ~5 ms: ITL p99 <= 30 at c=64 and <= 20 at c=16?), then
+#      Next (issue 12 first): `G3_CONCURRENCY="16 64" G3_FLAGS=--no-in-tree G3_CLIENT_PROCS=4
+#      G3_SIDES=ours_sliced_paced_b12_s17_api2 ROUND_BUDGET_S=570 ... f3` (c=64's client ITL p99 sat 5-6 ms
+#      above the engine's decode-weighted step gap p99 with one API server and with two: is it the
+#      benchmark's one client process? each level's JSON now has the client's event-loop lag), then
+#      `G3_CONCURRENCY="16 64" G3_FLAGS=--no-in-tree G3_CLIENT_PROCS=4 G3_SIDES=ours_sliced_paced_api2 ... g3`
+#      (the default budget: engine decode gap p99 25.4 ms at c=64 in round 10), then
 #      `G3_CONCURRENCY="1 16 64" G3_FLAGS=--no-ours G3_SIDES=" " ... g3` (in-tree on the same machine; c=1 is
 #      the single-request TTFT through the server), then n4's TTFT breakdown, then in-tree's 4032x3024 side
 #      alone (`serve_bench.py --no-ours --concurrency 1 16 --image-size 4032x3024`, ~8 min), then `o5`.
@@ -108,7 +111,7 @@ mk_72b() {  # timeout: Qwen2-VL-72B GPTQ-Int4 written on the GPU
 }
 serve_sides() {  # timeout: `vllm serve` of G3_SIDES beside ours (and in-tree last unless G3_FLAGS=--no-in-tree)
   timeout "$1" python3 benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency ${G3_CONCURRENCY:-16 64} \
-    --in-tree-last ${G3_FLAGS:-} --extra-sides ${G3_SIDES:-ours_ahead_2k ours_ahead_paced_1k} --out-dir "$R/serve" \
+    --in-tree-last ${G3_FLAGS:-} --client-processes "${G3_CLIENT_PROCS:-1}" --extra-sides ${G3_SIDES:-ours_ahead_2k ours_ahead_paced_1k} --out-dir "$R/serve" \
     ${G3_PROFILE:+--profile-side $G3_PROFILE --profile-concurrency 64} \
     >"$R/serve_bench.log" 2>&1; status serve_bench $?; tail -8 "$R/serve_bench.log"
 }
@@ -202,7 +205,10 @@ p6)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu; echo "== ready at ${SECONDS}s"
   photos 4032x3024 "1 16" "$(cap 565)"; pack p6 ;;
 f3)
-  # a fresh machine: the 2B GPTQ checkpoint, then g3's `vllm serve` sides (G3_SIDES, G3_CONCURRENCY, G3_FLAGS)
+  # a fresh machine: what the client and a Python streaming server add to ITL on this host's CPUs (no
+  # engine, ~40 s), the 2B GPTQ checkpoint, then g3's `vllm serve` sides (G3_SIDES, G3_CONCURRENCY, G3_FLAGS)
+  timeout 120 python3 benchmarks/client_overhead.py --processes 1 4 >"$R/client_overhead.jsonl" 2>"$R/client_overhead.log"
+  status client_overhead $?; cut -c1-400 "$R/client_overhead.jsonl"
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu; echo "== ready at ${SECONDS}s"
   serve_sides "$(cap 570)"; pack f3 ;;
 ph)

@@ -141,11 +141,12 @@ def test_step_trace_report_groups_gaps_by_what_the_step_scheduled(tmp_path) -> N
 
 def test_serve_bench_output_lengths_spread_around_max_tokens() -> None:
     import serve_bench
+    import serve_client
 
-    assert serve_bench.output_lengths(4, 64, 0) == [64] * 4
-    lengths = serve_bench.output_lengths(400, 64, 32)
+    assert serve_client.output_lengths(4, 64, 0) == [64] * 4
+    lengths = serve_client.output_lengths(400, 64, 32)
     assert min(lengths) >= 32 and max(lengths) <= 96 and len(set(lengths)) > 20
-    assert lengths == serve_bench.output_lengths(400, 64, 32)  # seeded: the same for every side
+    assert lengths == serve_client.output_lengths(400, 64, 32)  # seeded: the same for every side
     assert serve_bench.workload_name("1024x768", 64, 32) == "serve-c64-spread32"
     assert serve_bench.workload_name("1920x1080", 16) == "serve-1920x1080-c16"
 

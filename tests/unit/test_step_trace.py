@@ -158,3 +158,23 @@ def test_encode_ahead_steps_record_the_encodes_under_way(ckpt: str, tmp_path, mo
     scheduler.flush_trace()
     assert [step["pending_encodes"] for step in step_trace.load(path)] == [0, 1]
     PROGRESS.reset()
+
+
+def test_decode_gap_p99_weighs_each_gap_by_the_decodes_that_waited_it() -> None:
+    # 99 short gaps ending steps of 1 decode; one 50 ms gap ending a step of 64 decodes, one 80 ms gap
+    # ending a step of none (a prefill-only step: no token waited on it)
+    times = [0.0]
+    decodes = [0]
+    for _ in range(99):
+        times.append(times[-1] + 0.005)
+        decodes.append(1)
+    times += [times[-1] + 0.05, times[-1] + 0.13]
+    decodes += [64, 0]
+    steps = [{"t": t, "sched_ms": 0.1, "decodes": d} for t, d in zip(times, decodes, strict=True)]
+    summary = step_trace.summarize(steps)
+    assert summary["gap_max_ms"] == pytest.approx(80)
+    assert summary["decode_gap_p99_ms"] == pytest.approx(50)  # 64 of 163 decodes waited 50 ms
+    assert (
+        step_trace.summarize([{"t": 0.0, "sched_ms": 0.1}, {"t": 1.0, "sched_ms": 0.1}])["decode_gap_p99_ms"]
+        is None
+    )
