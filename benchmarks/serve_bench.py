@@ -34,8 +34,6 @@ from serve_client import run_level  # noqa: E402
 from server_metrics import engine_itl_shares, scrape  # noqa: E402
 from workloads import random_rgb  # noqa: E402
 
-from qwenvl_vllm.serving import step_trace  # noqa: E402
-
 PORT = 8021
 KV_BUDGET = 24 * 2**30  # fixed for both sides, as in compare.py
 URL = f"http://127.0.0.1:{PORT}"
@@ -208,6 +206,10 @@ def run_server(args: argparse.Namespace, impl: str, images: list[str], log: Path
     finally:
         proc.terminate()
         proc.wait(timeout=120)
+    # imported here, not at the top: it loads vLLM, which the client processes (spawned, so they import
+    # this module again) must not wait for
+    from qwenvl_vllm.serving import step_trace
+
     traced = step_trace.load(trace)
     for level, (since, until) in zip(levels, windows, strict=True):
         steps = step_trace.window(traced, since, until)
