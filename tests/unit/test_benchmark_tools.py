@@ -130,13 +130,16 @@ def test_step_trace_report_groups_gaps_by_what_the_step_scheduled(tmp_path) -> N
 
     steps = [step(0.0, 0, 0), step(0.004, 8, 8000), step(0.184, 0, 0), step(0.188, 0, 0, running=0)]
     steps.append(step(0.400, 1, 1000))
+    steps[2]["decodes"] = 64  # the 180 ms gap ends a step of 64 decodes: every one of them waited it
     groups = step_trace_report.group_gaps(steps)
     assert groups[("6-99", "6144-8191")] == [pytest.approx(180)]
     assert groups[("0", "0-2047")] == [pytest.approx(4), pytest.approx(4)]
     assert step_trace_report.idle_gaps(steps) == [pytest.approx(212)]
     trace = tmp_path / "steps_x.jsonl"
     trace.write_text("".join(json.dumps(s) + "\n" for s in steps))
-    assert "| 6-99 | 6144-8191 | 1 | 180.0 | 180.0 |" in step_trace_report.report(trace)
+    report = step_trace_report.report(trace)
+    assert "| 6-99 | 6144-8191 | 1 | 180.0 | 180.0 |" in report
+    assert "decode-weighted gap p99 (the engine's inter-token p99): 180.0 ms" in report
 
 
 def test_serve_bench_output_lengths_spread_around_max_tokens() -> None:
