@@ -70,14 +70,14 @@
 #      down to the engine's steps?), `n4` (issue 10: TTFT breakdown, 1920x1080 photos at c=1/16/64),
 #      `p5` (4032x3024 at c=1/16), then the `o5` call above.
 #   Eleventh visit done (round11 README: l1, q6, p6; two API servers leave c=64's tail at the engine's steps).
-#      Next (issue 12 first): `G3_CONCURRENCY="16 64" G3_FLAGS=--no-in-tree G3_CLIENT_PROCS=4
+#      Next (issue 12 first): `G3_CONCURRENCY="1 16 64" G3_FLAGS=--no-in-tree G3_CLIENT_PROCS=4
 #      G3_SIDES=ours_sliced_paced_b12_s17_api2 ROUND_BUDGET_S=570 ... f3` (c=64's client ITL p99 sat 5-6 ms
 #      above the engine's decode-weighted step gap p99 with one API server and with two: is it the
 #      benchmark's one client process? each level's JSON now has the client's event-loop lag), then
-#      `G3_CONCURRENCY="16 64" G3_FLAGS=--no-in-tree G3_CLIENT_PROCS=4 G3_SIDES=ours_sliced_paced_api2 ... g3`
+#      `G3_CONCURRENCY="1 16 64" G3_FLAGS=--no-in-tree G3_CLIENT_PROCS=4 G3_SIDES=ours_sliced_paced_api2 ... g3`
 #      (the default budget: engine decode gap p99 25.4 ms at c=64 in round 10), then
-#      `G3_CONCURRENCY="1 16 64" G3_FLAGS=--no-ours G3_SIDES=" " ... g3` (in-tree on the same machine; c=1 is
-#      the single-request TTFT through the server), then n4's TTFT breakdown, then in-tree's 4032x3024 side
+#      `G3_CONCURRENCY="1 16 64" G3_FLAGS=--no-ours G3_CLIENT_PROCS=4 G3_SIDES=" " ... g3` (in-tree on the same
+#      machine; c=1 is issue 10's single-request TTFT through the server, ~10 s a side), then n4's TTFT breakdown, then in-tree's 4032x3024 side
 #      alone (`serve_bench.py --no-ours --concurrency 1 16 --image-size 4032x3024`, ~8 min), then `o5`.
 #   o5 offline W1 ours vs in-tree (compare.py) under the plugin settings of the call's environment
 #   l2 the 2B checkpoints beside the GPU tests (slice graphs included), the encode-ahead check of the slicing
