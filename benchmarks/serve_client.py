@@ -116,7 +116,7 @@ def run_level(
     url: str, concurrency: int, images: list[str], max_tokens: int, spread: int = 0, processes: int = 1
 ) -> dict:
     jobs = list(zip(images, output_lengths(len(images), max_tokens, spread), strict=True))
-    if processes <= 1:
+    if min(processes, concurrency) <= 1:
         start = time.perf_counter()
         results, lags = asyncio.run(_collect(url, concurrency, jobs))
         return summarize(concurrency, results, time.perf_counter() - start, lags, 1)

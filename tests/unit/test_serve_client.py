@@ -61,6 +61,11 @@ def test_a_level_counts_every_request_token_and_error(server_url: str, processes
     assert level["client_lag_p99_ms"] is not None and level["client_lag_max_ms"] >= 0
 
 
+def test_one_worker_stays_in_this_process(server_url: str) -> None:
+    level = serve_client.run_level(server_url, 1, ["data:image/jpeg;base64,0"] * 2, max_tokens=3, processes=4)
+    assert level["client_processes"] == 1 and level["requests"] == 2 and level["errors"] == 0
+
+
 def test_split_keeps_the_requests_per_worker() -> None:
     jobs = list(range(256))
     parts = serve_client.split(64, jobs, 3)
