@@ -19,6 +19,7 @@ import numpy as np
 from server_metrics import itl_shares
 
 LAG_TICK_S = 0.005  # the event-loop probe's period: coarse enough to cost the loop nothing measurable
+START_TIMEOUT_S = 120.0
 _start_together = None  # a client process's barrier: every client starts its share at once
 
 
@@ -98,7 +99,7 @@ def _join(barrier) -> None:
 
 def _collect_together(url: str, concurrency: int, jobs: list[tuple[str, int]]) -> tuple:
     """One client process: start with the others, run its share, report results and when it ran."""
-    _start_together.wait()
+    _start_together.wait(timeout=START_TIMEOUT_S)  # a sibling that failed to start breaks it, no hang
     start = time.time()
     results, lags = asyncio.run(_collect(url, concurrency, jobs))
     return results, lags, start, time.time()
