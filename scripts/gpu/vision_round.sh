@@ -69,14 +69,16 @@
 #      then in-tree last: the same-run comparison; does a second API server take the client's ITL tail
 #      down to the engine's steps?), `n4` (issue 10: TTFT breakdown, 1920x1080 photos at c=1/16/64),
 #      `p5` (4032x3024 at c=1/16), then the `o5` call above.
-#   Eleventh visit done (round11 README: l1, q6, p6; two API servers leave c=64's tail at the engine's steps).
+#   Eleventh visit done (round11 README: l1, q6, p6; a second API server leaves c=64's client ITL p99 at 33 ms
+#      while the engine's own, decode-weighted, is 27.5).
 #      Next (issue 12 first): `G3_CONCURRENCY="1 16 64" G3_FLAGS=--no-in-tree G3_CLIENT_PROCS=4
 #      G3_SIDES=ours_sliced_paced_b12_s17_api2 ROUND_BUDGET_S=570 ... f3` (c=64's client ITL p99 sat 5-6 ms
 #      above the engine's decode-weighted step gap p99 with one API server and with two: is it the
 #      benchmark's one client process? each level's JSON now has the client's event-loop lag), then
 #      `G3_CONCURRENCY="1 16 64" G3_FLAGS=--no-in-tree G3_CLIENT_PROCS=4 G3_SIDES=ours_sliced_paced_api2 ... g3`
 #      (the default budget: engine decode gap p99 25.4 ms at c=64 in round 10), then
-#      `G3_CONCURRENCY="1 16 64" G3_FLAGS=--no-ours G3_CLIENT_PROCS=4 G3_SIDES=" " ... g3` (in-tree on the same
+#      `G3_CONCURRENCY="1 16 64" G3_FLAGS=--no-ours G3_CLIENT_PROCS=4 G3_SIDES=" " ... f4` (the front end on the
+#      host's CPU, then in-tree on the same
 #      machine; c=1 is issue 10's single-request TTFT through the server, ~10 s a side), then n4's TTFT breakdown, then in-tree's 4032x3024 side
 #      alone (`serve_bench.py --no-ours --concurrency 1 16 --image-size 4032x3024`, ~8 min), then `o5`.
 #   o5 offline W1 ours vs in-tree (compare.py) under the plugin settings of the call's environment
@@ -121,7 +123,7 @@ photos() {  # size concurrencies timeout: `vllm serve` with JPEG photos of that 
   status "serve_photos_$1" $?
   tail -4 "$R/serve_photos_$1.log"
 }
-case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, p5, p6, q6, f3 or ph} in
+case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, p5, p6, q6, f3, f4 or ph} in
 g1)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk 2b-bf16 qwen2-vl-2b bf16 & wait; echo "== checkpoints at ${SECONDS}s"
   ( gpu_tests "$(cap 200)"; encode_ahead_check "$(cap 270)" ) &
@@ -211,6 +213,12 @@ f3)
   status client_overhead $?; cut -c1-400 "$R/client_overhead.jsonl"
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu; echo "== ready at ${SECONDS}s"
   serve_sides "$(cap 570)"; pack f3 ;;
+f4)
+  # after f3: the front end per image on this host's CPU (issue 10's API-server ms, ours and in-tree), then
+  # g3's `vllm serve` sides
+  timeout 150 python3 benchmarks/frontend_speed.py --out "$R/frontend_speed.json" >"$R/frontend.log" 2>&1
+  status frontend_speed $?; pack f4
+  serve_sides "$(cap 570)"; pack f4 ;;
 ph)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu
   photos 1920x1080 64 "$(cap 540)"
