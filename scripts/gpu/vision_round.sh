@@ -77,10 +77,10 @@
 #      benchmark's one client process? each level's JSON now has the client's event-loop lag), then
 #      `G3_CONCURRENCY="1 16 64" G3_FLAGS=--no-in-tree G3_CLIENT_PROCS=4 G3_SIDES=ours_sliced_paced_api2 ... g3`
 #      (the default budget: engine decode gap p99 25.4 ms at c=64 in round 10), then
-#      `G3_CONCURRENCY="1 16 64" G3_FLAGS=--no-ours G3_CLIENT_PROCS=4 G3_SIDES=" " ... f4` (the front end on the
-#      host's CPU, then in-tree on the same
-#      machine; c=1 is issue 10's single-request TTFT through the server, ~10 s a side), then n4's TTFT breakdown, then in-tree's 4032x3024 side
-#      alone (`serve_bench.py --no-ours --concurrency 1 16 --image-size 4032x3024`, ~8 min), then `o5`.
+#      `G3_CONCURRENCY="1 16 64" G3_FLAGS=--no-ours G3_CLIENT_PROCS=4 G3_SIDES=" " ... f4` (the front end on
+#      the host's CPU, then in-tree on the same machine; c=1 is issue 10's single-request TTFT through the
+#      server, ~10 s a side), then n4's TTFT breakdown, then in-tree's 4032x3024 side alone
+#      (`serve_bench.py --no-ours --concurrency 1 16 --image-size 4032x3024`, ~8 min), then `o5`.
 #   o5 offline W1 ours vs in-tree (compare.py) under the plugin settings of the call's environment
 #   l2 the 2B checkpoints beside the GPU tests (slice graphs included), the encode-ahead check of the slicing
 #      scheduler (greedy outputs vs vLLM's scheduler, caches and the slicer's queue after aborts)
