@@ -20,8 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import requests
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import serve_client  # noqa: E402
 
@@ -52,16 +50,6 @@ def serve(port: int, step_s: float) -> None:
     web.run_app(app, host="127.0.0.1", port=port, print=None)
 
 
-def wait_ready(url: str) -> None:
-    for _ in range(100):
-        try:
-            if requests.get(f"{url}/health", timeout=1).ok:
-                return
-        except requests.RequestException:
-            time.sleep(0.1)
-    raise RuntimeError("the stand-in server did not start")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--concurrency", type=int, default=64)
@@ -76,7 +64,7 @@ def main() -> None:
     url = f"http://127.0.0.1:{PORT}"
     server = subprocess.Popen([sys.executable, __file__, "--serve", "--step-ms", str(args.step_ms)])
     try:
-        wait_ready(url)
+        serve_client.wait_ready(server, url, timeout_s=60)
         image = "data:image/jpeg;base64," + base64.b64encode(os.urandom(IMAGE_BYTES)).decode()
         images, tokens = [image] * (3 * args.concurrency), args.max_tokens
         for processes in args.processes:

@@ -23,14 +23,13 @@ import sys
 import time
 from pathlib import Path
 
-import requests
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import serve_profile  # noqa: E402
 from compare import memory_from_log  # noqa: E402
 from gpu_memory import PeakMemory  # noqa: E402
-from serve_client import run_level  # noqa: E402
+from serve_client import run_level, wait_ready  # noqa: E402
 from server_metrics import engine_itl_shares, scrape  # noqa: E402
 from workloads import random_rgb  # noqa: E402
 
@@ -160,20 +159,6 @@ def start(
     return subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
-def wait_ready(proc: subprocess.Popen, timeout_s: float = 600) -> None:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if requests.get(f"{URL}/health", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(2)
-    raise RuntimeError("server did not become ready")
-
-
 def run_server(args: argparse.Namespace, impl: str, images: list[str], log: Path, memory) -> list[dict]:
     trace = log.with_name(f"steps_{impl}.jsonl")
     trace.unlink(missing_ok=True)
@@ -182,7 +167,7 @@ def run_server(args: argparse.Namespace, impl: str, images: list[str], log: Path
     windows: list[tuple[float, float]] = []
     offset, levels = 4, []
     try:
-        wait_ready(proc)
+        wait_ready(proc, URL)
         run_level(URL, 2, images[:4], 8)  # warm-up
         for c in args.concurrency:
             n = requests_for(c)

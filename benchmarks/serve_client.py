@@ -10,17 +10,34 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
 import aiohttp
 import numpy as np
+import requests
 from server_metrics import itl_shares
 
 LAG_TICK_S = 0.005  # the event-loop probe's period: coarse enough to cost the loop nothing measurable
 START_TIMEOUT_S = 120.0
 _start_together = None  # a client process's barrier: every client starts its share at once
+
+
+def wait_ready(proc: subprocess.Popen, url: str, timeout_s: float = 600) -> None:
+    """Until the server at `url` answers its health check; an error if its process exits first."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(2)
+    raise RuntimeError("server did not become ready")
 
 
 def output_lengths(count: int, max_tokens: int, spread: int) -> list[int]:

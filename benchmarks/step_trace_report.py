@@ -55,11 +55,9 @@ def report(path: Path) -> str:
     ]
     for (enc, pre), gaps in sorted(group_gaps(steps).items(), key=lambda kv: (len(kv[0][0]), kv[0])):
         lines.append(f"| {enc} | {pre} | {len(gaps)} | {np.median(gaps):.1f} | {max(gaps):.1f} |")
-    if len(steps) > 1:
-        gaps = np.diff([step["t"] for step in steps]) * 1000
-        weighted = step_trace.decode_gap_p99(steps, gaps)
-        if weighted is not None:
-            lines += ["", f"decode-weighted gap p99 (the engine's inter-token p99): {weighted:.1f} ms"]
+    weighted = step_trace.decode_gap_p99(steps)
+    if weighted is not None:
+        lines += ["", f"decode-weighted gap p99 (the engine's inter-token p99): {weighted:.1f} ms"]
     idle = idle_gaps(steps)
     if idle:
         lines += ["", f"idle gaps (engine empty): {len(idle)}, median {np.median(idle):.0f} ms"]
