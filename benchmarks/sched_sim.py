@@ -26,14 +26,20 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers import finish_step, image_request, scheduler_for  # noqa: E402
 
-from qwenvl_vllm.settings import TOWER_BACKLOG_SCALE  # noqa: E402
+from qwenvl_vllm.models.step_budget import (  # noqa: E402
+    INITIAL_FIXED_MS,
+    PATCH_LAYERS_PER_MS,
+    PREFILL_MS_PER_1K_TOKENS,
+    StepBudget,
+)
+from qwenvl_vllm.settings import TOWER_BACKLOG_SCALE, TOWER_STEP_MS, get_settings  # noqa: E402
 
 
 @dataclass
 class Costs:
-    base_ms: float = 3.3  # a step's fixed cost (64 decodes: 3.5 ms measured)
+    base_ms: float = INITIAL_FIXED_MS  # a step's fixed cost (64 decodes: 3.5 ms measured)
     per_seq_ms: float = 0.003
-    prefill_ms_per_1k: float = 5.5  # 6-8k-token prefill steps without encodes: 40-50 ms
+    prefill_ms_per_1k: float = PREFILL_MS_PER_1K_TOKENS  # 6-8k-token prefill steps without encodes: 40-50 ms
     tower_ms_per_1k: float = 15.3  # encoder tokens; one 1024x768 image is 999
     # Steps over vLLM's largest CUDA-graph size run the LM eagerly and are bound by the host: a 1k-token
     # prefill step takes ~30 ms (GPU work ~9 ms), one with an image ~43 ms (trace: steps of 1-2 images).
@@ -48,8 +54,11 @@ class Costs:
     side_cost: float = 1.0
     # the slicing scheduler: tower work launched per step (QWENVL_VLLM_TOWER_STEP_PATCH_LAYERS' default is 20
     # of a 1024x768 image's 32 blocks, ~15.3 x 20 / 32 ms), run in the step, not beside it
-    tower_step_ms: float = 9.5
+    tower_step_ms: float = TOWER_STEP_MS
     tower_backlog_scale: float = TOWER_BACKLOG_SCALE
+    # QWENVL_VLLM_STEP_TARGET_MS for the slicer (0: the fixed budget above); the real StepBudget runs on the
+    # simulated clock, learning this model's fixed cost as it would the GPU's
+    step_target_ms: float = 0.0
 
 
 @dataclass
@@ -159,12 +168,15 @@ class Sim:
     encodes: dict = field(default_factory=dict)  # request id -> its image's encode (FinishedAt)
     _just_finished: list = field(default_factory=list)  # encodes finished within the current step
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+    step_budget: StepBudget | None = None
 
     def run(self) -> dict:
         from qwenvl_vllm.models.encoder_stream import PROGRESS
 
         PROGRESS.reset()
         PROGRESS.active = self.side_stream
+        if self.sliced and self.costs.step_target_ms:
+            self.step_budget = StepBudget(self.costs.step_target_ms, clock=lambda: self.clock / 1000)
         self.api = ApiServer(self.costs.api_shared_ms, self.costs.api_serial_ms, self.costs.api_servers)
         self.issued = 0
         for _ in range(self.work.concurrency):
@@ -241,14 +253,21 @@ class Sim:
         self._just_finished = []
         if self.sliced:  # as the slicer: the encodes this step needs, then up to the step's budget
             used = self._run_side_through(self._needed(out))
-            budget = c.tower_step_ms * (c.tower_backlog_scale if progress.backlog else 1.0)
-            used += self._run_side(max(budget - used, 0.0), end=None)
+            used += self._run_side(max(self._tower_budget_ms(out, progress) - used, 0.0), end=None)
+            if self.step_budget is not None:
+                self.step_budget.launched(int(used * PATCH_LAYERS_PER_MS))
         else:
             used = c.side_cost * self._run_side(max(lm, host), end=None)
         step = max(host, lm + used)
         for event in self._just_finished:
             event.at = self.clock + step
         return step
+
+    def _tower_budget_ms(self, out, progress) -> float:
+        scale = self.costs.tower_backlog_scale if progress.backlog else 1.0
+        if self.step_budget is not None:
+            return self.step_budget.patch_layers(out.total_num_scheduled_tokens, scale) / PATCH_LAYERS_PER_MS
+        return self.costs.tower_step_ms * scale
 
     def _needed(self, out) -> set[int]:
         """The queued encodes whose image tokens this step prefills (the slicer finishes them first)."""
@@ -343,6 +362,9 @@ def main() -> None:
     parser.add_argument(
         "--tower-step-ms", type=float, default=Costs.tower_step_ms, help="sliced: tower per step"
     )
+    parser.add_argument("--step-target-ms", type=float, default=0.0, help="QWENVL_VLLM_STEP_TARGET_MS")
+    parser.add_argument("--base-ms", type=float, default=Costs.base_ms, help="a step's fixed cost")
+    parser.add_argument("--tower-backlog-scale", type=float, default=Costs.tower_backlog_scale)
     parser.add_argument(
         "--host-ms-per-image", type=float, default=Costs.host_ms_per_image, help="0: without that host cost"
     )
@@ -359,11 +381,15 @@ def main() -> None:
         graph_max_tokens=args.graph_max_tokens,
         host_ms_per_image=args.host_ms_per_image,
         tower_step_ms=args.tower_step_ms,
+        step_target_ms=args.step_target_ms,
+        base_ms=args.base_ms,
+        tower_backlog_scale=args.tower_backlog_scale,
     )
     work = Workload(
         concurrency=args.concurrency, requests=4 * args.concurrency, max_tokens_spread=args.max_tokens_spread
     )
     results = {
+        "tower_backlog_requests": get_settings().tower_backlog_requests,
         "costs": asdict(costs),
         "workload": asdict(work),
         "encoder_step_tokens": args.encoder_step_tokens,

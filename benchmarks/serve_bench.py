@@ -138,6 +138,24 @@ SIDES = {  # name -> (plugin on, extra `vllm serve` arguments, extra environment
     ),
     # ours_sliced_paced chosen by the plugin's setting instead of the flag (the config hook's dispatcher)
     "ours_sliced_paced_env": (True, [], {"QWENVL_VLLM_SCHEDULER": "sliced_paced"}),
+    # round 12: the paced slicer's steady steps ran 20-37 ms at c=64 (the budget jumped between 1x and 1.7x,
+    # blind to the rest of the step); a step-time target gives each step the tower work its LM work leaves
+    # room for (qwenvl_vllm.models.step_budget), two API servers as the round's paced side; sched_sim.py
+    # ranks 18 and 20 ms first, 1.45x while 12 requests wait (benchmarks/results/2026-12-03-devcpu)
+    **{
+        f"ours_sliced_paced_t{target}_api2": (
+            True,
+            ["--scheduler-cls", SLICED_PACED, "--api-server-count", "2"],
+            {
+                "QWENVL_VLLM_STEP_TARGET_MS": str(target),
+                "QWENVL_VLLM_TOWER_BACKLOG_SCALE": "1.45",
+                "QWENVL_VLLM_TOWER_BACKLOG_REQUESTS": "12",
+            },
+        )
+        for target in (18, 20)
+    },
+    # vLLM's own 512-token graph limit for our default path (QWENVL_VLLM_GRAPH_TOKENS, 2048 since round 12)
+    "ours_graphs_512": (True, [], {"QWENVL_VLLM_GRAPH_TOKENS": "0"}),
     # ours_sliced again, for --profile-side (the profiler slows the side it watches)
     "ours_sliced_profiled": (True, ["--scheduler-cls", SLICED], {}),
     "in_tree": (False, [], {}),

@@ -11,8 +11,10 @@ VIT_FP8_ENV = "QWENVL_VLLM_VIT_FP8"
 # on an H200 beside a step's ~3.5-5 ms of decodes; smaller budgets cost throughput at c=64, larger ones
 # inter-token latency at c=16 (benchmarks/sched_sim.py; predictions in benchmarks/results/*-round7/)
 TOWER_STEP_PATCH_LAYERS = 20 * 4096
+TOWER_STEP_MS = 9.5  # what TOWER_STEP_PATCH_LAYERS takes on an H200 (2B)
 TOWER_BACKLOG_SCALE = 1.5  # the budget while requests wait in the scheduler
 TOWER_BACKLOG_REQUESTS = 8  # the paced slicer's backlog: this many requests before their first token
+GRAPH_TOKENS = 2048  # language-model CUDA graphs up to here: one image's prompt (~1k tokens) and the decodes
 
 
 def _env_flag(name: str, default: bool = False) -> bool:
@@ -60,6 +62,9 @@ class Settings:
     # ... times this while requests wait in the scheduler (the paced slicing scheduler: while
     # `tower_backlog_requests` are before their first token); the engine is behind: admission before latency
     tower_backlog_scale: float
+    # Under our slicing schedulers: each step gets the tower work that brings it to about this many ms
+    # (models.step_budget), instead of tower_step_patch_layers and the backlog scale; 0: off.
+    step_target_ms: float
     # Under the paced slicing scheduler: the backlog that grows the tower's budget, in requests whose prompt
     # is not computed yet.
     tower_backlog_requests: int
@@ -68,6 +73,9 @@ class Settings:
     lm_stream_priority: bool
     # Qwen2-VL: run the logits once at every batch-size band before serving (models.logits_warmup).
     warm_logits: bool
+    # Our models' language-model CUDA graphs up to this many tokens where the user set no capture size
+    # (serving.step_graphs; vLLM's default stops at 512, below one image's prompt); 0: vLLM's default.
+    graph_tokens: int
     # One of our schedulers as the engine's default for Qwen2-VL where the user passed no --scheduler-cls
     # (serving.default_scheduler: its short names); unset: vLLM's scheduler.
     scheduler: str | None
@@ -90,9 +98,11 @@ def get_settings() -> Settings:
         encoder_step_tokens=_env_int("QWENVL_VLLM_ENCODER_STEP_TOKENS", 2048),
         tower_step_patch_layers=_env_int("QWENVL_VLLM_TOWER_STEP_PATCH_LAYERS", TOWER_STEP_PATCH_LAYERS),
         tower_backlog_scale=_env_float("QWENVL_VLLM_TOWER_BACKLOG_SCALE", TOWER_BACKLOG_SCALE),
+        step_target_ms=_env_float("QWENVL_VLLM_STEP_TARGET_MS", 0.0),
         tower_backlog_requests=_env_int("QWENVL_VLLM_TOWER_BACKLOG_REQUESTS", TOWER_BACKLOG_REQUESTS),
         lm_stream_priority=_env_flag("QWENVL_VLLM_LM_STREAM_PRIORITY", default=True),
         warm_logits=_env_flag("QWENVL_VLLM_WARM_LOGITS", default=True),
+        graph_tokens=_env_int("QWENVL_VLLM_GRAPH_TOKENS", GRAPH_TOKENS),
         scheduler=os.environ.get("QWENVL_VLLM_SCHEDULER") or None,
         step_trace_path=os.environ.get("QWENVL_VLLM_STEP_TRACE") or None,
         model_seq_len=int(_env_float("MODEL_SEQ_LEN", 128000)),  # qwen-vl-utils reads it as a float

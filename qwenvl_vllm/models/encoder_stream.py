@@ -47,6 +47,7 @@ class EncoderProgress:
     def reset(self) -> None:
         self.launched = 0
         self.finished = 0
+        self.tower_work = 0  # patches x blocks the slicer launched (the step trace records each step's)
         self._pending: deque[tuple[int, torch.cuda.Event | None]] = deque()
 
     def add(self, items: int, event: torch.cuda.Event | TowerJob | None) -> None:
@@ -167,12 +168,18 @@ class SideStreamEmbedding:
         """At model construction, on the worker's device (so the scheduler, built later in the same
         process, already sees an active side stream)."""
         if self.supports_tower_slices and wants_tower_slices(vllm_config):
+            from qwenvl_vllm.models.step_budget import StepBudget
             from qwenvl_vllm.models.tower_slices import TowerSlicer, check_sliceable
 
             check_sliceable(vllm_config)
 
             settings = get_settings()
-            self._tower_slicer = TowerSlicer(settings.tower_step_patch_layers, settings.tower_backlog_scale)
+            target = settings.step_target_ms
+            self._tower_slicer = TowerSlicer(
+                settings.tower_step_patch_layers,
+                settings.tower_backlog_scale,
+                StepBudget(target) if target else None,
+            )
         elif wants_encoder_stream(vllm_config):
             self._encoder_stream = EncoderStream(torch.device(vllm_config.device_config.device))
 
@@ -201,7 +208,7 @@ class SideStreamEmbedding:
         is_multimodal: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if self._tower_slicer is not None:
-            self._tower_slicer.before_lm(multimodal_embeddings or ())
+            self._tower_slicer.before_lm(multimodal_embeddings or (), tokens=input_ids.shape[0])
         elif self._encoder_stream is not None and multimodal_embeddings is not None:
             self._encoder_stream.wait_for(multimodal_embeddings)  # encoded on the side stream
         return super().embed_input_ids(input_ids, multimodal_embeddings, is_multimodal=is_multimodal)

@@ -22,6 +22,7 @@ import torch
 
 from qwenvl_vllm.models.encoder_stream import PROGRESS, storage_key
 from qwenvl_vllm.models.host_scopes import scope
+from qwenvl_vllm.models.step_budget import StepBudget
 
 SLICES_PER_STEP = 5  # a step's budget in about this many slices: fine enough to stay near the budget
 Slices = Generator[None, None, torch.Tensor]  # each next() launches one slice; its value is the output
@@ -83,8 +84,10 @@ class TowerJob:
 class TowerSlicer:
     """The queue of encodes; `before_lm` is called once per step, before the language model's forward."""
 
-    def __init__(self, patch_layers_per_step: int, backlog_scale: float = 1.0) -> None:
-        self.budget, self.backlog_scale = patch_layers_per_step, backlog_scale
+    def __init__(
+        self, patch_layers_per_step: int, backlog_scale: float = 1.0, step_budget: StepBudget | None = None
+    ) -> None:
+        self.budget, self.backlog_scale, self.step_budget = patch_layers_per_step, backlog_scale, step_budget
         self._queue: deque[TowerJob] = deque()
         self._jobs: dict[int, TowerJob] = {}  # output storage -> its job, until launched
         PROGRESS.active = True
@@ -103,15 +106,25 @@ class TowerSlicer:
     def job_of(self, output: torch.Tensor) -> TowerJob | None:
         return self._jobs.get(storage_key(output))
 
-    def before_lm(self, embeddings: Iterable[torch.Tensor]) -> None:
+    def before_lm(self, embeddings: Iterable[torch.Tensor], tokens: int = 0) -> None:
+        """`tokens`: the step's scheduled tokens (what a step-time target leaves the tower room by)."""
         if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
             return
+        budget = self._step_budget(tokens)
         with scope("finish_through"):
             spent = self._finish_through(embeddings)
-        budget = self.budget * (self.backlog_scale if PROGRESS.backlog else 1.0)
         with scope("tower_slices"):
             while self._queue and (spent == 0 or spent + self._queue[0].slice_cost <= budget):
                 spent += self._launch_front()
+        PROGRESS.tower_work += spent
+        if self.step_budget is not None:
+            self.step_budget.launched(spent)
+
+    def _step_budget(self, tokens: int) -> int:
+        scale = self.backlog_scale if PROGRESS.backlog else 1.0
+        if self.step_budget is not None:
+            return self.step_budget.patch_layers(tokens, scale)
+        return int(self.budget * scale)
 
     def _finish_through(self, embeddings: Iterable[torch.Tensor]) -> int:
         """Launches every queued slice up to the last job these embeddings come from; the work launched."""

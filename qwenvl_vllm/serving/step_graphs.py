@@ -1,33 +1,38 @@
-"""Schedulers whose every step runs as a CUDA graph: steps capped at `step_tokens` tokens, the language
-model's graphs captured up to that size.
+"""The language model's CUDA graphs for our models: up to `QWENVL_VLLM_GRAPH_TOKENS` tokens by default, and
+steps capped at `step_tokens` tokens (graphs up to that size) for schedulers that declare it.
 
 vLLM captures its graphs up to 512 tokens by default (min(2 x max_num_seqs, 512)); a larger mixed step, such
 as a 1k-token prefill beside the decodes, runs the language model eagerly: ~30 ms of host time for the 2B
-model whatever its GPU work (sixth visit's step traces). A scheduler class with a `step_tokens` attribute
-gets `--max-num-scheduled-tokens` and `--max-cudagraph-capture-size` set to it, where the user set neither,
-by the plugin's per-architecture config hook (run when the engine config is built, before any worker), so
-the scheduler stays one flag.
+model whatever its GPU work (sixth visit's step traces), and one image's prompt is ~1k tokens. The plugin's
+per-architecture config hook (run when the engine config is built, before any worker) sets
+`--max-cudagraph-capture-size` where the user set no capture size, and, for a scheduler class with a
+`step_tokens` attribute, `--max-num-scheduled-tokens` too, so such a scheduler stays one flag.
 """
 
 from __future__ import annotations
 
 from qwenvl_vllm.log import logger
 from qwenvl_vllm.models.encoder_stream import scheduler_class
+from qwenvl_vllm.settings import get_settings
 
 
 def apply_step_tokens(vllm_config: object) -> None:
-    tokens = getattr(scheduler_class(vllm_config), "step_tokens", None)
     scheduler = vllm_config.scheduler_config
-    if not tokens or not scheduler.enable_chunked_prefill:
-        return  # unchunked, a prompt longer than the cap would never be scheduled (and block the queue)
-    tokens = min(tokens, scheduler.max_num_batched_tokens)
-    if scheduler.max_num_scheduled_tokens is None:
-        scheduler.max_num_scheduled_tokens = tokens
+    step_tokens = getattr(scheduler_class(vllm_config), "step_tokens", None)
+    if step_tokens and scheduler.enable_chunked_prefill:
+        # unchunked, a prompt longer than the cap would never be scheduled (and block the queue)
+        step_tokens = min(step_tokens, scheduler.max_num_batched_tokens)
+        if scheduler.max_num_scheduled_tokens is None:
+            scheduler.max_num_scheduled_tokens = step_tokens
+        graph_tokens = step_tokens
+    else:
+        graph_tokens = min(get_settings().graph_tokens, scheduler.max_num_batched_tokens)
     compilation = vllm_config.compilation_config
-    if compilation.max_cudagraph_capture_size is None and compilation.cudagraph_capture_sizes is None:
-        compilation.max_cudagraph_capture_size = tokens
+    sizes = (compilation.max_cudagraph_capture_size, compilation.cudagraph_capture_sizes)
+    if graph_tokens > 0 and sizes == (None, None):  # else the user chose
+        compilation.max_cudagraph_capture_size = graph_tokens
     logger.info(
         "qwenvl-vllm: steps of at most %s tokens, CUDA graphs up to %s tokens",
-        scheduler.max_num_scheduled_tokens,
-        compilation.max_cudagraph_capture_size or compilation.cudagraph_capture_sizes,
+        scheduler.max_num_scheduled_tokens or scheduler.max_num_batched_tokens,
+        compilation.max_cudagraph_capture_size or compilation.cudagraph_capture_sizes or "vLLM's default",
     )

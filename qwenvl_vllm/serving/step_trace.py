@@ -1,14 +1,15 @@
 """A per-step trace of the engine's scheduler, for finding what a long inter-token gap was made of.
 
 With `QWENVL_VLLM_STEP_TRACE=<file>` set, each of our schedulers appends one JSON line per `schedule()` call:
-when it started (monotonic seconds), how long the call took, the step's decode and prefill tokens, its
-encoder inputs and the queue lengths (written once a second, when the engine runs out of requests and at
-shutdown), and `host_ms`: the host milliseconds of our named scopes (`qwenvl_vllm.models.host_scopes`)
-since the previous record, i.e. the previous step's model work (images admitted, their pixels, the
-tower's slices), its outputs' update and this call. The gap between two calls is one engine step; with
-async scheduling the next call overlaps the GPU's work, so a gap partly holds the previous step's GPU
-time, and gaps still add up to wall time. Off by default: a few clock reads per step. The scopes also show
-in a torch-profiler trace (`benchmarks/profile_digest.py`; off unless VLLM_CUSTOM_SCOPES_FOR_PROFILING=1).
+when it started (monotonic seconds), how long the call took, the step's decode and prefill tokens, its encoder
+inputs and the queue lengths (written once a second, when the engine runs out of requests and at shutdown),
+and `host_ms`: the host milliseconds of our named scopes (`qwenvl_vllm.models.host_scopes`) since the previous
+record, i.e. the previous step's model work (images admitted, their pixels, the tower's slices), its outputs'
+update and this call; with a slicing scheduler also `tower_work`, the tower's patches x blocks launched since
+the previous record (the previous step's slices). The gap between two calls is one engine step; with async
+scheduling the next call overlaps the GPU's work, so a gap partly holds the previous step's GPU time, and gaps
+still add up to wall time. Off by default: a few clock reads per step. The scopes also show in a
+torch-profiler trace (`benchmarks/profile_digest.py`; off unless VLLM_CUSTOM_SCOPES_FOR_PROFILING=1).
 `summarize` turns a trace into the numbers the serve benchmark reports beside its client-side latencies.
 """
 
@@ -54,6 +55,7 @@ class StepTracing:
         self._trace_file = Path(path) if path else None
         self._trace: list[dict] = []
         self._flushed_at = time.monotonic()
+        self._tower_work_seen = PROGRESS.tower_work
         host_scopes.TIMING = self._trace_file is not None
         if host_scopes.TIMING:
             host_scopes.time_collections()
@@ -67,6 +69,9 @@ class StepTracing:
             record = step_record(output, started, time.monotonic(), waiting, running)
             if PROGRESS.active:  # encodes given to the model (side stream or slicer) and not finished yet
                 record["pending_encodes"] = PROGRESS.launched - PROGRESS.finished_items()
+                # the slicer's launches since the last record: the previous step's, as host_ms
+                record["tower_work"] = PROGRESS.tower_work - self._tower_work_seen
+                self._tower_work_seen = PROGRESS.tower_work
             record["host_ms"] = host_scopes.take_host_ms()
             self._trace.append(record)
             if started - self._flushed_at >= FLUSH_EVERY_S:

@@ -81,6 +81,17 @@
 #      the host's CPU, then in-tree on the same machine; c=1 is issue 10's single-request TTFT through the
 #      server, ~10 s a side), then n4's TTFT breakdown, then in-tree's 4032x3024 side alone
 #      (`serve_bench.py --no-ours --concurrency 1 16 --image-size 4032x3024`, ~8 min), then `o5`.
+#   Twelfth visit done (round12 README: f3, f4, then the TTFT breakdown and the front end on the host's CPU).
+#      With 4 client processes the client adds ~2.5 ms (8.5 with one), and the paced slicer's c=64 steps ran
+#      20-37 ms. Next (this order): `G3_CONCURRENCY="1 16 64" G3_FLAGS=--no-in-tree G3_CLIENT_PROCS=4
+#      G3_SIDES=ours_sliced_paced_t18_api2 ROUND_BUDGET_S=570 ... s1` (ours now with LM graphs to 2048 tokens;
+#      the step-time target, 18 ms, 1.45x while 12 requests wait), then `G3_CONCURRENCY="16 64"
+#      G3_FLAGS=--no-ours G3_CLIENT_PROCS=4 G3_SIDES="ours_sliced_paced_t20_api2 ours_graphs_512" ... g3`
+#      (in-tree last: the same-run comparison; ours_graphs_512 = the old default), then `o6` (offline W1
+#      and its TTFT with the new graph default, then the TTFT breakdown). Each step trace now records the
+#      tower work launched per step (`tower_work`).
+#   s1 a fresh machine's 2B GPTQ checkpoint, then g3's `vllm serve` sides
+#   o6 offline W1 ours vs in-tree (compare.py), then the TTFT breakdown
 #   o5 offline W1 ours vs in-tree (compare.py) under the plugin settings of the call's environment
 #   l2 the 2B checkpoints beside the GPU tests (slice graphs included), the encode-ahead check of the slicing
 #      scheduler (greedy outputs vs vLLM's scheduler, caches and the slicer's queue after aborts)
@@ -123,7 +134,7 @@ photos() {  # size concurrencies timeout: `vllm serve` with JPEG photos of that 
   status "serve_photos_$1" $?
   tail -4 "$R/serve_photos_$1.log"
 }
-case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, p5, p6, q6, f3, f4 or ph} in
+case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, o6, p5, p6, q6, f3, f4, s1 or ph} in
 g1)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk 2b-bf16 qwen2-vl-2b bf16 & wait; echo "== checkpoints at ${SECONDS}s"
   ( gpu_tests "$(cap 200)"; encode_ahead_check "$(cap 270)" ) &
@@ -213,6 +224,16 @@ f3)
   status client_overhead $?; cut -c1-400 "$R/client_overhead.jsonl"
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu; echo "== ready at ${SECONDS}s"
   serve_sides "$(cap 570)"; pack f3 ;;
+s1)
+  # a fresh machine: the 2B GPTQ checkpoint, then g3's `vllm serve` sides (G3_SIDES, G3_CONCURRENCY, G3_FLAGS)
+  mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu; echo "== ready at ${SECONDS}s"
+  serve_sides "$(cap 570)"; pack s1 ;;
+o6)
+  # offline W1 ours vs in-tree (compare.py: req/s and single-request TTFT), then the TTFT breakdown
+  timeout "$(cap 340)" python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W1 --tag "${O5_TAG:-_o6}" \
+    --out-dir "$R/offline_o6" >"$R/compare_o6.log" 2>&1; status compare_o6 $?; tail -4 "$R/compare_o6.log"; pack o6
+  timeout "$(cap 560)" python3 benchmarks/ttft_breakdown.py --ckpt "$CK/2b-gptq" --out "$R/ttft_breakdown.json" \
+    >"$R/ttft_breakdown.log" 2>&1; status ttft_breakdown $?; tail -c 600 "$R/ttft_breakdown.json"; pack o6 ;;
 f4)
   # after f3: the front end per image on this host's CPU (issue 10's API-server ms, ours and in-tree), then
   # g3's `vllm serve` sides

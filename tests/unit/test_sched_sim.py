@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -69,3 +70,15 @@ def test_sliced_tower_keeps_steps_with_decodes_near_the_budget(ckpt: str, monkey
     decode_steps = [step[3] for step, decodes in zip(sim.steps, sim.step_decodes, strict=True) if decodes]
     tower_max = costs.tower_step_ms * costs.tower_backlog_scale  # while requests wait
     assert decode_steps and max(decode_steps) <= lm_max + tower_max + 1e-6
+
+
+def test_a_step_target_holds_the_steady_steps_at_the_target(ckpt: str, monkeypatch) -> None:
+    """The slicer under QWENVL_VLLM_STEP_TARGET_MS in the simulator (the real StepBudget on the simulated
+    clock, a fixed cost unlike its first guess): once it has learned the fixed cost, steps with decodes and
+    tower work stay near the target, apart from those that must finish an image's encode."""
+    costs = sched_sim.Costs(graph_max_tokens=1536, host_ms_per_image=0.0, base_ms=7.0, step_target_ms=24.0)
+    sim = sched_sim.simulate(ckpt, "sliced", costs, WORK, scheduled_tokens=1536)
+    assert len(sim.tokens) == WORK.requests and sim.side == []
+    assert sim.step_budget.fixed_ms == pytest.approx(7.0 + costs.per_seq_ms * WORK.concurrency, abs=0.5)
+    late = [step[3] for step, decodes in zip(sim.steps, sim.step_decodes, strict=True) if decodes][-40:]
+    assert np.median(late) <= 24.0 + 0.5

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from qwenvl_vllm.settings import GRAPH_TOKENS
+
 GRAPHED = "qwenvl_vllm.serving.encode_ahead.EncodeAheadGraphedAsyncScheduler"
 AHEAD = "qwenvl_vllm.serving.encode_ahead.EncodeAheadAsyncScheduler"
 
@@ -56,14 +58,27 @@ def test_user_choices_are_kept(ckpt: str) -> None:
     assert scheduler.max_num_scheduled_tokens == 1024 and compilation.max_cudagraph_capture_size == 256
 
 
-def test_other_schedulers_are_left_alone(ckpt: str) -> None:
+def test_other_schedulers_keep_vllms_step_size_and_get_the_graph_tokens(ckpt: str) -> None:
     scheduler, compilation = _config(ckpt, AHEAD)
     plain_scheduler, plain_compilation = _config(ckpt, None)
     assert scheduler.max_num_scheduled_tokens == plain_scheduler.max_num_scheduled_tokens
-    assert compilation.max_cudagraph_capture_size == plain_compilation.max_cudagraph_capture_size
+    assert compilation.max_cudagraph_capture_size == GRAPH_TOKENS
+    assert plain_compilation.max_cudagraph_capture_size == GRAPH_TOKENS
+
+
+def test_graph_tokens_setting(ckpt: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QWENVL_VLLM_GRAPH_TOKENS", "1024")
+    assert _config(ckpt, None)[1].max_cudagraph_capture_size == 1024
+    monkeypatch.setenv("QWENVL_VLLM_GRAPH_TOKENS", "0")  # left to vLLM (its default, computed on CUDA)
+    assert _config(ckpt, None)[1].max_cudagraph_capture_size is None
+
+
+def test_graph_tokens_keep_the_users_capture_sizes(ckpt: str) -> None:
+    assert _config(ckpt, None, graphs=256)[1].max_cudagraph_capture_size == 256
 
 
 def test_unchunked_prefill_keeps_vllms_step_size(ckpt: str) -> None:
     # a prompt longer than a capped step would never be scheduled without chunking (and block the queue)
     scheduler, compilation = _config(ckpt, GRAPHED, chunked=False)
-    assert scheduler.max_num_scheduled_tokens != 2048 and compilation.max_cudagraph_capture_size != 2048
+    assert scheduler.max_num_scheduled_tokens != 2048
+    assert compilation.max_cudagraph_capture_size == GRAPH_TOKENS  # graphs cap nothing

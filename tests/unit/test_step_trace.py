@@ -140,7 +140,7 @@ def test_summary_names_the_steps_before_long_gaps() -> None:
 
 def test_encode_ahead_steps_record_the_encodes_under_way(ckpt: str, tmp_path, monkeypatch) -> None:
     """With a side stream or slicer in the process (PROGRESS active): encodes given to the model and not
-    finished, as the scheduler sees them at each step."""
+    finished, as the scheduler sees them at each step, and the tower work launched since the last record."""
     from types import SimpleNamespace
 
     from qwenvl_vllm.models.encoder_stream import PROGRESS
@@ -154,9 +154,12 @@ def test_encode_ahead_steps_record_the_encodes_under_way(ckpt: str, tmp_path, mo
     scheduler.schedule(False)
     done = SimpleNamespace(query=lambda: True)
     PROGRESS.add(1, done), PROGRESS.add(1, SimpleNamespace(query=lambda: False))
+    PROGRESS.tower_work += 300  # the slicer's launches in the step between the records
     scheduler.schedule(False)
     scheduler.flush_trace()
-    assert [step["pending_encodes"] for step in step_trace.load(path)] == [0, 1]
+    steps = step_trace.load(path)
+    assert [step["pending_encodes"] for step in steps] == [0, 1]
+    assert [step["tower_work"] for step in steps] == [0, 300]
     PROGRESS.reset()
 
 

@@ -1,0 +1,65 @@
+"""The tower's work per engine step from a step-time target (`QWENVL_VLLM_STEP_TARGET_MS`), for the slicer.
+
+Why (issue 12, twelfth visit): with a fixed budget in patches x blocks, a step takes its tower slice plus
+whatever else it holds. At c=64 the paced slicer's steady-state steps (~48 decodes, a 1k-token prefill chunk,
+one slice) ran 20-37 ms: the budget was 1x or 1.7x by the backlog count alone, blind to the rest of the
+step. With a target, each step gets the tower work its own language-model
+work leaves room for:
+
+    tower ms = target - fixed ms - prefill ms of the step's tokens
+
+converted to patches x blocks at the tower's rate; while requests wait (the slicer's backlog), the target is
+`QWENVL_VLLM_TOWER_BACKLOG_SCALE` times the set one, as the fixed budget is: under load, longer steps admit
+images sooner (c=16's ITL target is 20 ms, c=64's 30). `fixed ms` (decodes, host work, whatever the prefill
+term misses) is learned from the measured time between steps: after each step it moves by `GAIN` x (measured -
+predicted). With async scheduling a measured period belongs to a step or two earlier, so the correction is an
+average, not a per-step one. Periods far over the target (the engine idle, a forced encode) are not learned
+from.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from qwenvl_vllm.settings import TOWER_STEP_MS, TOWER_STEP_PATCH_LAYERS
+
+PATCH_LAYERS_PER_MS = TOWER_STEP_PATCH_LAYERS / TOWER_STEP_MS  # the tower's rate on an H200 (2B, 1024x768)
+# the 2B LM on an H200, fitted to the sixth visit's step traces (also benchmarks/sched_sim.py's cost model)
+PREFILL_MS_PER_1K_TOKENS = 5.5
+INITIAL_FIXED_MS = 3.3  # a step of 64 decodes alone
+GAIN = 0.1
+STALL_FACTOR = 3.0  # a period over this many targets is not a step's cost
+
+
+class StepBudget:
+    """Call `patch_layers(tokens)` once per step before launching its slices, then `launched(work)`."""
+
+    def __init__(self, target_ms: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if target_ms <= 0:
+            raise ValueError(f"QWENVL_VLLM_STEP_TARGET_MS must be positive, got {target_ms}")
+        self.target_ms, self.fixed_ms = target_ms, INITIAL_FIXED_MS
+        self._clock = clock
+        self._last: float | None = None
+        self._lm_ms = 0.0
+        self._predicted_ms: float | None = None
+
+    def patch_layers(self, tokens: int, scale: float = 1.0) -> int:
+        """The tower work this step has room for; `tokens`: the step's scheduled tokens (decodes included);
+        `scale`: this step's target over the set one (the slicer's backlog scale while requests wait)."""
+        now = self._clock()
+        if self._last is not None and self._predicted_ms is not None:
+            self._learn((now - self._last) * 1000)
+        self._last = now
+        self._lm_ms = self.fixed_ms + tokens / 1000 * PREFILL_MS_PER_1K_TOKENS
+        return int(max(self.target_ms * scale - self._lm_ms, 0.0) * PATCH_LAYERS_PER_MS)
+
+    def launched(self, patch_layers: int) -> None:
+        """What the step launched in the end (a needed encode may exceed the budget)."""
+        self._predicted_ms = self._lm_ms + patch_layers / PATCH_LAYERS_PER_MS
+
+    def _learn(self, period_ms: float) -> None:
+        if period_ms > STALL_FACTOR * max(self.target_ms, self._predicted_ms):  # idle, or a needed encode
+            return
+        self.fixed_ms += GAIN * (period_ms - self._predicted_ms)
+        self.fixed_ms = min(max(self.fixed_ms, 0.0), self.target_ms)

@@ -1,0 +1,119 @@
+"""The step-time target for the sliced tower (CPU, a simulated clock): the tower gets the room a step's own
+work leaves, the fixed part is learned from measured steps, stalls are not learned from, and the slicer
+uses the target instead of its fixed budget."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from qwenvl_vllm.models import step_budget as sb
+from qwenvl_vllm.models.encoder_stream import PROGRESS
+from qwenvl_vllm.models.step_budget import StepBudget
+from qwenvl_vllm.models.tower_slices import TowerSlicer
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.ms = 0.0
+
+    def __call__(self) -> float:
+        return self.ms / 1000
+
+
+def _tower_ms(patch_layers: int) -> float:
+    return patch_layers / sb.PATCH_LAYERS_PER_MS
+
+
+def test_the_tower_gets_what_the_steps_tokens_leave() -> None:
+    budget = StepBudget(25.0, clock=Clock())
+    decodes_only, with_prefill = budget.patch_layers(64), budget.patch_layers(64 + 1026)
+    assert _tower_ms(decodes_only) == pytest.approx(25.0 - sb.INITIAL_FIXED_MS - 0.064 * 5.5, abs=1e-3)
+    assert _tower_ms(decodes_only) - _tower_ms(with_prefill) == pytest.approx(1.026 * 5.5, abs=1e-3)
+    assert budget.patch_layers(10_000) == 0  # a step full of prefill leaves the tower nothing
+
+
+@pytest.mark.parametrize("true_fixed_ms", [1.0, 8.0])
+def test_steps_settle_at_the_target_whatever_the_fixed_cost(true_fixed_ms: float) -> None:
+    """A step really takes true_fixed + prefill + its tower work; the periods come to the target."""
+    clock = Clock()
+    budget = StepBudget(25.0, clock=clock)
+    periods = []
+    for step in range(300):
+        tokens = 64 + (1026 if step % 3 else 0)
+        work = budget.patch_layers(tokens)
+        budget.launched(work)
+        period = true_fixed_ms + tokens / 1000 * sb.PREFILL_MS_PER_1K_TOKENS + _tower_ms(work)
+        clock.ms += period
+        periods.append(period)
+    assert budget.fixed_ms == pytest.approx(true_fixed_ms, abs=0.05)
+    assert max(periods[-30:]) == pytest.approx(25.0, abs=0.1)
+
+
+def test_the_backlog_scales_the_target() -> None:
+    budget = StepBudget(20.0, clock=Clock())
+    plain, scaled = budget.patch_layers(1090), budget.patch_layers(1090, scale=1.5)
+    assert _tower_ms(scaled) - _tower_ms(plain) == pytest.approx(10.0, abs=1e-3)
+
+
+def test_a_stall_is_not_learned_from() -> None:
+    clock = Clock()
+    budget = StepBudget(25.0, clock=clock)
+    budget.launched(budget.patch_layers(64))
+    clock.ms += 10_000  # the engine was idle
+    budget.launched(budget.patch_layers(64))
+    assert budget.fixed_ms == sb.INITIAL_FIXED_MS
+
+
+def test_a_needed_encode_over_the_budget_is_predicted_as_launched() -> None:
+    """The step that had to finish an image's encode is expected long: no lesson that steps are slow."""
+    clock = Clock()
+    budget = StepBudget(25.0, clock=clock)
+    room = budget.patch_layers(64)
+    budget.launched(room * 2)
+    clock.ms += sb.INITIAL_FIXED_MS + 0.064 * sb.PREFILL_MS_PER_1K_TOKENS + _tower_ms(room * 2)
+    budget.patch_layers(64)
+    assert budget.fixed_ms == pytest.approx(sb.INITIAL_FIXED_MS, abs=1e-6)
+
+
+def test_the_target_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="QWENVL_VLLM_STEP_TARGET_MS"):
+        StepBudget(-5.0)
+
+
+class FixedRoom:
+    """Stands in for a StepBudget: room for `room` patches x blocks; records what was launched."""
+
+    def __init__(self, room: int) -> None:
+        self.room, self.calls, self.launched_work = room, [], []
+
+    def patch_layers(self, tokens: int, scale: float) -> int:
+        self.calls.append((tokens, scale))
+        return self.room
+
+    def launched(self, work: int) -> None:
+        self.launched_work.append(work)
+
+
+def _job(slices: int):
+    def gen():
+        for _ in range(slices - 1):
+            yield
+        return torch.ones(2, 3)
+
+    return gen()
+
+
+@pytest.mark.parametrize("backlog,scale", [(False, 1.0), (True, 4.0)])
+def test_the_slicer_launches_the_targets_room(monkeypatch, backlog: bool, scale: float) -> None:
+    """Not its fixed budget (50: one slice); the target scaled while requests wait."""
+    monkeypatch.setattr(PROGRESS, "scheduling", True)
+    monkeypatch.setattr(PROGRESS, "backlog", backlog)
+    PROGRESS.reset()
+    room = FixedRoom(150)
+    slicer = TowerSlicer(50, backlog_scale=4.0, step_budget=room)
+    out = slicer.submit(_job(5), torch.zeros(2, 3), 50)  # held: vLLM keeps the output it asked for
+    slicer.before_lm([], tokens=1090)
+    assert room.calls == [(1090, scale)] and room.launched_work == [150] and PROGRESS.tower_work == 150
+    assert not slicer.job_of(out).query()  # two of five slices left
+    PROGRESS.reset()
