@@ -110,21 +110,18 @@ class TowerSlicer:
         """`tokens`: the step's scheduled tokens (what a step-time target leaves the tower room by)."""
         if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
             return
-        budget = self._step_budget(tokens)
+        # the step-time target only once a scheduler serves: the engine's profiling runs teach it nothing
+        targeted = self.step_budget if PROGRESS.scheduling else None
+        scale = self.backlog_scale if PROGRESS.backlog else 1.0
+        budget = targeted.patch_layers(tokens, scale) if targeted else int(self.budget * scale)
         with scope("finish_through"):
             spent = self._finish_through(embeddings)
         with scope("tower_slices"):
             while self._queue and (spent == 0 or spent + self._queue[0].slice_cost <= budget):
                 spent += self._launch_front()
         PROGRESS.tower_work += spent
-        if self.step_budget is not None:
-            self.step_budget.launched(spent)
-
-    def _step_budget(self, tokens: int) -> int:
-        scale = self.backlog_scale if PROGRESS.backlog else 1.0
-        if self.step_budget is not None:
-            return self.step_budget.patch_layers(tokens, scale)
-        return int(self.budget * scale)
+        if targeted:
+            targeted.launched(spent)
 
     def _finish_through(self, embeddings: Iterable[torch.Tensor]) -> int:
         """Launches every queued slice up to the last job these embeddings come from; the work launched."""

@@ -237,7 +237,7 @@ o6)
 f4)
   # after f3: the front end per image on this host's CPU (issue 10's API-server ms, ours and in-tree), then
   # g3's `vllm serve` sides
-  timeout 150 python3 benchmarks/frontend_speed.py --out "$R/frontend_speed.json" >"$R/frontend.log" 2>&1
+  timeout 270 python3 benchmarks/frontend_speed.py --out "$R/frontend_speed.json" >"$R/frontend.log" 2>&1  # over 150 s on the H200 host
   status frontend_speed $?; pack f4
   serve_sides "$(cap 570)"; pack f4 ;;
 ph)

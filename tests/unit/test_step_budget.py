@@ -117,3 +117,11 @@ def test_the_slicer_launches_the_targets_room(monkeypatch, backlog: bool, scale:
     assert room.calls == [(1090, scale)] and room.launched_work == [150] and PROGRESS.tower_work == 150
     assert not slicer.job_of(out).query()  # two of five slices left
     PROGRESS.reset()
+
+
+def test_the_engines_profiling_runs_teach_the_target_nothing(monkeypatch) -> None:
+    """Before a scheduler serves (profiling, warm-up forwards back to back) the fixed budget applies."""
+    monkeypatch.setattr(PROGRESS, "scheduling", False)
+    room = FixedRoom(150)
+    TowerSlicer(50, step_budget=room).before_lm([], tokens=64)
+    assert room.calls == [] and room.launched_work == []
