@@ -138,7 +138,7 @@ SIDES = {  # name -> (plugin on, extra `vllm serve` arguments, extra environment
     ),
     # ours_sliced_paced chosen by the plugin's setting instead of the flag (the config hook's dispatcher)
     "ours_sliced_paced_env": (True, [], {"QWENVL_VLLM_SCHEDULER": "sliced_paced"}),
-    # round 12: the paced slicer's steady steps ran 20-37 ms at c=64 (the budget jumped between 1x and 1.7x,
+    # round 12: the paced slicer's steady steps took 25.5 ms at p50, 37.6 at most, at c=64 (budget 1x or 1.7x,
     # blind to the rest of the step); a step-time target gives each step the tower work its LM work leaves
     # room for (qwenvl_vllm.models.step_budget), two API servers as the round's paced side; sched_sim.py
     # ranks 18 and 20 ms first, 1.45x while 12 requests wait (benchmarks/results/2026-12-03-devcpu)
@@ -245,9 +245,9 @@ def main() -> None:
     parser.add_argument(
         "--client-processes",
         type=int,
-        default=1,
+        default=4,
         help="spread each level's workers over this many client processes (1: one event loop reads every "
-        "stream, as in earlier rounds; its stalls then count in the ITL it measures)",
+        "stream, as before round 12, and adds ~8 ms to c=64's ITL p99 on the H200 host; 4: ~2.5 ms)",
     )
     parser.add_argument("--out-dir", required=True)
     parser.add_argument(

@@ -83,7 +83,7 @@
 #      (`serve_bench.py --no-ours --concurrency 1 16 --image-size 4032x3024`, ~8 min), then `o5`.
 #   Twelfth visit done (round12 README: f3, f4, then the TTFT breakdown and the front end on the host's CPU).
 #      With 4 client processes the client adds ~2.5 ms (8.5 with one), and the paced slicer's c=64 steps ran
-#      20-37 ms. Next (this order): `G3_CONCURRENCY="1 16 64" G3_FLAGS=--no-in-tree G3_CLIENT_PROCS=4
+#      25.5 ms at p50, 37.6 at most. Next (this order): `G3_CONCURRENCY="1 16 64" G3_FLAGS=--no-in-tree G3_CLIENT_PROCS=4
 #      G3_SIDES=ours_sliced_paced_t18_api2 ROUND_BUDGET_S=570 ... s1` (ours now with LM graphs to 2048 tokens;
 #      the step-time target, 18 ms, 1.45x while 12 requests wait), then `G3_CONCURRENCY="16 64"
 #      G3_FLAGS=--no-ours G3_CLIENT_PROCS=4 G3_SIDES="ours_sliced_paced_t20_api2 ours_graphs_512" ... g3`
@@ -124,7 +124,7 @@ mk_72b() {  # timeout: Qwen2-VL-72B GPTQ-Int4 written on the GPU
 }
 serve_sides() {  # timeout: `vllm serve` of G3_SIDES beside ours (and in-tree last unless G3_FLAGS=--no-in-tree)
   timeout "$1" python3 benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency ${G3_CONCURRENCY:-16 64} \
-    --in-tree-last ${G3_FLAGS:-} --client-processes "${G3_CLIENT_PROCS:-1}" --extra-sides ${G3_SIDES:-ours_ahead_2k ours_ahead_paced_1k} --out-dir "$R/serve" \
+    --in-tree-last ${G3_FLAGS:-} --client-processes "${G3_CLIENT_PROCS:-4}" --extra-sides ${G3_SIDES:-ours_ahead_2k ours_ahead_paced_1k} --out-dir "$R/serve" \
     ${G3_PROFILE:+--profile-side $G3_PROFILE --profile-concurrency 64} \
     >"$R/serve_bench.log" 2>&1; status serve_bench $?; tail -8 "$R/serve_bench.log"
 }
