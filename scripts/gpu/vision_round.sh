@@ -89,7 +89,9 @@
 #      G3_FLAGS=--no-ours G3_CLIENT_PROCS=4 G3_SIDES="ours_sliced_paced_t20_api2 ours_graphs_512" ... g3`
 #      (in-tree last: the same-run comparison; ours_graphs_512 = the old default), then `o6` (offline W1
 #      and its TTFT with the new graph default, then the TTFT breakdown). Each step trace now records the
-#      tower work launched per step (`tower_work`).
+#      tower work launched per step (`tower_work`). Issue 10 still lacks in-tree's 4032x3024 client numbers:
+#      on a later lease `p6` (ours, then in-tree) with `PHOTO_FLAGS=--no-ours ... p5` in the next call
+#      (in-tree alone: cold start ~2m10, then c=1/16 at ~0.4 req/s).
 #   s1 a fresh machine's 2B GPTQ checkpoint, then g3's `vllm serve` sides
 #   o6 offline W1 ours vs in-tree (compare.py), then the TTFT breakdown
 #   o5 offline W1 ours vs in-tree (compare.py) under the plugin settings of the call's environment
@@ -130,7 +132,7 @@ serve_sides() {  # timeout: `vllm serve` of G3_SIDES beside ours (and in-tree la
 }
 photos() {  # size concurrencies timeout: `vllm serve` with JPEG photos of that size, ours vs in-tree
   timeout "$3" python3 benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency $2 --image-size "$1" \
-    ${PHOTO_SIDES:+--extra-sides $PHOTO_SIDES} --out-dir "$R/serve_photos" >"$R/serve_photos_$1.log" 2>&1
+    ${PHOTO_SIDES:+--extra-sides $PHOTO_SIDES} ${PHOTO_FLAGS:-} --out-dir "$R/serve_photos" >"$R/serve_photos_$1.log" 2>&1
   status "serve_photos_$1" $?
   tail -4 "$R/serve_photos_$1.log"
 }
