@@ -19,8 +19,9 @@ from qwenvl_vllm.settings import get_settings
 def apply_step_tokens(vllm_config: object) -> None:
     scheduler = vllm_config.scheduler_config
     step_tokens = getattr(scheduler_class(vllm_config), "step_tokens", None)
+    # steps are capped only with chunked prefill: unchunked, a prompt longer than the cap would never be
+    # scheduled (and block the queue)
     if step_tokens and scheduler.enable_chunked_prefill:
-        # unchunked, a prompt longer than the cap would never be scheduled (and block the queue)
         step_tokens = min(step_tokens, scheduler.max_num_batched_tokens)
         if scheduler.max_num_scheduled_tokens is None:
             scheduler.max_num_scheduled_tokens = step_tokens
