@@ -17,13 +17,14 @@ def _config(
     scheduled: int | None = None,
     graphs: int | None = None,
     chunked: bool = True,
+    batched: int = 8192,
 ):
     """vLLM's engine config as `vllm serve` builds it (the hook runs in VllmConfig's construction)."""
     from vllm.config import CompilationConfig, DeviceConfig, ModelConfig, SchedulerConfig, VllmConfig
 
     model = ModelConfig(model=ckpt, max_model_len=4096)
     sched = SchedulerConfig(
-        max_num_batched_tokens=8192,
+        max_num_batched_tokens=batched,
         max_num_scheduled_tokens=scheduled,
         max_model_len=4096,
         is_encoder_decoder=False,
@@ -71,6 +72,10 @@ def test_graph_tokens_setting(ckpt: str, monkeypatch: pytest.MonkeyPatch) -> Non
     assert _config(ckpt, None)[1].max_cudagraph_capture_size == 1024
     monkeypatch.setenv("QWENVL_VLLM_GRAPH_TOKENS", "0")  # left to vLLM (its default, computed on CUDA)
     assert _config(ckpt, None)[1].max_cudagraph_capture_size is None
+
+
+def test_graph_tokens_stay_within_a_step(ckpt: str) -> None:
+    assert _config(ckpt, None, batched=1024)[1].max_cudagraph_capture_size == 1024
 
 
 def test_graph_tokens_keep_the_users_capture_sizes(ckpt: str) -> None:
