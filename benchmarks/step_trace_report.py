@@ -58,6 +58,10 @@ def report(path: Path) -> str:
     weighted = step_trace.decode_gap_p99(steps)
     if weighted is not None:
         lines += ["", f"decode-weighted gap p99 (the engine's inter-token p99): {weighted:.1f} ms"]
+    tower = step_trace.tower_ms_per_step(steps)
+    if tower is not None:
+        ms = " / ".join(f"{tower[k]:.1f}" for k in ("p50", "p90", "max"))
+        lines += ["", f"tower work per step (ms at the tower's rate), p50 / p90 / max: {ms}"]
     idle = idle_gaps(steps)
     if idle:
         lines += ["", f"idle gaps (engine empty): {len(idle)}, median {np.median(idle):.0f} ms"]

@@ -25,6 +25,7 @@ import numpy as np
 from qwenvl_vllm.models import host_scopes
 from qwenvl_vllm.models.encoder_stream import PROGRESS
 from qwenvl_vllm.models.host_scopes import scope
+from qwenvl_vllm.models.step_budget import PATCH_LAYERS_PER_MS
 from qwenvl_vllm.settings import get_settings
 
 if TYPE_CHECKING:
@@ -124,6 +125,7 @@ def summarize(steps: list[dict], long_ms: float = 100.0) -> dict:
         "decode_gap_p99_ms": decode_gap_p99(steps),
         "sched_p99_ms": float(np.percentile([step["sched_ms"] for step in steps], 99)),
         "host_ms_by_images_admitted": host_by_images_admitted(steps),
+        "tower_ms_per_step": tower_ms_per_step(steps),
         f"gaps_over_{int(long_ms)}ms": long[:50],
     }
 
@@ -136,6 +138,16 @@ def decode_gap_p99(steps: list[dict]) -> float | None:
         return None
     gaps = np.diff([step["t"] for step in steps]) * 1000
     return float(np.percentile(np.repeat(gaps, weights), 99))
+
+
+def tower_ms_per_step(steps: list[dict]) -> dict[str, float] | None:
+    """The slicer's tower work per step (`tower_work`), in H200 milliseconds at the tower's rate (what the
+    budget meant, not a measurement): p50 / p90 / max; None without a slicer."""
+    work = [step["tower_work"] for step in steps if "tower_work" in step]
+    if not work:
+        return None
+    ms = np.array(work) / PATCH_LAYERS_PER_MS
+    return {"p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)), "max": float(ms.max())}
 
 
 def host_by_images_admitted(steps: list[dict]) -> dict[str, dict[str, float]]:

@@ -181,3 +181,20 @@ def test_decode_gap_p99_weighs_each_gap_by_the_decodes_that_waited_it() -> None:
         step_trace.summarize([{"t": 0.0, "sched_ms": 0.1}, {"t": 1.0, "sched_ms": 0.1}])["decode_gap_p99_ms"]
         is None
     )
+
+
+def test_tower_work_is_summarised_in_milliseconds_at_the_towers_rate() -> None:
+    from qwenvl_vllm.models.step_budget import PATCH_LAYERS_PER_MS
+
+    steps = [{"t": i * 0.02, "sched_ms": 0.1, "encoder_inputs": 0, "decodes": 8, "tower_work": w}
+             for i, w in enumerate([0, 10, 20, 30, 40])]  # fmt: skip
+    for step in steps:
+        step["tower_work"] *= PATCH_LAYERS_PER_MS
+    summary = step_trace.summarize(steps)["tower_ms_per_step"]
+    assert summary["p50"] == pytest.approx(20.0) and summary["max"] == pytest.approx(40.0)
+    assert (
+        step_trace.summarize([{k: v for k, v in s.items() if k != "tower_work"} for s in steps])[
+            "tower_ms_per_step"
+        ]
+        is None
+    )
