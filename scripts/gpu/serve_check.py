@@ -17,12 +17,14 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import requests
 
 from qwenvl_vllm.synthetic import make_image, write_video
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from serve_client import wait_ready  # noqa: E402
 
 PORT = 8011
 
@@ -94,20 +96,6 @@ def start_server(
     return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
-def wait_ready(proc: subprocess.Popen, timeout_s: float = 420) -> None:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if requests.get(f"http://127.0.0.1:{PORT}/health", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(2)
-    raise RuntimeError("server did not become ready")
-
-
 def media_server(root: Path) -> str:
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -136,7 +124,7 @@ def main() -> None:
     proc = start_server(args.ckpt, media, Path(args.log), args.extra, args.max_model_len, args.video)
     checks: dict[str, dict] = {}
     try:
-        wait_ready(proc)
+        wait_ready(proc, f"http://127.0.0.1:{PORT}", timeout_s=420)
         good = [image_part(jpeg_b64(1024, 768, 2)), text_part("Describe the image.")]
         cases = {
             "image_base64": (good, 200),
