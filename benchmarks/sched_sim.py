@@ -32,6 +32,7 @@ from qwenvl_vllm.models.step_budget import (  # noqa: E402
     PREFILL_MS_PER_1K_TOKENS,
     StepBudget,
 )
+from qwenvl_vllm.models.tower_slices import step_budget  # noqa: E402
 from qwenvl_vllm.settings import TOWER_BACKLOG_SCALE, TOWER_STEP_MS, get_settings  # noqa: E402
 
 
@@ -253,7 +254,9 @@ class Sim:
         self._just_finished = []
         if self.sliced:  # as the slicer: the encodes this step needs, then up to the step's budget
             used = self._run_side_through(self._needed(out))
-            used += self._run_side(max(self._tower_budget_ms(out, progress) - used, 0.0), end=None)
+            fixed = int(c.tower_step_ms * PATCH_LAYERS_PER_MS)
+            work = step_budget(fixed, c.tower_backlog_scale, self.step_budget, out.total_num_scheduled_tokens)
+            used += self._run_side(max(work / PATCH_LAYERS_PER_MS - used, 0.0), end=None)
             if self.step_budget is not None:
                 self.step_budget.launched(int(used * PATCH_LAYERS_PER_MS))
         else:
@@ -262,12 +265,6 @@ class Sim:
         for event in self._just_finished:
             event.at = self.clock + step
         return step
-
-    def _tower_budget_ms(self, out, progress) -> float:
-        scale = self.costs.tower_backlog_scale if progress.backlog else 1.0
-        if self.step_budget is not None:
-            return self.step_budget.patch_layers(out.total_num_scheduled_tokens, scale) / PATCH_LAYERS_PER_MS
-        return self.costs.tower_step_ms * scale
 
     def _needed(self, out) -> set[int]:
         """The queued encodes whose image tokens this step prefills (the slicer finishes them first)."""

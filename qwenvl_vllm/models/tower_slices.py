@@ -81,6 +81,13 @@ class TowerJob:
         return self.launched and (self.event is None or self.event.query())
 
 
+def step_budget(fixed: int, backlog_scale: float, target: StepBudget | None, tokens: int) -> int:
+    """A step's tower work in patches x blocks: the target's room for a step of `tokens`, or the fixed
+    budget; either times `backlog_scale` while requests wait (also benchmarks/sched_sim.py's rule)."""
+    scale = backlog_scale if PROGRESS.backlog else 1.0
+    return target.patch_layers(tokens, scale) if target else int(fixed * scale)
+
+
 class TowerSlicer:
     """The queue of encodes; `before_lm` is called once per step, before the language model's forward."""
 
@@ -112,8 +119,7 @@ class TowerSlicer:
             return
         # the step-time target only once a scheduler serves: the engine's profiling runs teach it nothing
         targeted = self.step_budget if PROGRESS.scheduling else None
-        scale = self.backlog_scale if PROGRESS.backlog else 1.0
-        budget = targeted.patch_layers(tokens, scale) if targeted else int(self.budget * scale)
+        budget = step_budget(self.budget, self.backlog_scale, targeted, tokens)
         with scope("finish_through"):
             spent = self._finish_through(embeddings)
         with scope("tower_slices"):
