@@ -130,6 +130,7 @@ serve_sides() {  # timeout: `vllm serve` of G3_SIDES beside ours (and in-tree la
     ${G3_PROFILE:+--profile-side $G3_PROFILE --profile-concurrency 64} \
     >"$R/serve_bench.log" 2>&1; status serve_bench $?; tail -8 "$R/serve_bench.log"
 }
+fresh_2b() { mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu; echo "== ready at ${SECONDS}s"; }  # 2B GPTQ checkpoint
 photos() {  # size concurrencies timeout: `vllm serve` with JPEG photos of that size, ours vs in-tree
   timeout "$3" python3 benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency $2 --image-size "$1" \
     ${PHOTO_SIDES:+--extra-sides $PHOTO_SIDES} ${PHOTO_FLAGS:-} --out-dir "$R/serve_photos" >"$R/serve_photos_$1.log" 2>&1
@@ -213,22 +214,22 @@ p5)
   photos 4032x3024 "1 16" "$(cap 570)"; pack p5 ;;
 q6)
   # a fresh machine: the 2B GPTQ checkpoint, then n4's photos (1920x1080 at c=1/16/64, ours vs in-tree)
-  mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu; echo "== ready at ${SECONDS}s"
+  fresh_2b
   photos 1920x1080 "1 16 64" "$(cap 560)"; pack q6 ;;
 p6)
   # a fresh machine: the 2B GPTQ checkpoint, then p5's photos (4032x3024 at c=1/16, ours vs in-tree)
-  mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu; echo "== ready at ${SECONDS}s"
+  fresh_2b
   photos 4032x3024 "1 16" "$(cap 565)"; pack p6 ;;
 f3)
   # a fresh machine: what the client and a Python streaming server add to ITL on this host's CPUs (no
   # engine, ~40 s), the 2B GPTQ checkpoint, then g3's `vllm serve` sides (G3_SIDES, G3_CONCURRENCY, G3_FLAGS)
   timeout 120 python3 benchmarks/client_overhead.py --processes 1 4 >"$R/client_overhead.jsonl" 2>"$R/client_overhead.log"
   status client_overhead $?; cut -c1-400 "$R/client_overhead.jsonl"
-  mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu; echo "== ready at ${SECONDS}s"
+  fresh_2b
   serve_sides "$(cap 570)"; pack f3 ;;
 s1)
   # a fresh machine: the 2B GPTQ checkpoint, then g3's `vllm serve` sides (G3_SIDES, G3_CONCURRENCY, G3_FLAGS)
-  mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu; echo "== ready at ${SECONDS}s"
+  fresh_2b
   serve_sides "$(cap 570)"; pack s1 ;;
 o6)
   # offline W1 ours vs in-tree (compare.py: req/s and single-request TTFT), then the TTFT breakdown
