@@ -142,17 +142,19 @@ SIDES = {  # name -> (plugin on, extra `vllm serve` arguments, extra environment
     # blind to the rest of the step); a step-time target gives each step the tower work its LM work leaves
     # room for (qwenvl_vllm.models.step_budget), two API servers as the round's paced side; sched_sim.py
     # ranks 18 and 20 ms first, 1.45x while 12 requests wait (benchmarks/results/2026-12-03-devcpu)
+    # round 13: t18 ran c=64's engine at 27.1 ms (client 30.7); sched_sim gives x1.35 under backlog 24.7 ms
+    # at -0.4% req/s (benchmarks/results/2026-12-03-h200-round13)
     **{
-        f"ours_sliced_paced_t{target}_api2": (
+        f"ours_sliced_paced_t{target}{suffix}_api2": (
             True,
             ["--scheduler-cls", SLICED_PACED, "--api-server-count", "2"],
             {
                 "QWENVL_VLLM_STEP_TARGET_MS": str(target),
-                "QWENVL_VLLM_TOWER_BACKLOG_SCALE": "1.45",
+                "QWENVL_VLLM_TOWER_BACKLOG_SCALE": scale,
                 "QWENVL_VLLM_TOWER_BACKLOG_REQUESTS": "12",
             },
         )
-        for target in (18, 20)
+        for target, suffix, scale in ((18, "", "1.45"), (20, "", "1.45"), (18, "_s135", "1.35"))
     },
     # vLLM's own 512-token graph limit for our default path (QWENVL_VLLM_GRAPH_TOKENS, 2048 since round 12)
     "ours_graphs_512": (True, [], {"QWENVL_VLLM_GRAPH_TOKENS": "0"}),

@@ -92,6 +92,13 @@
 #      tower work launched per step (`tower_work`). Issue 10 still lacks in-tree's 4032x3024 client numbers:
 #      on a later lease `p6` (ours, then in-tree) with `PHOTO_FLAGS=--no-ours ... p5` in the next call
 #      (in-tree alone: cold start ~2m10, then c=1/16 at ~0.4 req/s).
+#   Thirteenth visit done (round13 README: two hosts, the first lease taken back mid-call; s1 with ours and
+#      t18 at c=1/16/64, then on another machine s1 with t18 and in-tree at c=16/64). t18: c=16 ITL p99 18.9,
+#      c=64 30.7 (engine 27.1) at 1.16x ours' req/s. .gpu parts are now 48 MiB (the tracked tree grew past
+#      the carry limit beside 58-MB parts). Next (this order): `G3_CONCURRENCY="16 64" G3_FLAGS=--no-in-tree
+#      G3_CLIENT_PROCS=4 G3_SIDES=ours_sliced_paced_t18_s135_api2 ROUND_BUDGET_S=570 ... s1` (ours and x1.35
+#      under backlog), then `G3_CONCURRENCY="1 16 64" G3_FLAGS=--no-ours G3_CLIENT_PROCS=4
+#      G3_SIDES=ours_sliced_paced_t18_api2 ... g3` (in-tree last; its c=1 is issue 10's TTFT), then `o6`.
 #   s1 a fresh machine's 2B GPTQ checkpoint, then g3's `vllm serve` sides
 #   o6 offline W1 ours vs in-tree (compare.py), then the TTFT breakdown
 #   o5 offline W1 ours vs in-tree (compare.py) under the plugin settings of the call's environment
