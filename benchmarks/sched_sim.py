@@ -8,7 +8,9 @@ encode-ahead holds). What is modelled (`Costs`, defaults fitted to the H200 step
 decodes, prefill tokens and encoder tokens; the tower's side stream under encode ahead (`side_cost`: how
 much of its work lengthens the steps it runs beside, 1 = none hidden, as measured at c=64); the API
 server (64 requests arriving together: the first reaches the engine ~210 ms later, the rest ~5 ms apart, as
-the traces show). Numbers are predictions to rank policies, not measurements.
+the traces show). Numbers are predictions to rank policies, not measurements. The slicers' defaults are the
+plugin's (`qwenvl_vllm.settings`); predictions committed before 2026-12-03's thirteenth visit ran under the
+earlier ones: `--step-target-ms 0 --tower-backlog-scale 1.5` and `QWENVL_VLLM_TOWER_BACKLOG_REQUESTS=8`.
 """
 
 from __future__ import annotations
@@ -33,7 +35,12 @@ from qwenvl_vllm.models.step_budget import (  # noqa: E402
     StepBudget,
 )
 from qwenvl_vllm.models.tower_slices import step_budget  # noqa: E402
-from qwenvl_vllm.settings import TOWER_BACKLOG_SCALE, TOWER_STEP_MS, get_settings  # noqa: E402
+from qwenvl_vllm.settings import (  # noqa: E402
+    STEP_TARGET_MS,
+    TOWER_BACKLOG_SCALE,
+    TOWER_STEP_MS,
+    get_settings,
+)
 
 
 @dataclass
@@ -59,7 +66,7 @@ class Costs:
     tower_backlog_scale: float = TOWER_BACKLOG_SCALE
     # QWENVL_VLLM_STEP_TARGET_MS for the slicer (0: the fixed budget above); the real StepBudget runs on the
     # simulated clock, learning this model's fixed cost as it would the GPU's
-    step_target_ms: float = 0.0
+    step_target_ms: float = STEP_TARGET_MS
 
 
 @dataclass
@@ -359,7 +366,8 @@ def main() -> None:
     parser.add_argument(
         "--tower-step-ms", type=float, default=Costs.tower_step_ms, help="sliced: tower per step"
     )
-    parser.add_argument("--step-target-ms", type=float, default=0.0, help="QWENVL_VLLM_STEP_TARGET_MS")
+    target_help = "QWENVL_VLLM_STEP_TARGET_MS (0: off)"
+    parser.add_argument("--step-target-ms", type=float, default=Costs.step_target_ms, help=target_help)
     parser.add_argument("--base-ms", type=float, default=Costs.base_ms, help="a step's fixed cost")
     parser.add_argument("--tower-backlog-scale", type=float, default=Costs.tower_backlog_scale)
     parser.add_argument(

@@ -58,9 +58,16 @@ GRAPHED = f"{AHEAD_MODULE}.EncodeAheadGraphedAsyncScheduler"  # asks for the ste
 SLICED = f"{AHEAD_MODULE}.EncodeAheadSlicedAsyncScheduler"  # the same, and the tower in slices over the steps
 SLICED_PACED = f"{AHEAD_MODULE}.EncodeAheadSlicedPacedAsyncScheduler"
 GRAPHS_2K = ["--max-cudagraph-capture-size", "2048", "--max-num-scheduled-tokens", "2048"]
-BACKLOG_12_17 = {"QWENVL_VLLM_TOWER_BACKLOG_SCALE": "1.7", "QWENVL_VLLM_TOWER_BACKLOG_REQUESTS": "12"}
+FIXED_BUDGET = {"QWENVL_VLLM_STEP_TARGET_MS": "0"}  # the slicers' budget before the step target (round 13)
+BACKLOG_12_17 = {
+    **FIXED_BUDGET,
+    "QWENVL_VLLM_TOWER_BACKLOG_SCALE": "1.7",
+    "QWENVL_VLLM_TOWER_BACKLOG_REQUESTS": "12",
+}
 ONE_IMAGE_PER_STEP = {"QWENVL_VLLM_ENCODER_STEP_TOKENS": "1024"}  # a 1024x768 image is 999 encoder tokens
-SIDES = {  # name -> (plugin on, extra `vllm serve` arguments, extra environment)
+# name -> (plugin on, extra `vllm serve` arguments, extra environment); a side sets what its name says, the
+# rest is the plugin's defaults when it runs (the slicers': a step target since round 13; see settings.py)
+SIDES = {
     "ours": (True, [], {}),
     "ours_traced": (True, ["--scheduler-cls", TRACED], {}),
     "ours_paced": (True, ["--scheduler-cls", PACED], {}),
@@ -94,7 +101,11 @@ SIDES = {  # name -> (plugin on, extra `vllm serve` arguments, extra environment
         ["--scheduler-cls", SLICED],
         {"QWENVL_VLLM_TOWER_STEP_PATCH_LAYERS": str(28 * 4096)},
     ),
-    "ours_sliced_flat": (True, ["--scheduler-cls", SLICED], {"QWENVL_VLLM_TOWER_BACKLOG_SCALE": "1"}),
+    "ours_sliced_flat": (
+        True,
+        ["--scheduler-cls", SLICED],
+        {**FIXED_BUDGET, "QWENVL_VLLM_TOWER_BACKLOG_SCALE": "1"},
+    ),
     # the same admitting one image per step (round 8: each admitted image adds ~8 ms of host work to its step)
     "ours_sliced_paced": (True, ["--scheduler-cls", SLICED_PACED], {}),
     # one torch thread in every process: does vLLM's pinning/stacking of the pixels (the only multi-MB host
@@ -106,7 +117,7 @@ SIDES = {  # name -> (plugin on, extra `vllm serve` arguments, extra environment
     "ours_sliced_paced_s17": (
         True,
         ["--scheduler-cls", SLICED_PACED],
-        {"QWENVL_VLLM_TOWER_BACKLOG_SCALE": "1.7"},
+        {**FIXED_BUDGET, "QWENVL_VLLM_TOWER_BACKLOG_SCALE": "1.7"},
     ),
     "ours_sliced_paced_b12_s17": (
         True,

@@ -12,8 +12,11 @@ VIT_FP8_ENV = "QWENVL_VLLM_VIT_FP8"
 # inter-token latency at c=16 (benchmarks/sched_sim.py; predictions in benchmarks/results/*-round7/)
 TOWER_STEP_PATCH_LAYERS = 20 * 4096
 TOWER_STEP_MS = 9.5  # what TOWER_STEP_PATCH_LAYERS takes on an H200 (2B)
-TOWER_BACKLOG_SCALE = 1.5  # the budget while requests wait in the scheduler
-TOWER_BACKLOG_REQUESTS = 8  # the paced slicer's backlog: this many requests before their first token
+# The slicers' step-time target and its backlog settings, as measured best on an H200 (thirteenth visit:
+# c=16 ITL p99 18.9 ms, c=64 30.7 at 1.16x vLLM's scheduler's req/s; benchmarks/results/*-round13/)
+STEP_TARGET_MS = 18.0
+TOWER_BACKLOG_SCALE = 1.45  # the budget (or the target) while requests wait in the scheduler
+TOWER_BACKLOG_REQUESTS = 12  # the paced slicer's backlog: this many requests before their first token
 GRAPH_TOKENS = 2048  # language-model CUDA graphs up to here: one image's prompt (~1k tokens) and the decodes
 
 
@@ -98,7 +101,7 @@ def get_settings() -> Settings:
         encoder_step_tokens=_env_int("QWENVL_VLLM_ENCODER_STEP_TOKENS", 2048),
         tower_step_patch_layers=_env_int("QWENVL_VLLM_TOWER_STEP_PATCH_LAYERS", TOWER_STEP_PATCH_LAYERS),
         tower_backlog_scale=_env_float("QWENVL_VLLM_TOWER_BACKLOG_SCALE", TOWER_BACKLOG_SCALE),
-        step_target_ms=_env_float("QWENVL_VLLM_STEP_TARGET_MS", 0.0),
+        step_target_ms=_env_float("QWENVL_VLLM_STEP_TARGET_MS", STEP_TARGET_MS),
         tower_backlog_requests=_env_int("QWENVL_VLLM_TOWER_BACKLOG_REQUESTS", TOWER_BACKLOG_REQUESTS),
         lm_stream_priority=_env_flag("QWENVL_VLLM_LM_STREAM_PRIORITY", default=True),
         warm_logits=_env_flag("QWENVL_VLLM_WARM_LOGITS", default=True),

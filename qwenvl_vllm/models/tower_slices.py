@@ -4,8 +4,9 @@ Why (issue 12, seventh visit): a step takes the sum of its GPU work, so a step t
 image makes its decodes wait for the whole tower (~15 ms on an H200), on a side stream or not. Under a
 slicing scheduler (`qwenvl_vllm.serving.encode_ahead.EncodeAheadSlicedAsyncScheduler`) an image's encode
 is queued when vLLM schedules it, and each step launches the next slices of the queue before its language
-model: about `QWENVL_VLLM_TOWER_STEP_PATCH_LAYERS` patches x blocks in all (`QWENVL_VLLM_TOWER_BACKLOG_SCALE`
-times that while requests wait in the scheduler). The scheduler holds the image's tokens until its encode
+model: the work that brings the step to `QWENVL_VLLM_STEP_TARGET_MS` (models.step_budget), or with the target
+off about `QWENVL_VLLM_TOWER_STEP_PATCH_LAYERS` patches x blocks in all (`QWENVL_VLLM_TOWER_BACKLOG_SCALE`
+times either while requests wait in the scheduler). The scheduler holds the image's tokens until its encode
 has finished (`PROGRESS`); a step that needs embeddings whose encode is still queued finishes the queue up
 to them first. Everything runs on the model's stream in order, so no event is needed between slices, and
 the outputs vLLM caches are written by the last slice.

@@ -211,7 +211,7 @@ class _SlicedPacing(EncoderPacing):
     1024x768 image), or `QWENVL_VLLM_ENCODER_STEP_TOKENS` if lower. A step that admits images pays host
     work per image (~8 ms each in round 8's traces), and one image's prefill fills most of a step anyway.
     Steps of 1536 tokens hold that prefill beside 64 decodes (1024 would split it over two steps at c=64),
-    and the tower's budget grows while `QWENVL_VLLM_TOWER_BACKLOG_REQUESTS` (8) requests have not computed
+    and the tower's budget grows while `QWENVL_VLLM_TOWER_BACKLOG_REQUESTS` (12) requests have not computed
     their prompts (vLLM's waiting queue alone is mostly empty: requests enter it only briefly)."""
 
     step_tokens = SLICED_PACED_STEP_TOKENS

@@ -14,6 +14,7 @@ from qwenvl_vllm.serving.encode_ahead import (
     EncodeAheadScheduler,
     EncodeAheadSlicedPacedAsyncScheduler,
 )
+from qwenvl_vllm.settings import TOWER_BACKLOG_REQUESTS
 
 IMAGE_TOKENS = 999  # a 1024x768 image
 PROMPT = 1024
@@ -179,7 +180,13 @@ def test_sliced_paced_variant_admits_one_image_per_step(ckpt: str, side_stream) 
 
 
 @pytest.mark.parametrize(
-    "setting,admitting,backlog", [(None, 7, False), (None, 8, True), ("12", 11, False), ("12", 12, True)]
+    "setting,admitting,backlog",
+    [
+        (None, TOWER_BACKLOG_REQUESTS - 1, False),
+        (None, TOWER_BACKLOG_REQUESTS, True),
+        ("5", 4, False),
+        ("5", 5, True),
+    ],
 )
 def test_sliced_paced_budget_grows_with_requests_before_their_first_token(
     ckpt: str, side_stream, monkeypatch, setting: str | None, admitting: int, backlog: bool

@@ -63,7 +63,7 @@ def test_sliced_tower_keeps_steps_with_decodes_near_the_budget(ckpt: str, monkey
     """The slicing scheduler in the simulator: every request completes, every queued encode ends, and the
     steps that carry decodes stay within the LM's work plus one step's tower budget (no whole-queue
     steps; the scheduler holds images' tokens while requests decode)."""
-    costs = sched_sim.Costs(graph_max_tokens=1024, host_ms_per_image=0.0)
+    costs = sched_sim.Costs(graph_max_tokens=1024, host_ms_per_image=0.0, step_target_ms=0.0)
     sim = sched_sim.simulate(ckpt, "sliced", costs, WORK, scheduled_tokens=1024)
     assert len(sim.tokens) == WORK.requests and sim.side == []
     lm_max = costs.base_ms + costs.per_seq_ms * WORK.concurrency + 1.024 * costs.prefill_ms_per_1k
