@@ -13,7 +13,7 @@ ROOT=/tmp/bench-$SHAPES; RES=$ROOT/results; DONE=$ROOT/done; mkdir -p "$RES" "$D
 RET=${OUT:-/tmp/out}; mkdir -p "$RET"
 OUT=$RES
 source "$(dirname "$0")/../scripts/gpu/common.sh"
-bash .gpu/install.sh 2>&1 | tail -1
+bash .gpu/install.sh 2>&1 | tail -1 || { echo "install failed: a fresh machine? stage .gpu/partNN first"; exit 3; }
 
 pack() { tar czf "$RET/results.tgz" -C "$ROOT" results done; }
 

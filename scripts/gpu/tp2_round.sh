@@ -12,7 +12,7 @@
 set -uo pipefail
 source "$(dirname "$0")/common.sh"
 RET=$OUT; R=/tmp/tp2; mkdir -p "$R"; OUT=$R
-bash .gpu/install.sh 2>&1 | tail -1
+bash .gpu/install.sh 2>&1 | tail -1 || { echo "install failed: a fresh machine? stage .gpu/partNN first"; exit 3; }
 pack() { tar czf "$RET/tp2_$1.tgz" -C "$R" .; }
 parity() {  # name family ckpt
   timeout 580 python3 scripts/gpu/tp_parity.py --family "$2" --ckpt "$3" --out "$R/$1_tp2_parity.json" \

@@ -112,7 +112,7 @@
 set -uo pipefail
 source "$(dirname "$0")/common.sh"
 RET=$OUT; R=/tmp/round; mkdir -p "$R"; OUT=$R
-bash .gpu/install.sh 2>&1 | tail -1
+bash .gpu/install.sh 2>&1 | tail -1 || { echo "install failed: a fresh machine? stage .gpu/partNN first"; exit 3; }
 pack() { tar czf "$RET/round_$1.tgz" -C "$R" .; }
 END=${ROUND_BUDGET_S:-570}  # seconds from the script's start (the install counts): keep it ~30 s under the call's limit
 cap() { local left=$((END - SECONDS)); echo $(( left < $1 ? (left > 5 ? left : 5) : $1 )); }  # a step's timeout
