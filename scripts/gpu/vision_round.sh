@@ -99,6 +99,10 @@
 #      G3_CLIENT_PROCS=4 G3_SIDES=ours_sliced_paced_t18_s135_api2 ROUND_BUDGET_S=570 ... s1` (ours and x1.35
 #      under backlog), then `G3_CONCURRENCY="1 16 64" G3_FLAGS=--no-ours G3_CLIENT_PROCS=4
 #      G3_SIDES=ours_sliced_paced_t18_api2 ... g3` (in-tree last; its c=1 is issue 10's TTFT), then `o6`.
+#      The paced slicer's defaults are now t18's settings (ours_sliced_paced_api2 = t18 since round 13), and
+#      fixed-budget sides pin QWENVL_VLLM_STEP_TARGET_MS=0. The client adds ~3.6 ms over the engine at c=64
+#      with 4 processes: `python3 benchmarks/client_overhead.py --processes 4 8` (~1 min, no engine) shows
+#      whether 8 would measure closer (then G3_CLIENT_PROCS=8).
 #   s1 a fresh machine's 2B GPTQ checkpoint, then g3's `vllm serve` sides
 #   o6 offline W1 ours vs in-tree (compare.py), then the TTFT breakdown
 #   o5 offline W1 ours vs in-tree (compare.py) under the plugin settings of the call's environment
