@@ -98,7 +98,8 @@
 #      the carry limit beside 58-MB parts). Next (this order): `G3_CONCURRENCY="16 64" G3_FLAGS=--no-in-tree
 #      G3_CLIENT_PROCS=4 G3_SIDES=ours_sliced_paced_t18_s135_api2 ROUND_BUDGET_S=570 ... s1` (ours and x1.35
 #      under backlog), then `G3_CONCURRENCY="1 16 64" G3_FLAGS=--no-ours G3_CLIENT_PROCS=4
-#      G3_SIDES=ours_sliced_paced_t18_api2 ... g3` (in-tree last; its c=1 is issue 10's TTFT), then `o6`.
+#      G3_SIDES=ours_sliced_paced_env ... g3` (the paced slicer by its one setting, with its new defaults and
+#      one API server: is `--api-server-count 2` needed? in-tree last; its c=1 is issue 10's TTFT), then `o6`.
 #      The paced slicer's defaults are now t18's settings (ours_sliced_paced_api2 = t18 since round 13), and
 #      fixed-budget sides pin QWENVL_VLLM_STEP_TARGET_MS=0. The client adds ~3.6 ms over the engine at c=64
 #      with 4 processes: `python3 benchmarks/client_overhead.py --processes 4 8` (~1 min, no engine) shows
