@@ -25,14 +25,23 @@ def _env_flag(name: str, default: bool = False) -> bool:
     return default if not raw else raw.lower() in ("1", "true", "yes")
 
 
-def _env_float(name: str, default: float) -> float:
+def _env_number(name: str, default: float, kind: type) -> float:
     raw = os.environ.get(name)
-    return float(raw) if raw else default
+    if not raw:
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise ValueError(f"{name} must be {what}, got {raw!r}") from None
+
+
+def _env_float(name: str, default: float) -> float:
+    return _env_number(name, default, float)
 
 
 def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    return int(raw) if raw else default
+    return int(_env_number(name, default, int))
 
 
 @dataclass(frozen=True)

@@ -28,3 +28,19 @@ def test_lm_stream_priority_defaults_on(monkeypatch) -> None:
     assert get_settings().lm_stream_priority
     monkeypatch.setenv("QWENVL_VLLM_LM_STREAM_PRIORITY", "0")
     assert not get_settings().lm_stream_priority
+
+
+def test_a_malformed_number_names_its_setting(monkeypatch) -> None:
+    import pytest
+
+    from qwenvl_vllm.settings import get_settings
+
+    monkeypatch.setenv("QWENVL_VLLM_STEP_TARGET_MS", "18ms")
+    with pytest.raises(ValueError, match="QWENVL_VLLM_STEP_TARGET_MS must be a number, got '18ms'"):
+        get_settings()
+    monkeypatch.setenv("QWENVL_VLLM_STEP_TARGET_MS", "18.5")
+    monkeypatch.setenv("QWENVL_VLLM_TOWER_BACKLOG_REQUESTS", "1.5")
+    with pytest.raises(ValueError, match="QWENVL_VLLM_TOWER_BACKLOG_REQUESTS must be an integer"):
+        get_settings()
+    monkeypatch.setenv("QWENVL_VLLM_TOWER_BACKLOG_REQUESTS", "12")
+    assert get_settings().step_target_ms == 18.5 and get_settings().tower_backlog_requests == 12
