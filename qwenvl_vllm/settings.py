@@ -68,8 +68,8 @@ class Settings:
     # (qwenvl_vllm.serving.scheduler); 0 keeps vLLM's budget (= max_num_batched_tokens); the sliced paced
     # one never goes above its step size (qwenvl_vllm.serving.encode_ahead).
     encoder_step_tokens: int
-    # Under our slicing scheduler: the vision tower's work launched per engine step, in patches x blocks
-    # (qwenvl_vllm.models.tower_slices); a slice is whole blocks, at least one.
+    # Under our slicing schedulers with step_target_ms 0: the vision tower's work launched per engine step, in
+    # patches x blocks (qwenvl_vllm.models.tower_slices); a slice is whole blocks, at least one.
     tower_step_patch_layers: int
     # ... times this while requests wait in the scheduler (the paced slicing scheduler: while
     # `tower_backlog_requests` are before their first token); the engine is behind: admission before latency
