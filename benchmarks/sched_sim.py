@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import step_fit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers import finish_step, image_request, scheduler_for  # noqa: E402
@@ -35,7 +36,9 @@ from qwenvl_vllm.models.step_budget import (  # noqa: E402
     StepBudget,
 )
 from qwenvl_vllm.models.tower_slices import step_budget  # noqa: E402
+from qwenvl_vllm.serving import step_trace  # noqa: E402
 from qwenvl_vllm.settings import (  # noqa: E402
+    STEP_TARGET_MARGIN,
     STEP_TARGET_MS,
     TOWER_BACKLOG_SCALE,
     TOWER_STEP_MS,
@@ -67,6 +70,7 @@ class Costs:
     # QWENVL_VLLM_STEP_TARGET_MS for the slicer (0: the fixed budget above); the real StepBudget runs on the
     # simulated clock, learning this model's fixed cost as it would the GPU's
     step_target_ms: float = STEP_TARGET_MS
+    step_target_margin: float = STEP_TARGET_MARGIN  # QWENVL_VLLM_STEP_TARGET_MARGIN
 
 
 @dataclass
@@ -177,6 +181,12 @@ class Sim:
     _just_finished: list = field(default_factory=list)  # encodes finished within the current step
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
     step_budget: StepBudget | None = None
+    # measured residuals (ms) added to the steps: (steps without tower work, steps with), each replayed in its
+    # recorded order from a random start (a noisy host's slow steps come in runs: lag-1 autocorrelation 0.5
+    # in round 14's trace); None: the cost model alone (benchmarks/step_fit.py)
+    noise: tuple[np.ndarray, np.ndarray] | None = None
+    noise_iid: bool = False  # drawn with replacement instead (no runs of slow steps)
+    _noise_at: list = field(default_factory=list)
 
     def run(self) -> dict:
         from qwenvl_vllm.models.encoder_stream import PROGRESS
@@ -184,7 +194,8 @@ class Sim:
         PROGRESS.reset()
         PROGRESS.active = self.side_stream
         if self.sliced and self.costs.step_target_ms:
-            self.step_budget = StepBudget(self.costs.step_target_ms, clock=lambda: self.clock / 1000)
+            clock = lambda: self.clock / 1000  # noqa: E731
+            self.step_budget = StepBudget(self.costs.step_target_ms, clock, self.costs.step_target_margin)
         self.api = ApiServer(self.costs.api_shared_ms, self.costs.api_serial_ms, self.costs.api_servers)
         self.issued = 0
         for _ in range(self.work.concurrency):
@@ -252,7 +263,7 @@ class Sim:
         graphed = out.total_num_scheduled_tokens <= c.graph_max_tokens
         host = (0.0 if graphed else c.eager_host_ms) + c.host_ms_per_image * len(encodes)
         if not self.side_stream:
-            return max(host, lm + tower_ms)
+            return self._noisy(max(host, lm + tower_ms), admitting=bool(encodes))
         for req_id, tokens in encodes:
             event = FinishedAt(self)
             progress.add(1, event)
@@ -268,10 +279,23 @@ class Sim:
                 self.step_budget.launched(int(used * PATCH_LAYERS_PER_MS))
         else:
             used = c.side_cost * self._run_side(max(lm, host), end=None)
-        step = max(host, lm + used)
+        step = self._noisy(max(host, lm + used), admitting=used > 0)
         for event in self._just_finished:
             event.at = self.clock + step
         return step
+
+    def _noisy(self, step_ms: float, admitting: bool) -> float:
+        if self.noise is None:
+            return step_ms
+        if self.noise_iid:
+            residuals = self.noise[1] if admitting and len(self.noise[1]) else self.noise[0]
+            return max(step_ms + float(self.rng.choice(residuals)), MIN_STEP_MS)
+        if not self._noise_at:  # each kind's replay starts at a random step
+            self._noise_at = [int(self.rng.integers(len(kind))) if len(kind) else 0 for kind in self.noise]
+        kind = 1 if admitting and len(self.noise[1]) else 0
+        residuals, at = self.noise[kind], self._noise_at[kind]
+        self._noise_at[kind] += 1
+        return max(step_ms + float(residuals[at % len(residuals)]), MIN_STEP_MS)
 
     def _needed(self, out) -> set[int]:
         """The queued encodes whose image tokens this step prefills (the slicer finishes them first)."""
@@ -315,6 +339,8 @@ class Sim:
         }
 
 
+MIN_STEP_MS = 1.0  # a drawn residual never makes a step shorter than this
+
 SCHEDULERS = {
     "default": ("vllm.v1.core.sched.scheduler", "Scheduler"),
     "paced": ("qwenvl_vllm.serving.scheduler", "EncoderPacedScheduler"),
@@ -332,6 +358,8 @@ def simulate(
     work: Workload,
     batched_tokens: int = 8192,
     scheduled_tokens: int | None = None,
+    noise: tuple[np.ndarray, np.ndarray] | None = None,
+    noise_iid: bool = False,
 ) -> Sim:
     """A finished simulation (`.run()` done: its metrics in `.result`, its steps in `.steps`)."""
     import importlib
@@ -348,7 +376,9 @@ def simulate(
         max_num_seqs=max(256, work.concurrency),
     )
     sliced = name.startswith("sliced")
-    sim = Sim(scheduler, costs, work, side_stream=name.startswith("ahead") or sliced, sliced=sliced)
+    side_stream = name.startswith("ahead") or sliced
+    sim = Sim(scheduler, costs, work, side_stream=side_stream, sliced=sliced, noise=noise)
+    sim.noise_iid = noise_iid
     sim.result = sim.run()
     return sim
 
@@ -373,6 +403,11 @@ def main() -> None:
     parser.add_argument(
         "--host-ms-per-image", type=float, default=Costs.host_ms_per_image, help="0: without that host cost"
     )
+    margin, margin_help = Costs.step_target_margin, "QWENVL_VLLM_STEP_TARGET_MARGIN"
+    parser.add_argument("--step-target-margin", type=float, default=margin, help=margin_help)
+    noise_help = "a step trace whose fitted residuals are added to the steps (benchmarks/step_fit.py)"
+    parser.add_argument("--noise-trace", type=Path, help=noise_help)
+    parser.add_argument("--noise-iid", action="store_true", help="its residuals drawn with replacement")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     os.environ["QWENVL_VLLM_ENCODER_STEP_TOKENS"] = str(args.encoder_step_tokens)
@@ -389,7 +424,12 @@ def main() -> None:
         step_target_ms=args.step_target_ms,
         base_ms=args.base_ms,
         tower_backlog_scale=args.tower_backlog_scale,
+        step_target_margin=args.step_target_margin,
     )
+    noise = None
+    if args.noise_trace:
+        fitted = step_fit.fit(step_trace.load(args.noise_trace))
+        noise = (fitted.residuals, fitted.admitting_residuals)
     work = Workload(
         concurrency=args.concurrency, requests=4 * args.concurrency, max_tokens_spread=args.max_tokens_spread
     )
@@ -399,12 +439,16 @@ def main() -> None:
         "workload": asdict(work),
         "encoder_step_tokens": args.encoder_step_tokens,
         "max_num_scheduled_tokens": args.max_num_scheduled_tokens,
+        "noise_trace": str(args.noise_trace) if args.noise_trace else None,
+        "noise_iid": args.noise_iid,
         "schedulers": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = str(write_checkpoint("tiny-qwen2-vl", "bf16", Path(tmp)))
         for name in args.scheduler:
-            result = simulate(ckpt, name, costs, work, scheduled_tokens=args.max_num_scheduled_tokens).result
+            scheduled = args.max_num_scheduled_tokens
+            noisy = {"noise": noise, "noise_iid": args.noise_iid}
+            result = simulate(ckpt, name, costs, work, scheduled_tokens=scheduled, **noisy).result
             results["schedulers"][name] = result
             print(name, {k: round(v, 3) for k, v in result.items()}, flush=True)
     if args.out:

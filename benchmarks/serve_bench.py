@@ -167,6 +167,14 @@ SIDES = {
         )
         for target, suffix, scale in ((18, "", "1.45"), (20, "", "1.45"), (18, "_s135", "1.35"))
     },
+    # round 14: on a noisy host the steps with tower work ran 7-10 ms over their fitted cost at p90; the
+    # defaults (t18, x1.45) with 1.5 learned deviations kept free (models.step_budget); sched_sim.py with
+    # that host's residuals: c=16 ITL p99 -4 ms, c=64 no gain, TTFT p99 up (benchmarks/results/*-devcpu)
+    "ours_sliced_paced_m15_api2": (
+        True,
+        ["--scheduler-cls", SLICED_PACED, "--api-server-count", "2"],
+        {"QWENVL_VLLM_STEP_TARGET_MARGIN": "1.5"},
+    ),
     # vLLM's own 512-token graph limit for our default path (QWENVL_VLLM_GRAPH_TOKENS, 2048 since round 12)
     "ours_graphs_512": (True, [], {"QWENVL_VLLM_GRAPH_TOKENS": "0"}),
     # ours_sliced again, for --profile-side (the profiler slows the side it watches)

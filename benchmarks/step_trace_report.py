@@ -14,6 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import step_fit
 
 from qwenvl_vllm.serving import step_trace
 
@@ -62,10 +63,28 @@ def report(path: Path) -> str:
     if tower is not None:
         ms = " / ".join(f"{tower[k]:.1f}" for k in ("p50", "p90", "max"))
         lines += ["", f"tower work per step (ms at the tower's rate), p50 / p90 / max: {ms}"]
+    lines += _fit_lines(steps)
     idle = idle_gaps(steps)
     if idle:
         lines += ["", f"idle gaps (engine empty): {len(idle)}, median {np.median(idle):.0f} ms"]
     return "\n".join(lines) + "\n"
+
+
+def _fit_lines(steps: list[dict]) -> list[str]:
+    try:
+        s = step_fit.fit(steps).summary()
+    except ValueError:
+        return []
+    tower = (
+        f"{s['admitting_steps']} steps with tower work: residual sd {s['admitting_residual_sd_ms']:.1f},"
+        f" p90 / p97 / p99 {s['admitting_residual_p90_ms']:.1f} / {s['admitting_residual_p97_ms']:.1f}"
+        f" / {s['admitting_residual_p99_ms']:.1f} ms"
+    )
+    costs = (
+        f"{s['fixed_ms']:.1f} ms + {s['ms_per_decode']:.3f} per decode + {s['ms_per_1k_prefill']:.1f} per 1k"
+        f" prefill tokens + {s['tower_factor']:.2f}x the tower's assumed ms"
+    )
+    return ["", f"fit: {costs}; residual sd {s['residual_sd_ms']:.1f}; {tower}"]
 
 
 def main() -> None:

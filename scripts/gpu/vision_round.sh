@@ -104,8 +104,17 @@
 #      fixed-budget sides pin QWENVL_VLLM_STEP_TARGET_MS=0. The client adds ~3.6 ms over the engine at c=64
 #      with 4 processes: `python3 benchmarks/client_overhead.py --processes 4 8` (~1 min, no engine) shows
 #      whether 8 would measure closer (then G3_CLIENT_PROCS=8).
+#   Fourteenth visit done (round14 README: one host, s1 with ours and x1.35, g3 with the paced slicer by its
+#      setting and in-tree at c=1/16/64, o6 cut short). x1.35: c=64 ITL p99 32.3 (engine 28.6), TTFT p99 worse
+#      than ours; the host was a noisy one, whose steps with tower work are host-bound (+6-10 ms each, the
+#      tower term ~0.5x; devcpu README). Next (this order): `G3_CONCURRENCY="16 64" G3_FLAGS=--no-in-tree
+#      G3_CLIENT_PROCS=4 G3_SIDES=ours_sliced_paced_api2 ROUND_BUDGET_S=570 ... s1` (ours and the defaults,
+#      two API servers), then `G3_CONCURRENCY="16 64" G3_FLAGS="--no-ours --no-in-tree" G3_CLIENT_PROCS=4
+#      G3_SIDES=ours_sliced_paced_m15_api2 ... g3` (the learned margin on the same host: does it move c=16/64's
+#      tail?), then `o6` (offline W1 ours vs in-tree, compare.py alone now), then `p5` with `PHOTO_FLAGS=--no-ours`.
+#      `benchmarks/step_trace_report.py` prints each trace's fit: check the host class first.
 #   s1 a fresh machine's 2B GPTQ checkpoint, then g3's `vllm serve` sides
-#   o6 offline W1 ours vs in-tree (compare.py), then the TTFT breakdown
+#   o6 offline W1 ours vs in-tree (compare.py)
 #   o5 offline W1 ours vs in-tree (compare.py) under the plugin settings of the call's environment
 #   l2 the 2B checkpoints beside the GPU tests (slice graphs included), the encode-ahead check of the slicing
 #      scheduler (greedy outputs vs vLLM's scheduler, caches and the slicer's queue after aborts)
@@ -244,11 +253,10 @@ s1)
   fresh_2b
   serve_sides "$(cap 570)"; pack s1 ;;
 o6)
-  # offline W1 ours vs in-tree (compare.py: req/s and single-request TTFT), then the TTFT breakdown
-  timeout "$(cap 340)" python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W1 --tag "${O5_TAG:-_o6}" \
-    --out-dir "$R/offline_o6" >"$R/compare_o6.log" 2>&1; status compare_o6 $?; tail -4 "$R/compare_o6.log"; pack o6
-  timeout "$(cap 560)" python3 benchmarks/ttft_breakdown.py --ckpt "$CK/2b-gptq" --out "$R/ttft_breakdown.json" \
-    >"$R/ttft_breakdown.log" 2>&1; status ttft_breakdown $?; tail -c 600 "$R/ttft_breakdown.json"; pack o6 ;;
+  # offline W1 ours vs in-tree (compare.py: req/s and single-request TTFT; round 14's 340-s cap ended it in
+  # in-tree's cold start, so the call is compare.py's alone; the TTFT breakdown is in n3/n4)
+  timeout "$(cap 565)" python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W1 --tag "${O5_TAG:-_o6}" \
+    --out-dir "$R/offline_o6" >"$R/compare_o6.log" 2>&1; status compare_o6 $?; tail -4 "$R/compare_o6.log"; pack o6 ;;
 f4)
   # after f3: the front end per image on this host's CPU (issue 10's API-server ms, ours and in-tree), then
   # g3's `vllm serve` sides

@@ -10,6 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import compare  # noqa: E402
+import step_fit  # noqa: E402
 import step_trace_report  # noqa: E402
 import summarize  # noqa: E402
 import ttft_breakdown  # noqa: E402
@@ -168,3 +169,32 @@ def test_serve_sides_name_real_settings_and_scheduler_classes() -> None:
         if "--scheduler-cls" in args:
             module, _, cls = args[args.index("--scheduler-cls") + 1].rpartition(".")
             assert hasattr(importlib.import_module(module), cls), (name, cls)
+
+
+def _trace(rng, n: int = 400, noise_ms: float = 1.0) -> list[dict]:
+    """Steps that cost 3 ms + 0.05 per decode + 6 per 1k prefill tokens + 0.9x the tower ms launched, with
+    Gaussian noise; an idle gap in the middle. A step's tower work is recorded by the step after it."""
+    from qwenvl_vllm.models.step_budget import PATCH_LAYERS_PER_MS
+
+    t, steps, launched = 0.0, [], 0.0
+    for i in range(n):
+        decodes, prefill = int(rng.integers(1, 64)), int(rng.choice([0, 1026]))
+        steps.append({"t": t, "decodes": decodes, "prefill_tokens": prefill, "tower_work": launched})
+        tower_ms = float(rng.choice([0.0, 5.0, 12.0]))
+        launched = tower_ms * PATCH_LAYERS_PER_MS
+        period = 3.0 + 0.05 * decodes + 6.0 * prefill / 1000 + 0.9 * tower_ms + rng.normal(0.0, noise_ms)
+        t += (period + (500.0 if i == n // 2 else 0.0)) / 1000
+    return steps
+
+
+def test_step_fit_recovers_the_costs_and_splits_the_residuals() -> None:
+    import numpy as np
+
+    fitted = step_fit.fit(_trace(np.random.default_rng(1)))
+    got = [fitted.fixed_ms, fitted.ms_per_decode, fitted.ms_per_1k_prefill, fitted.tower_factor]
+    assert got == pytest.approx([3.0, 0.05, 6.0, 0.9], abs=0.3)
+    assert len(fitted.residuals) + len(fitted.admitting_residuals) == 398  # the idle gap left out
+    assert 200 < len(fitted.admitting_residuals) < 330  # two of three tower choices launch work
+    assert fitted.summary()["admitting_residual_sd_ms"] == pytest.approx(1.0, abs=0.2)
+    with pytest.raises(ValueError, match="at least 4 steps"):
+        step_fit.fit(_trace(np.random.default_rng(1), n=3))

@@ -82,3 +82,22 @@ def test_a_step_target_holds_the_steady_steps_at_the_target(ckpt: str, monkeypat
     assert sim.step_budget.fixed_ms == pytest.approx(7.0 + costs.per_seq_ms * WORK.concurrency, abs=0.5)
     late = [step[3] for step, decodes in zip(sim.steps, sim.step_decodes, strict=True) if decodes][-40:]
     assert np.median(late) <= 24.0 + 0.5
+
+
+def test_replayed_noise_lands_on_the_steps_of_its_kind(ckpt: str, monkeypatch) -> None:
+    """Residuals replayed per step: the tower-launching steps' set on steps with tower work, the other on the
+    rest, in order, and a step never shorter than the floor; no noise (zeros) changes nothing."""
+    costs = sched_sim.Costs(graph_max_tokens=1536, host_ms_per_image=0.0, step_target_ms=0.0)
+    plain = sched_sim.simulate(ckpt, "sliced", costs, WORK, scheduled_tokens=1536)
+    zeros = (np.zeros(3), np.zeros(3))
+    silent = sched_sim.simulate(ckpt, "sliced", costs, WORK, scheduled_tokens=1536, noise=zeros)
+    assert [s[3] for s in silent.steps] == pytest.approx([s[3] for s in plain.steps])
+    noisy = sched_sim.simulate(
+        ckpt, "sliced", costs, WORK, scheduled_tokens=1536, noise=(np.zeros(1), np.full(1, 50.0))
+    )
+    long_steps = [s[3] for s in noisy.steps if s[3] > 50.0]
+    assert long_steps and len(long_steps) < len(noisy.steps)  # only the tower's steps
+    floored = sched_sim.simulate(
+        ckpt, "sliced", costs, WORK, scheduled_tokens=1536, noise=(np.full(1, -99.0),) * 2
+    )
+    assert min(s[3] for s in floored.steps) == sched_sim.MIN_STEP_MS

@@ -4,6 +4,7 @@ uses the target instead of its fixed budget."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -79,6 +80,52 @@ def test_a_needed_encode_over_the_budget_is_predicted_as_launched() -> None:
 def test_the_target_must_be_positive() -> None:
     with pytest.raises(ValueError, match="QWENVL_VLLM_STEP_TARGET_MS"):
         StepBudget(-5.0)
+    with pytest.raises(ValueError, match="QWENVL_VLLM_STEP_TARGET_MARGIN"):
+        StepBudget(18.0, margin=-1.0)
+
+
+def test_the_margin_leaves_deviations_free() -> None:
+    plain, kept = StepBudget(25.0, clock=Clock()), StepBudget(25.0, clock=Clock(), margin=2.0)
+    freed = _tower_ms(plain.patch_layers(1090)) - _tower_ms(kept.patch_layers(1090))
+    assert freed == pytest.approx(2.0 * sb.INITIAL_DEVIATION_MS, abs=1e-3)
+
+
+def _noisy_steps(margin: float, noise_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Steps of 64 decodes and a 1k-token chunk that really take 4 ms + prefill + tower + noise: their
+    periods and the learned deviation after each, past a warm-up of 500 steps."""
+    clock = Clock()
+    budget = StepBudget(25.0, clock=clock, margin=margin)
+    periods, deviations = [], []
+    for noise in noise_ms:
+        work = budget.patch_layers(1090)
+        budget.launched(work)
+        period = 4.0 + 1.09 * sb.PREFILL_MS_PER_1K_TOKENS + _tower_ms(work) + noise
+        clock.ms += period
+        periods.append(period)
+        deviations.append(budget.deviation_ms)
+    return np.array(periods[500:]), np.array(deviations[500:])
+
+
+def test_the_deviation_is_learned_and_the_margin_bounds_the_tail() -> None:
+    """Noise of mean absolute deviation 3 ms: learned as ~3 (plus the mean learner's own jitter); margin 1.5
+    brings the p90 period to the target (the mean learner alone leaves it ~5 ms over), at ~1.5 deviations less
+    tower work per step."""
+    noise = np.random.default_rng(0).laplace(0.0, 3.0, size=3000)  # E|x| = 3
+    periods, _ = _noisy_steps(0.0, noise)
+    margined, deviations = _noisy_steps(1.5, noise)
+    assert deviations.mean() == pytest.approx(3.0, rel=0.2)
+    assert np.percentile(periods, 90) > 25.0 + 4.0
+    assert np.percentile(margined, 90) == pytest.approx(25.0, abs=1.0)
+    assert periods.mean() - margined.mean() == pytest.approx(1.5 * deviations.mean(), rel=0.05)
+
+
+def test_steps_without_tower_work_teach_no_deviation() -> None:
+    clock = Clock()
+    budget = StepBudget(5.0, clock=clock, margin=1.0)  # 64 decodes and 1k tokens leave no room
+    for step in range(50):
+        budget.launched(budget.patch_layers(1090))
+        clock.ms += 20.0 if step % 2 else 2.0
+    assert budget.deviation_ms == sb.INITIAL_DEVIATION_MS
 
 
 class FixedRoom:
