@@ -104,7 +104,9 @@ def measure_side(side: str, ckpt: str, repeats: int) -> dict:
                 "decode_ms": decode,
                 "processor_ms": proc,
                 "total_ms": decode + proc,
-                # of processor_ms: vLLM's hash of the encoded bytes (its processor cache key), every side's
+                # of processor_ms: vLLM's hash for its processor cache key: of the encoded bytes in-tree; ours
+                # tags each image with its bytes' id, hashed beside the decoding (serving.content_id), so
+                # vLLM hashes the 16-byte id (the bytes' hash is then in decode_ms, on a second thread)
                 "vllm_hash_ms": median_ms(
                     lambda image: MultiModalHasher.hash_kwargs(model_id=ckpt, image=image), images
                 ),
