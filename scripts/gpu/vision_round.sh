@@ -111,7 +111,10 @@
 #      G3_CLIENT_PROCS=4 G3_SIDES=ours_sliced_paced_api2 ROUND_BUDGET_S=570 ... s1` (ours and the defaults,
 #      two API servers), then `G3_CONCURRENCY="16 64" G3_FLAGS="--no-ours --no-in-tree" G3_CLIENT_PROCS=4
 #      G3_SIDES=ours_sliced_paced_m15_api2 ... g3` (the learned margin on the same host: does it move c=16/64's
-#      tail?), then `o6` (offline W1 ours vs in-tree, compare.py alone now), then `p5` with `PHOTO_FLAGS=--no-ours`.
+#      tail?), then `o6` (offline W1 ours vs in-tree, compare.py alone now), then `fe` (the front end on the
+#      host's CPU: the images' bytes id is now hashed beside decoding, 0.88 ms over decode at 12 MP on the dev
+#      CPU; was 3.55 on the host; ~3 min), then `p5` with `PHOTO_FLAGS=--no-ours`.
+#   fe the front end per image on this host's CPU (frontend_speed.py: ours and in-tree)
 #      `benchmarks/step_trace_report.py` prints each trace's fit: check the host class first.
 #   s1 a fresh machine's 2B GPTQ checkpoint, then g3's `vllm serve` sides
 #   o6 offline W1 ours vs in-tree (compare.py)
@@ -158,7 +161,7 @@ photos() {  # size concurrencies timeout: `vllm serve` with JPEG photos of that 
   status "serve_photos_$1" $?
   tail -4 "$R/serve_photos_$1.log"
 }
-case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, o6, p5, p6, q6, f3, f4, s1 or ph} in
+case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, o6, p5, p6, q6, f3, f4, fe, s1 or ph} in
 g1)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk 2b-bf16 qwen2-vl-2b bf16 & wait; echo "== checkpoints at ${SECONDS}s"
   ( gpu_tests "$(cap 200)"; encode_ahead_check "$(cap 270)" ) &
@@ -257,6 +260,9 @@ o6)
   # in-tree's cold start, so the call is compare.py's alone; the TTFT breakdown is in n3/n4)
   timeout "$(cap 565)" python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W1 --tag "${O5_TAG:-_o6}" \
     --out-dir "$R/offline_o6" >"$R/compare_o6.log" 2>&1; status compare_o6 $?; tail -4 "$R/compare_o6.log"; pack o6 ;;
+fe)
+  timeout "$(cap 560)" python3 benchmarks/frontend_speed.py --out "$R/frontend_speed.json" >"$R/frontend.log" 2>&1
+  status frontend_speed $?; tail -c 400 "$R/frontend_speed.json"; pack fe ;;
 f4)
   # after f3: the front end per image on this host's CPU (issue 10's API-server ms, ours and in-tree), then
   # g3's `vllm serve` sides
