@@ -20,7 +20,7 @@ import json
 import os
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +71,10 @@ class Costs:
     # simulated clock, learning this model's fixed cost as it would the GPU's
     step_target_ms: float = STEP_TARGET_MS
     step_target_margin: float = STEP_TARGET_MARGIN  # QWENVL_VLLM_STEP_TARGET_MARGIN
+    # the slicer's steps that launch tower work: measured tower ms per assumed ms, and their extra fixed cost
+    # (`--cost-trace`; host-bound, those steps fit ~0.5x and +6-10 ms: benchmarks/step_fit.py)
+    tower_factor: float = 1.0
+    admit_ms: float = 0.0
 
 
 @dataclass
@@ -279,7 +283,8 @@ class Sim:
                 self.step_budget.launched(int(used * PATCH_LAYERS_PER_MS))
         else:
             used = c.side_cost * self._run_side(max(lm, host), end=None)
-        step = self._noisy(max(host, lm + used), admitting=used > 0)
+        tower_cost = c.admit_ms + c.tower_factor * used if self.sliced and used > 0 else used
+        step = self._noisy(max(host, lm + tower_cost), admitting=used > 0)
         for event in self._just_finished:
             event.at = self.clock + step
         return step
@@ -408,6 +413,8 @@ def main() -> None:
     noise_help = "a step trace whose fitted residuals are added to the steps (benchmarks/step_fit.py)"
     parser.add_argument("--noise-trace", type=Path, help=noise_help)
     parser.add_argument("--noise-iid", action="store_true", help="its residuals drawn with replacement")
+    cost_help = "a step trace whose fit (by class) sets the step costs (overrides --base-ms)"
+    parser.add_argument("--cost-trace", type=Path, help=cost_help)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     os.environ["QWENVL_VLLM_ENCODER_STEP_TOKENS"] = str(args.encoder_step_tokens)
@@ -426,9 +433,19 @@ def main() -> None:
         tower_backlog_scale=args.tower_backlog_scale,
         step_target_margin=args.step_target_margin,
     )
+    if args.cost_trace:
+        fitted = step_fit.fit(step_trace.load(args.cost_trace), by_class=True)
+        costs = replace(
+            costs,
+            base_ms=fitted.fixed_ms,
+            per_seq_ms=fitted.ms_per_decode,
+            prefill_ms_per_1k=fitted.ms_per_1k_prefill,
+            tower_factor=fitted.tower_factor,
+            admit_ms=fitted.admit_ms,
+        )
     noise = None
-    if args.noise_trace:
-        fitted = step_fit.fit(step_trace.load(args.noise_trace))
+    if args.noise_trace:  # the residuals of the fit the costs come from
+        fitted = step_fit.fit(step_trace.load(args.noise_trace), by_class=args.cost_trace is not None)
         noise = (fitted.residuals, fitted.admitting_residuals)
     work = Workload(
         concurrency=args.concurrency, requests=4 * args.concurrency, max_tokens_spread=args.max_tokens_spread
@@ -440,6 +457,7 @@ def main() -> None:
         "encoder_step_tokens": args.encoder_step_tokens,
         "max_num_scheduled_tokens": args.max_num_scheduled_tokens,
         "noise_trace": str(args.noise_trace) if args.noise_trace else None,
+        "cost_trace": str(args.cost_trace) if args.cost_trace else None,
         "noise_iid": args.noise_iid,
         "schedulers": {},
     }

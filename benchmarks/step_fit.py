@@ -1,7 +1,8 @@
 """A linear fit of a step trace's periods: what a step cost by its parts, and what they leave unexplained.
 
 Each period (the gap from one `schedule()` call to the next, idle gaps left out) is fitted by least squares to
-(1, the step's decodes, its prefill tokens / 1000, the tower ms it launched at the budget's assumed rate). The
+(1, the step's decodes, its prefill tokens / 1000, the tower ms it launched at the budget's assumed rate), and
+with `by_class` also to (1 if the step launched tower work: its extra fixed cost). The
 residuals of the steps that launched tower work are the noise a step-time target has to live with
 (`qwenvl_vllm.models.step_budget`); `benchmarks/sched_sim.py --noise-trace` replays them. Used on the round-13
 and round-14 traces: the tower term came out at 0.86-1.03x the assumed rate on every host, the admitting
@@ -27,6 +28,7 @@ class StepFit:
     tower_factor: float  # measured tower ms per assumed tower ms
     residuals: np.ndarray  # ms, steps without tower work
     admitting_residuals: np.ndarray  # ms, steps that launched tower work
+    admit_ms: float = 0.0  # by_class: a tower-launching step's extra fixed cost
 
     def summary(self) -> dict[str, float]:
         admitting = self.admitting_residuals
@@ -36,6 +38,7 @@ class StepFit:
             "ms_per_decode": self.ms_per_decode,
             "ms_per_1k_prefill": self.ms_per_1k_prefill,
             "tower_factor": self.tower_factor,
+            "admit_ms": self.admit_ms,
             "residual_sd_ms": float(np.concatenate([self.residuals, self.admitting_residuals]).std()),
             "admitting_steps": len(self.admitting_residuals),
             "admitting_residual_sd_ms": float(np.std(self.admitting_residuals)),
@@ -45,7 +48,7 @@ class StepFit:
         }
 
 
-def fit(steps: list[dict]) -> StepFit:
+def fit(steps: list[dict], by_class: bool = False) -> StepFit:
     """Fit the periods of a trace's steps; a step's tower work is in the record after it (`tower_work`)."""
     rows, periods, admitting = [], [], []
     for step, after in zip(steps, steps[1:], strict=False):
@@ -53,12 +56,14 @@ def fit(steps: list[dict]) -> StepFit:
         if period > IDLE_MS:
             continue
         tower_ms = after.get("tower_work", 0) / PATCH_LAYERS_PER_MS
-        rows.append([1.0, step["decodes"], step["prefill_tokens"] / 1000, tower_ms])
+        rows.append([1.0, step["decodes"], step["prefill_tokens"] / 1000, tower_ms, float(tower_ms > 0)])
         periods.append(period)
         admitting.append(tower_ms > 0)
     if len(rows) < 4:
         raise ValueError(f"a fit needs at least 4 steps with requests, the trace has {len(rows)}")
     x, y, mask = np.array(rows), np.array(periods), np.array(admitting)
+    x = x if by_class else x[:, :4]
     coef, *_ = np.linalg.lstsq(x, y, rcond=None)
     residuals = y - x @ coef
-    return StepFit(*(float(c) for c in coef), residuals[~mask], residuals[mask])
+    fixed, per_decode, per_1k, tower, *admit = (float(c) for c in coef)
+    return StepFit(fixed, per_decode, per_1k, tower, residuals[~mask], residuals[mask], *admit)

@@ -171,9 +171,10 @@ def test_serve_sides_name_real_settings_and_scheduler_classes() -> None:
             assert hasattr(importlib.import_module(module), cls), (name, cls)
 
 
-def _trace(rng, n: int = 400, noise_ms: float = 1.0) -> list[dict]:
-    """Steps that cost 3 ms + 0.05 per decode + 6 per 1k prefill tokens + 0.9x the tower ms launched, with
-    Gaussian noise; an idle gap in the middle. A step's tower work is recorded by the step after it."""
+def _trace(rng, n: int = 400, noise_ms: float = 1.0, admit_ms: float = 0.0) -> list[dict]:
+    """Steps that cost 3 ms + 0.05 per decode + 6 per 1k prefill tokens + 0.9x the tower ms launched (+
+    admit_ms if any), with Gaussian noise; an idle gap in the middle. A step's tower work is recorded by the
+    step after it."""
     from qwenvl_vllm.models.step_budget import PATCH_LAYERS_PER_MS
 
     t, steps, launched = 0.0, [], 0.0
@@ -183,6 +184,7 @@ def _trace(rng, n: int = 400, noise_ms: float = 1.0) -> list[dict]:
         tower_ms = float(rng.choice([0.0, 5.0, 12.0]))
         launched = tower_ms * PATCH_LAYERS_PER_MS
         period = 3.0 + 0.05 * decodes + 6.0 * prefill / 1000 + 0.9 * tower_ms + rng.normal(0.0, noise_ms)
+        period += admit_ms if tower_ms else 0.0
         t += (period + (500.0 if i == n // 2 else 0.0)) / 1000
     return steps
 
@@ -198,3 +200,12 @@ def test_step_fit_recovers_the_costs_and_splits_the_residuals() -> None:
     assert fitted.summary()["admitting_residual_sd_ms"] == pytest.approx(1.0, abs=0.2)
     with pytest.raises(ValueError, match="at least 4 steps"):
         step_fit.fit(_trace(np.random.default_rng(1), n=3))
+
+
+def test_step_fit_by_class_finds_the_admitting_steps_extra_cost() -> None:
+    import numpy as np
+
+    steps = _trace(np.random.default_rng(2), admit_ms=7.0)
+    by_class = step_fit.fit(steps, by_class=True)
+    assert [by_class.admit_ms, by_class.tower_factor] == pytest.approx([7.0, 0.9], abs=0.4)
+    assert step_fit.fit(steps).admit_ms == 0.0  # the plain fit folds it into the others

@@ -101,3 +101,20 @@ def test_replayed_noise_lands_on_the_steps_of_its_kind(ckpt: str, monkeypatch) -
         ckpt, "sliced", costs, WORK, scheduled_tokens=1536, noise=(np.full(1, -99.0),) * 2
     )
     assert min(s[3] for s in floored.steps) == sched_sim.MIN_STEP_MS
+
+
+def test_a_host_bound_tower_step_costs_its_fit(ckpt: str, monkeypatch) -> None:
+    """`--cost-trace`'s costs: a slicer step that launches tower work takes admit_ms + tower_factor x its
+    tower ms beside the LM's work; steps without tower work do not pay admit_ms."""
+    base = dict(graph_max_tokens=1536, host_ms_per_image=0.0, step_target_ms=0.0)
+    plain = sched_sim.simulate(ckpt, "sliced", sched_sim.Costs(**base), WORK, scheduled_tokens=1536)
+    bound = sched_sim.Costs(**base, tower_factor=0.5, admit_ms=6.0)
+    host_bound = sched_sim.simulate(ckpt, "sliced", bound, WORK, scheduled_tokens=1536)
+    assert len(host_bound.tokens) == WORK.requests and host_bound.side == []
+    first_tower_step = next(i for i, s in enumerate(plain.steps) if s[1])  # the first image admitted
+    before = [s[3] for s in plain.steps[:first_tower_step]]
+    assert [s[3] for s in host_bound.steps[:first_tower_step]] == pytest.approx(before)
+    lm_max = bound.base_ms + bound.per_seq_ms * WORK.concurrency + 1.536 * bound.prefill_ms_per_1k
+    tower_max = bound.tower_step_ms * bound.tower_backlog_scale
+    assert max(s[3] for s in host_bound.steps) <= lm_max + 6.0 + 0.5 * tower_max + 1e-6
+    assert max(s[3] for s in host_bound.steps) > lm_max  # admit_ms is paid
