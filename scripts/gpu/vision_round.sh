@@ -110,8 +110,10 @@
 #      tower term ~0.5x; devcpu README). Next (this order): `G3_CONCURRENCY="16 64" G3_FLAGS=--no-in-tree
 #      G3_CLIENT_PROCS=4 G3_SIDES=ours_sliced_paced_api2 ROUND_BUDGET_S=570 ... s1` (ours and the defaults,
 #      two API servers), then `G3_CONCURRENCY="16 64" G3_FLAGS="--no-ours --no-in-tree" G3_CLIENT_PROCS=4
-#      G3_SIDES=ours_sliced_paced_m15_api2 ... g3` (the learned margin on the same host: does it move c=16/64's
-#      tail?), then `o6` (offline W1 ours vs in-tree, compare.py alone now), then `fe` (the front end on the
+#      G3_SIDES=<side> ... g3` where <side> follows s1's host (`step_trace_report.py` on its trace, the fit
+#      line): a quiet host (tower term ~1x) gets ours_sliced_paced_t18_s135_api2 (the simulator's c=64 pick
+#      there), a host-bound one (~0.5x and +6-10 ms per tower step) ours_sliced_paced_m15_api2 (c=16's tail;
+#      `sched_sim.py --cost-trace` predicts nothing reaches c=64's target there), then `o6` (offline W1 ours vs in-tree, compare.py alone now), then `fe` (the front end on the
 #      host's CPU: the images' bytes id is now hashed beside decoding, 0.88 ms over decode at 12 MP on the dev
 #      CPU; was 3.55 on the host; ~3 min), then `p5` with `PHOTO_FLAGS=--no-ours`.
 #   fe the front end per image on this host's CPU (frontend_speed.py: ours and in-tree)
@@ -252,9 +254,11 @@ f3)
   fresh_2b
   serve_sides "$(cap 570)"; pack f3 ;;
 s1)
-  # a fresh machine: the 2B GPTQ checkpoint, then g3's `vllm serve` sides (G3_SIDES, G3_CONCURRENCY, G3_FLAGS)
+  # a fresh machine: the 2B GPTQ checkpoint, then g3's `vllm serve` sides (G3_SIDES, G3_CONCURRENCY, G3_FLAGS);
+  # last, each step trace's fit (is this host's tower step host-bound?)
   fresh_2b
-  serve_sides "$(cap 570)"; pack s1 ;;
+  serve_sides "$(cap 570)"; pack s1
+  python3 benchmarks/step_trace_report.py "$R/serve" 2>/dev/null | grep -E "^###|^fit" ;;
 o6)
   # offline W1 ours vs in-tree (compare.py: req/s and single-request TTFT; round 14's 340-s cap ended it in
   # in-tree's cold start, so the call is compare.py's alone; the TTFT breakdown is in n3/n4)
