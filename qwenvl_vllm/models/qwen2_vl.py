@@ -169,7 +169,8 @@ class Qwen2VLImageUint8Inputs(TensorSchema):
 
 
 class Qwen2VLVideoUint8Inputs(TensorSchema):
-    """Sampled video frames, resized and patchified on the tower's device (QWENVL_VLLM_DEVICE_PIXELS).
+    """Sampled video frames, resized and patchified on the tower's device (QWENVL_VLLM_DEVICE_PIXELS), in
+    vLLM's decoded layout (channels last: the API server ships them uncopied).
 
     Dimensions:
         - nv: Number of videos
@@ -180,7 +181,7 @@ class Qwen2VLVideoUint8Inputs(TensorSchema):
 
     type: Literal["video_pixels_u8"]
     video_pixels_u8: Annotated[
-        torch.Tensor | list[torch.Tensor], TensorShape("nv", "nt", 3, "h", "w", dynamic_dims={"nt", "h", "w"})
+        torch.Tensor | list[torch.Tensor], TensorShape("nv", "nt", "h", "w", 3, dynamic_dims={"nt", "h", "w"})
     ]
     video_grid_thw: Annotated[torch.Tensor, TensorShape("nv", 3)]
 

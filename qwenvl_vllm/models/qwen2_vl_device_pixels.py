@@ -1,7 +1,7 @@
 """Qwen2-VL pixels resized, normalised and patchified on the tower's device.
 
 On by default (QWENVL_VLLM_DEVICE_PIXELS=0 turns it off). The multimodal processor ships each item's decoded
-uint8 pixels (an image [H, W, 3], or [H, W, 4] uncopied as Pillow stores it; video frames [T, 3, H, W]) and
+uint8 pixels (an image [H, W, 3], or [H, W, 4] uncopied as Pillow stores it; video frames [T, H, W, 3]) and
 its patch grid instead of bf16 patch rows: a third of the bytes or less, and no resize on the API server.
 The model turns them into the rows the CPU path would have made, byte for byte: images through
 `resize_like_pil` (Pillow 13's bicubic), videos through `resize_frames_like_qwen_vl_utils`, then the same
@@ -41,6 +41,8 @@ def uint8_rows(
     pixels = pixels.to(device, non_blocking=True)
     if pixels.ndim == 3:
         pixels = without_pad(pixels)  # Pillow's pad byte dropped here, not on the API server
+    else:
+        pixels = pixels.permute(0, 3, 1, 2).contiguous()  # frames [T, H, W, 3] -> [T, 3, H, W], on the device
     if pixels.ndim == 3 and tuple(pixels.shape[:2]) != (height, width):
         pixels = resize_like_pil(pixels, height, width)
     elif pixels.ndim == 4 and tuple(pixels.shape[2:]) != (height, width):

@@ -62,12 +62,15 @@ def test_images_give_the_cpu_paths_rows(ckpt, monkeypatch, dtype):
         assert got.dtype == want.dtype and torch.equal(got, want)
 
 
-def test_videos_give_the_cpu_paths_rows(ckpt, monkeypatch):
-    video = np.stack([np.asarray(make_image(90, 60, seed=s)) for s in range(5)])  # [5, 60, 90, 3], odd count
+@pytest.mark.parametrize("layout", ["thwc", "tchw"])  # vLLM's decoded frames; qwen-vl-utils' tensors
+def test_videos_give_the_cpu_paths_rows(ckpt, monkeypatch, layout):
+    frames = np.stack([np.asarray(make_image(90, 60, seed=s)) for s in range(5)])  # [5, 60, 90, 3], odd count
+    video = frames if layout == "thwc" else torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()
     cpu, dev = _both(ckpt, monkeypatch, "bfloat16", VIDEO, {"video": [video]}, {"max_pixels": 64 * 28 * 28})
     assert dev["prompt_token_ids"] == cpu["prompt_token_ids"]
     (pixels,) = _items(dev, "video", UINT8_PIXEL_KEYS["video"])
-    assert pixels.dtype == torch.uint8 and tuple(pixels.shape) == (5, 3, 60, 90)
+    assert pixels.dtype == torch.uint8 and tuple(pixels.shape) == (5, 60, 90, 3)  # vLLM's layout, either way
+    assert torch.equal(pixels, torch.from_numpy(frames))
     (grid,) = _items(dev, "video", "video_grid_thw")
     (want,) = _items(cpu, "video", "pixel_values_videos")
     got = uint8_rows(pixels, grid.tolist(), QWEN2_VL, torch.device("cpu"), torch.bfloat16)
@@ -83,7 +86,7 @@ def test_only_the_clip_normalisation_ships_uint8():
 
 
 def test_a_grid_that_does_not_fit_the_pixels_is_refused():
-    pixels = torch.zeros(5, 3, 56, 56, dtype=torch.uint8)  # 5 frames -> 3 temporal groups, not 2
+    pixels = torch.zeros(5, 56, 56, 3, dtype=torch.uint8)  # 5 frames -> 3 temporal groups, not 2
     with pytest.raises(ValueError, match="expected"):
         uint8_rows(pixels, [2, 4, 4], QWEN2_VL, torch.device("cpu"), torch.float32)
 
