@@ -119,7 +119,7 @@
 #   fe the front end per image on this host's CPU (frontend_speed.py: ours and in-tree)
 #      `benchmarks/step_trace_report.py` prints each trace's fit: check the host class first.
 #   s1 a fresh machine's 2B GPTQ checkpoint, then g3's `vllm serve` sides
-#   o6 offline W1 ours vs in-tree (compare.py)
+#   o6 offline W1 ours vs in-tree (compare.py), then the GPU tests with the time left
 #   o5 offline W1 ours vs in-tree (compare.py) under the plugin settings of the call's environment
 #   l2 the 2B checkpoints beside the GPU tests (slice graphs included), the encode-ahead check of the slicing
 #      scheduler (greedy outputs vs vLLM's scheduler, caches and the slicer's queue after aborts)
@@ -261,9 +261,10 @@ s1)
   python3 benchmarks/step_trace_report.py "$R/serve" 2>/dev/null | grep -E "^###|^fit" ;;
 o6)
   # offline W1 ours vs in-tree (compare.py: req/s and single-request TTFT; round 14's 340-s cap ended it in
-  # in-tree's cold start, so the call is compare.py's alone; the TTFT breakdown is in n3/n4)
-  timeout "$(cap 565)" python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W1 --tag "${O5_TAG:-_o6}" \
-    --out-dir "$R/offline_o6" >"$R/compare_o6.log" 2>&1; status compare_o6 $?; tail -4 "$R/compare_o6.log"; pack o6 ;;
+  # in-tree's cold start, so the TTFT breakdown moved to n3/n4)
+  timeout "$(cap 500)" python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W1 --tag "${O5_TAG:-_o6}" \
+    --out-dir "$R/offline_o6" >"$R/compare_o6.log" 2>&1; status compare_o6 $?; tail -4 "$R/compare_o6.log"; pack o6
+  gpu_tests "$(cap 565)"; pack o6 ;;  # with what time is left (the video layout of round 14 is in them)
 fe)
   timeout "$(cap 560)" python3 benchmarks/frontend_speed.py --out "$R/frontend_speed.json" >"$R/frontend.log" 2>&1
   status frontend_speed $?; tail -c 400 "$R/frontend_speed.json"; pack fe ;;

@@ -33,3 +33,19 @@ def test_uncopied_photo_rows_on_cuda_equal_packed_rows_on_cpu(size: tuple[int, i
     got = uint8_rows(shipped, grid, QWEN2_VL, torch.device("cuda"), torch.bfloat16)
     want = uint8_rows(uint8_hwc(image), grid, QWEN2_VL, torch.device("cpu"), torch.bfloat16)
     assert torch.equal(got.cpu(), want)
+
+
+@pytest.mark.parametrize("frames,size", [(16, (640, 360)), (5, (90, 60))])
+def test_shipped_video_frames_give_the_cpu_rows_on_cuda(frames: int, size: tuple[int, int]) -> None:
+    """Frames shipped as decoded ([T, H, W, 3]) and resized on the GPU give the CPU path's rows."""
+    import numpy as np
+
+    from qwenvl_vllm.geometry import QWEN2_VL
+    from qwenvl_vllm.models.qwen2_vl_device_pixels import uint8_rows
+    from qwenvl_vllm.synthetic import make_image
+
+    video = torch.from_numpy(np.stack([np.asarray(make_image(*size, seed=s)) for s in range(frames)]))
+    grid = (-(-frames // 2), 8, 14)  # resized to 112x196
+    got = uint8_rows(video, grid, QWEN2_VL, torch.device("cuda"), torch.bfloat16)
+    want = uint8_rows(video, grid, QWEN2_VL, torch.device("cpu"), torch.bfloat16)
+    assert torch.equal(got.cpu(), want)
