@@ -292,13 +292,13 @@ class Sim:
     def _noisy(self, step_ms: float, admitting: bool) -> float:
         if self.noise is None:
             return step_ms
+        kind = 1 if admitting and len(self.noise[1]) else 0
+        residuals = self.noise[kind]
         if self.noise_iid:
-            residuals = self.noise[1] if admitting and len(self.noise[1]) else self.noise[0]
             return max(step_ms + float(self.rng.choice(residuals)), MIN_STEP_MS)
         if not self._noise_at:  # each kind's replay starts at a random step
-            self._noise_at = [int(self.rng.integers(len(kind))) if len(kind) else 0 for kind in self.noise]
-        kind = 1 if admitting and len(self.noise[1]) else 0
-        residuals, at = self.noise[kind], self._noise_at[kind]
+            self._noise_at = [int(self.rng.integers(len(k))) if len(k) else 0 for k in self.noise]
+        at = self._noise_at[kind]
         self._noise_at[kind] += 1
         return max(step_ms + float(residuals[at % len(residuals)]), MIN_STEP_MS)
 
@@ -382,8 +382,8 @@ def simulate(
     )
     sliced = name.startswith("sliced")
     side_stream = name.startswith("ahead") or sliced
-    sim = Sim(scheduler, costs, work, side_stream=side_stream, sliced=sliced, noise=noise)
-    sim.noise_iid = noise_iid
+    noisy = {"noise": noise, "noise_iid": noise_iid}
+    sim = Sim(scheduler, costs, work, side_stream=side_stream, sliced=sliced, **noisy)
     sim.result = sim.run()
     return sim
 
@@ -433,8 +433,11 @@ def main() -> None:
         tower_backlog_scale=args.tower_backlog_scale,
         step_target_margin=args.step_target_margin,
     )
+    by_class = args.cost_trace is not None  # the noise is then the residuals of the fit the costs come from
+    traces = {path for path in (args.cost_trace, args.noise_trace) if path}
+    fits = {path: step_fit.fit(step_trace.load(path), by_class) for path in traces}
     if args.cost_trace:
-        fitted = step_fit.fit(step_trace.load(args.cost_trace), by_class=True)
+        fitted = fits[args.cost_trace]
         costs = replace(
             costs,
             base_ms=fitted.fixed_ms,
@@ -444,9 +447,8 @@ def main() -> None:
             admit_ms=fitted.admit_ms,
         )
     noise = None
-    if args.noise_trace:  # the residuals of the fit the costs come from
-        fitted = step_fit.fit(step_trace.load(args.noise_trace), by_class=args.cost_trace is not None)
-        noise = (fitted.residuals, fitted.admitting_residuals)
+    if args.noise_trace:
+        noise = (fits[args.noise_trace].residuals, fits[args.noise_trace].admitting_residuals)
     work = Workload(
         concurrency=args.concurrency, requests=4 * args.concurrency, max_tokens_spread=args.max_tokens_spread
     )

@@ -50,7 +50,7 @@ class StepFit:
 
 def fit(steps: list[dict], by_class: bool = False) -> StepFit:
     """Fit the periods of a trace's steps; a step's tower work is in the record after it (`tower_work`)."""
-    rows, periods, admitting = [], [], []
+    rows, periods = [], []
     for step, after in zip(steps, steps[1:], strict=False):
         period = (after["t"] - step["t"]) * 1000
         if period > IDLE_MS:
@@ -58,10 +58,10 @@ def fit(steps: list[dict], by_class: bool = False) -> StepFit:
         tower_ms = after.get("tower_work", 0) / PATCH_LAYERS_PER_MS
         rows.append([1.0, step["decodes"], step["prefill_tokens"] / 1000, tower_ms, float(tower_ms > 0)])
         periods.append(period)
-        admitting.append(tower_ms > 0)
     if len(rows) < 4:
         raise ValueError(f"a fit needs at least 4 steps with requests, the trace has {len(rows)}")
-    x, y, mask = np.array(rows), np.array(periods), np.array(admitting)
+    x, y = np.array(rows), np.array(periods)
+    mask = x[:, 4] > 0  # the steps that launched tower work
     x = x if by_class else x[:, :4]
     coef, *_ = np.linalg.lstsq(x, y, rcond=None)
     residuals = y - x @ coef

@@ -41,12 +41,12 @@ def uint8_rows(
     pixels = pixels.to(device, non_blocking=True)
     if pixels.ndim == 3:
         pixels = without_pad(pixels)  # Pillow's pad byte dropped here, not on the API server
+        if tuple(pixels.shape[:2]) != (height, width):
+            pixels = resize_like_pil(pixels, height, width)
     else:
         pixels = pixels.permute(0, 3, 1, 2).contiguous()  # frames [T, H, W, 3] -> [T, 3, H, W], on the device
-    if pixels.ndim == 3 and tuple(pixels.shape[:2]) != (height, width):
-        pixels = resize_like_pil(pixels, height, width)
-    elif pixels.ndim == 4 and tuple(pixels.shape[2:]) != (height, width):
-        pixels = resize_frames_like_qwen_vl_utils(pixels, height, width)
+        if tuple(pixels.shape[2:]) != (height, width):
+            pixels = resize_frames_like_qwen_vl_utils(pixels, height, width)
     rows, got = patchify_on_device(
         pixels,
         dtype=dtype,
