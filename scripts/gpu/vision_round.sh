@@ -116,6 +116,9 @@
 #      `sched_sim.py --cost-trace` predicts nothing reaches c=64's target there), then `o6` (offline W1 ours vs in-tree, compare.py alone now), then `fe` (the front end on the
 #      host's CPU: the images' bytes id is now hashed beside decoding, 0.88 ms over decode at 12 MP on the dev
 #      CPU; was 3.55 on the host; ~3 min), then `p5` with `PHOTO_FLAGS=--no-ours`.
+#   Fifteenth visit (issues 10 and 14 first): `k8` (checkpoints, then the front end), `s72` (72B served, ours
+#      vs in-tree), `o6` (offline W1 ours vs in-tree, then the GPU tests).
+#   k8 the 2B and 72B GPTQ checkpoints side by side, then fe
 #   fe the front end per image on this host's CPU (frontend_speed.py: ours and in-tree)
 #      `benchmarks/step_trace_report.py` prints each trace's fit: check the host class first.
 #   s1 a fresh machine's 2B GPTQ checkpoint, then g3's `vllm serve` sides
@@ -163,7 +166,7 @@ photos() {  # size concurrencies timeout: `vllm serve` with JPEG photos of that 
   status "serve_photos_$1" $?
   tail -4 "$R/serve_photos_$1.log"
 }
-case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, o6, p5, p6, q6, f3, f4, fe, s1 or ph} in
+case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, o6, p5, p6, q6, f3, f4, fe, k8, s1 or ph} in
 g1)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk 2b-bf16 qwen2-vl-2b bf16 & wait; echo "== checkpoints at ${SECONDS}s"
   ( gpu_tests "$(cap 200)"; encode_ahead_check "$(cap 270)" ) &
@@ -265,6 +268,12 @@ o6)
   timeout "$(cap 500)" python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W1 --tag "${O5_TAG:-_o6}" \
     --out-dir "$R/offline_o6" >"$R/compare_o6.log" 2>&1; status compare_o6 $?; tail -4 "$R/compare_o6.log"; pack o6
   gpu_tests "$(cap 565)"; pack o6 ;;  # with what time is left (the video layout of round 14 is in them)
+k8)
+  # the 2B GPTQ checkpoint on the CPU beside the 72B GPTQ-Int4 one on the GPU (for s72), then fe's front end
+  # on the machine's CPUs once the writers are done (nothing else running beside it)
+  mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk_72b "$(cap 400)" & wait; pack k8
+  timeout "$(cap 560)" python3 benchmarks/frontend_speed.py --out "$R/frontend_speed.json" >"$R/frontend.log" 2>&1
+  status frontend_speed $?; tail -c 400 "$R/frontend_speed.json"; df -h /tmp | tail -1; pack k8 ;;
 fe)
   timeout "$(cap 560)" python3 benchmarks/frontend_speed.py --out "$R/frontend_speed.json" >"$R/frontend.log" 2>&1
   status frontend_speed $?; tail -c 400 "$R/frontend_speed.json"; pack fe ;;
