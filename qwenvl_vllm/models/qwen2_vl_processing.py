@@ -64,6 +64,7 @@ from qwenvl_vllm.constants import (
 )
 from qwenvl_vllm.geometry import VisionGeometry, grids_tokens
 from qwenvl_vllm.models.qwen2_vl_device_pixels import rows_match_cpu_path
+from qwenvl_vllm.models.token_matches import CJoinedTokenMatches
 from qwenvl_vllm.processors.image import pixels_to_ship, target_size, to_rgb
 from qwenvl_vllm.processors.patchify import patchify
 from qwenvl_vllm.processors.sizing import (
@@ -480,7 +481,7 @@ def _dummy_videos(frames: int, size: ImageSize, count: int, overrides: Any) -> l
     return [np.full((frames, height, width, 3), 255, dtype=np.uint8)] * count
 
 
-class Qwen2VLMultiModalProcessor(BaseMultiModalProcessor[Qwen2VLProcessingInfo]):
+class Qwen2VLMultiModalProcessor(CJoinedTokenMatches, BaseMultiModalProcessor[Qwen2VLProcessingInfo]):
     """Tokenizes without expanding; vLLM then replaces each pad token by the item's token count."""
 
     # -- media ---------------------------------------------------------------------------------------------
