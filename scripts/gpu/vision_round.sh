@@ -119,6 +119,11 @@
 #   Fifteenth visit (issues 10 and 14 first): `k8` (checkpoints, then the front end), `s72` (72B served, ours
 #      vs in-tree), `o6` (offline W1 ours vs in-tree, then the GPU tests).
 #   k8 the 2B and 72B GPTQ checkpoints side by side, then fe
+#   Fifteenth visit done (round15 README: W1 1.368x in-tree, TTFT 0.342x, front end on the host, 72B served,
+#      in-tree 72B cut). Next: `d1` (issue 10's greedy GPU-vs-CPU-pixels check, then offline W3 ours vs
+#      in-tree for issue 9), then `fe` (the front end again: the prompt join), then issue 12's s1 / g3 plan
+#      above, then `PHOTO_FLAGS=--no-ours ... p5`.
+#   d1 the 2B checkpoint, device_pixels_greedy.py, then offline W3 ours vs in-tree (compare.py)
 #   fe the front end per image on this host's CPU (frontend_speed.py: ours and in-tree)
 #      `benchmarks/step_trace_report.py` prints each trace's fit: check the host class first.
 #   s1 a fresh machine's 2B GPTQ checkpoint, then g3's `vllm serve` sides
@@ -166,7 +171,7 @@ photos() {  # size concurrencies timeout: `vllm serve` with JPEG photos of that 
   status "serve_photos_$1" $?
   tail -4 "$R/serve_photos_$1.log"
 }
-case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, o6, p5, p6, q6, f3, f4, fe, k8, s1 or ph} in
+case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, o6, p5, p6, q6, f3, f4, fe, k8, d1, s1 or ph} in
 g1)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk 2b-bf16 qwen2-vl-2b bf16 & wait; echo "== checkpoints at ${SECONDS}s"
   ( gpu_tests "$(cap 200)"; encode_ahead_check "$(cap 270)" ) &
@@ -268,6 +273,15 @@ o6)
   timeout "$(cap 500)" python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W1 --tag "${O5_TAG:-_o6}" \
     --out-dir "$R/offline_o6" >"$R/compare_o6.log" 2>&1; status compare_o6 $?; tail -4 "$R/compare_o6.log"; pack o6
   gpu_tests "$(cap 565)"; pack o6 ;;  # with what time is left (the video layout of round 14 is in them)
+d1)
+  # issue 10's greedy check (GPU pixels vs CPU pixels, 32 media prompts that all need resizing; strict:
+  # identical ids and logprobs) on a fresh machine's 2B GPTQ checkpoint, then offline W3 ours vs in-tree
+  fresh_2b
+  timeout "$(cap 300)" python3 scripts/gpu/device_pixels_greedy.py --ckpt "$CK/2b-gptq" --kv-cache-gib 8 \
+    --out "$R/device_pixels_greedy.json" >"$R/device_pixels_greedy.log" 2>&1; status device_pixels_greedy $?
+  tail -c 400 "$R/device_pixels_greedy.json"; pack d1
+  timeout "$(cap 565)" python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W3 --tag _d1 \
+    --out-dir "$R/offline_d1" >"$R/compare_d1.log" 2>&1; status compare_d1 $?; tail -4 "$R/compare_d1.log"; pack d1 ;;
 k8)
   # the 2B GPTQ checkpoint on the CPU beside the 72B GPTQ-Int4 one on the GPU (for s72), then fe's front end
   # on the machine's CPUs once the writers are done (nothing else running beside it)

@@ -1,0 +1,148 @@
+"""GPU check (issue 10): greedy outputs with pixels made on the GPU equal those with pixels made on the CPU.
+
+    python scripts/gpu/device_pixels_greedy.py --ckpt DIR --out FILE [--kv-cache-gib 8]
+
+Two engines of ours, each in its own subprocess: QWENVL_VLLM_DEVICE_PIXELS=1 (the default: the processor
+ships decoded uint8 pixels, the model resizes, normalises and patchifies on its device) and =0 (the API
+server makes the patch rows, as qwen-vl-utils + transformers do). 32 prompts, every one with media that
+must be resized (no side is 28-aligned): photos from 61x97 to 1920x1080, an RGBA image, aspect ratios near
+the 200 limit, two-image prompts, and videos whose frames are resized. 16 greedy tokens each, with the
+top-2 logprobs. The tower's input rows are byte-identical on both paths (tests/gpu/test_device_pixels_gpu.py)
+and both engines batch the same requests the same way, so the pass rule is strict: identical prompt ids,
+identical generated ids, and identical logprobs (reported as their largest absolute difference).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from engine_memory import KV_CACHE_HELP
+from qwen2_vl_parity import GREEDY_STEPS, IMAGE, VIDEO, _llm, _turn
+
+# (width, height, PIL mode); none is a multiple of 28 on both sides, so every one is resized
+PHOTOS = [
+    (1024, 768, "RGB"), (640, 480, "RGB"), (1920, 1080, "RGB"), (97, 61, "RGBA"), (1000, 40, "RGB"),
+    (333, 777, "RGB"), (1279, 719, "RGB"), (50, 4000, "RGB"),
+]  # fmt: skip
+CLIPS = [(4, 640, 360), (6, 401, 299), (8, 320, 180)]  # (frames, width, height)
+QUESTIONS = ["Describe this.", "What colours do you see?", "Count the objects.", "Is there text?"]
+
+
+def _photo(index: int, seed: int):
+    from qwenvl_vllm.synthetic import make_image
+
+    width, height, mode = PHOTOS[index % len(PHOTOS)]
+    return make_image(width, height, mode, seed=seed)
+
+
+def _clip(index: int, seed: int):
+    import numpy as np
+
+    from qwenvl_vllm.synthetic import random_rgb
+
+    frames, width, height = CLIPS[index % len(CLIPS)]
+    base = random_rgb(height, width, seed)
+    return np.stack([np.roll(base, 7 * i, axis=0) for i in range(frames)])  # [T, H, W, 3] uint8
+
+
+def media_inputs() -> list[dict[str, Any]]:
+    inputs: list[dict[str, Any]] = []
+    for i in range(20):
+        prompt = _turn(f"{IMAGE}{QUESTIONS[i % 4]}")
+        inputs.append({"prompt": prompt, "multi_modal_data": {"image": [_photo(i, 100 + i)]}})
+    for i in range(6):
+        images = [_photo(i + 1, 200 + i), _photo(i + 4, 300 + i)]
+        inputs.append(
+            {"prompt": _turn(f"Compare {IMAGE} and {IMAGE}."), "multi_modal_data": {"image": images}}
+        )
+    for i in range(6):
+        inputs.append(
+            {"prompt": _turn(f"{VIDEO}Summarise."), "multi_modal_data": {"video": [_clip(i, 400 + i)]}}
+        )
+    return inputs
+
+
+def worker(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from vllm import SamplingParams
+
+    llm = _llm(args)
+    params = SamplingParams(temperature=0.0, max_tokens=GREEDY_STEPS, logprobs=2, ignore_eos=True)
+    results = []
+    for out in llm.generate(media_inputs(), params):
+        gen = out.outputs[0]
+        steps = [{str(t): lp.logprob for t, lp in step.items()} for step in gen.logprobs]
+        results.append(
+            {"prompt_ids": list(out.prompt_token_ids), "gen_ids": list(gen.token_ids), "top2": steps}
+        )
+    return results
+
+
+def _run(device_pixels: str, args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
+    env = dict(os.environ, QWENVL_VLLM_DISABLE="0", QWENVL_VLLM_DEVICE_PIXELS=device_pixels)
+    cmd = [sys.executable, __file__, "--worker", "--ckpt", args.ckpt, "--out", str(out)]
+    cmd += ["--gpu-memory-utilization", str(args.gpu_memory_utilization)]
+    cmd += ["--kv-cache-gib", str(args.kv_cache_gib)] if args.kv_cache_gib else []
+    subprocess.run(cmd, env=env, check=True)
+    return json.loads(out.read_text())
+
+
+def logprob_gap(a: list[dict[str, float]], b: list[dict[str, float]]) -> float:
+    """Largest |difference| between two requests' per-step logprobs (inf where the top-2 ids differ)."""
+    gap = 0.0
+    for x, y in zip(a, b, strict=True):
+        if x.keys() != y.keys():
+            return float("inf")
+        gap = max(gap, *(abs(x[k] - y[k]) for k in x))
+    return gap
+
+
+def compare(gpu: list[dict[str, Any]], cpu: list[dict[str, Any]]) -> dict[str, Any]:
+    entries = [
+        {
+            "index": i,
+            "prompt_ids_equal": a["prompt_ids"] == b["prompt_ids"],
+            "tokens_equal": a["gen_ids"] == b["gen_ids"],
+            "logprob_max_abs_diff": logprob_gap(a["top2"], b["top2"]),
+        }
+        for i, (a, b) in enumerate(zip(gpu, cpu, strict=True))
+    ]
+    same = [e for e in entries if e["prompt_ids_equal"] and e["tokens_equal"]]
+    worst = max(e["logprob_max_abs_diff"] for e in entries)
+    return {
+        "prompts": len(entries),
+        "identical": len(same),
+        "logprob_max_abs_diff": worst,
+        "differing": [e for e in entries if e not in same or e["logprob_max_abs_diff"] > 0],
+        "pass": len(same) == len(entries) and worst == 0.0,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ckpt", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--worker", action="store_true")
+    parser.add_argument("--gpu-memory-utilization", type=float, default=0.3)
+    parser.add_argument("--kv-cache-gib", type=float, default=None, help=KV_CACHE_HELP)
+    parser.add_argument("--eager", action="store_true")
+    args = parser.parse_args()
+    out = Path(args.out)
+    if args.worker:
+        out.write_text(json.dumps(worker(args)))
+        return 0
+    gpu = _run("1", args, out.with_suffix(".gpu_pixels.json"))
+    cpu = _run("0", args, out.with_suffix(".cpu_pixels.json"))
+    result = {"ckpt": args.ckpt, **compare(gpu, cpu)}
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0 if result["pass"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
