@@ -1,141 +1,55 @@
 #!/usr/bin/env bash
-# This round's GPU checks and measurements, run after `bash ../shared/gpu/bundle.sh pillow==13.0.0` (the GPU
-# image's own Pillow is older; the resize kernels reproduce 13.0) and staging .gpu/partNN
-# (../shared/gpu/README.md), carrying .gpu/install.sh and .gpu/nparts. One machine, calls back to back
-# (checkpoints live in /tmp/ckpt); results in $OUT/round_<call>.tgz.
-#   a  checkpoints, GPU tests (kernels, tower incl. the side-stream encode, writer on CUDA), W1 of ours with
-#      the fp8 tower (~6 min)
-#   c  W1, W2, W3 ours vs in-tree in one compare.py run (a cold in-tree compile takes >2 min) (~10 min)
-#   b  the TTFT breakdown of one W1 request, ours vs in-tree; W1 of ours with device pixels and tower
-#      graphs off; the front-end benchmark on this machine's CPU (~7 min)
-#   p  Qwen2-VL parity (transformers, in-tree greedy) with this round's defaults (device pixels, tower graphs)
-#   e  `vllm serve` c=16/64: ours, ours encoding ahead, ours encoder-paced, in-tree (~9 min)
-#   h  encode-ahead correctness (greedy vs the default scheduler, encoder caches after finish and abort),
-#      then `vllm serve` c=64 with 1920x1080 JPEG photos, ours vs in-tree (~8 min)
-#   w  a Qwen2-VL-72B GPTQ-Int4 checkpoint written on the GPU (make-checkpoint --device cuda), its size
-#   x  W1 (64 requests) on that 72B checkpoint, ours vs in-tree, one H200 (weights + KV from the start-up logs)
-#   Calls for a lease of ~25 minutes (each < 10 min; the earlier calls warm vLLM's compile cache for the later):
-#   g1 checkpoints; then side by side (nothing timed): GPU tests and the encode-ahead check, Qwen2-VL parity
-#      with this round's defaults, and short W1/W3 runs of in-tree and ours that compile their engines
-#   g2 W1 and W3 ours vs in-tree (compare.py), the tower's attention kernels alone, then the TTFT breakdown
-#   g3 `vllm serve` c=16/64: ours, then ours encoding ahead (LM stream prioritised, one image per tower call)
-#      with 2048-token steps, the same admitting one image per step, in-tree last (each side writes its
-#      numbers as it ends; ~1m50 per warm side, in-tree cold ~2m30). G3_SIDES="ours_ahead ours_ahead_equal":
-#      the A/B of the stream priority alone
-#   n3 the TTFT breakdown (forward split by the runner's methods), then `vllm serve` c=64 with 1920x1080 JPEG
-#      photos, ours vs in-tree (issue 10)
-#   g4 W1 offline with ours encoding ahead (the tower beside the LM's steps) vs in-tree; the TTFT breakdown
-#   k1 checkpoints (2B on the CPU while the attention kernels, FA3 fp8 included, are timed alone on the GPU;
-#      72B GPTQ-Int4 written on the GPU beside the rest); then side by side: GPU tests and the encode-ahead
-#      check, the fp8 tower's parity vs transformers (~9 min; K1_72B=0: without the 72B checkpoint)
-#   ph a fresh machine's 2B GPTQ checkpoint, then `vllm serve` c=64 with 1920x1080 JPEG photos, ours vs in-tree
-#   Next lease (fifth visit done: k1, g3, ph): stage, k1, `G3_CONCURRENCY=64 G3_SIDES="ours_ahead ours_api2
-#      ours_ahead_api2" ... g3` (its JSON now holds the engine's share of long inter-token gaps beside the
-#      client's, and two sides with two API-server processes: engine or API server?),
-#      n3's TTFT breakdown, then k1 with the 72B checkpoint and x (the 72B W1), as time allows.
-#   Sixth visit: k2, then `G3_CONCURRENCY=64 G3_SIDES="ours_traced ours_ahead ours_api2 ours_ahead_api2"
-#      G3_FLAGS=--no-in-tree ... g3` (our schedulers' step traces beside the engine's and the client's gaps), x.
-#   Next lease: `K1_72B=0 ... k1` (or k2 with the 72B checkpoint), then `G3_SIDES="ours_ahead_graphed
-#      ours_ahead_paced_1k_g2k" ... g3` (c=16/64, in-tree last: 2048-token CUDA graphs and steps, encode
-#      ahead, with and without one image per step; benchmarks/sched_sim.py ranks these first), then
-#      `G3_FLAGS=--no-in-tree G3_SIDES="ours_g2k ours_paced_1k_g2k" ... g3`, then n3 (TTFT breakdown, photos).
-#   k2 checkpoints (2B on the CPU, 72B GPTQ-Int4 on the GPU beside the rest), GPU tests and the encode-ahead check
-#   s72 `vllm serve` of the 72B checkpoint (after k2), ours vs in-tree at c=4 (issue 14 part 1; ~6 min)
-#   l1 the 2B GPTQ checkpoint beside the GPU tests, then g3's `vllm serve` sides (G3_SIDES, G3_CONCURRENCY)
-#   Seventh visit: `G3_CONCURRENCY="1 16 64" G3_SIDES=ours_ahead_graphed ... l1` (in-tree last), then
-#      `G3_FLAGS=--no-in-tree G3_SIDES="ours_ahead_paced_1k_g2k ours_g2k ours_paced_1k_g2k" ... g3`.
-#   Eighth visit (ROUND_BUDGET_S=560: the install counts): `l2` (~5 min), then `G3_CONCURRENCY="1 16 64"
-#      G3_SIDES="ours_sliced ours_sliced_flat" ... g3` (~8.5 min, in-tree last), then `G3_CONCURRENCY="16 64"
-#      G3_FLAGS=--no-in-tree G3_SIDES="ours_sliced_28 ours_ahead_graphed" ... g3`, then n4 / p5 (issue 10).
-#   Ninth visit: `G3_CONCURRENCY=64 G3_FLAGS=--no-in-tree G3_SIDES="ours_sliced_omp1 ours_sliced_profiled"
-#      G3_PROFILE=ours_sliced_profiled ... l1` (one torch thread per process, and a torch-profiler window of
-#      c=64 digested per step on a side of its own: where the ~8 ms per admitted image go, round-8 README;
-#      every traced side's JSON also has host_ms_by_images_admitted), then `G3_CONCURRENCY="16 64"
-#      G3_SIDES=ours_sliced_paced ... g3` (ours, one image admitted per step, in-tree last: the same-run
-#      comparison; three sides at c=1/16/64 do not fit in one call), then `PHOTO_SIDES=ours_sliced_paced ... n4`;
-#      `ours_sliced_paced_env` (the same through QWENVL_VLLM_SCHEDULER) checks the default-scheduler switch.
-#   Ninth visit done (round9 README). Next: `G3_CONCURRENCY="16 64" G3_FLAGS=--no-in-tree
-#      G3_SIDES="ours_sliced_paced ours_sliced_paced_eager_modules ours_sliced_paced_warm" ... l1` (are the
-#      ramp's slow steps lazy kernel loading, and does QWENVL_VLLM_WARM_LOGITS remove them?), then the winner
-#      with QWENVL_VLLM_TOWER_BACKLOG_REQUESTS=12 QWENVL_VLLM_TOWER_BACKLOG_SCALE=1.7 beside ours and in-tree (g3).
-#   Tenth visit: that l1, then `G3_SIDES="ours_sliced_paced_warm_b12_s17" ... g3`, then `QWENVL_VLLM_SCHEDULER=sliced_paced
-#      QWENVL_VLLM_WARM_LOGITS=1 QWENVL_VLLM_TOWER_BACKLOG_REQUESTS=12 QWENVL_VLLM_TOWER_BACKLOG_SCALE=1.7
-#      O5_TAG=_paced_default ... o5` (offline W1 under the candidate default).
-#   Tenth visit done (round10 README: the logits warm-up removed the ramp's slow steps, now the default).
-#      The tenth visit's first call overran (the budget then started after the install) and lost its
-#      sides; ROUND_BUDGET_S now counts from the script's start. Next (in this order, each < 10 min):
-#      `G3_CONCURRENCY="16 64" G3_SIDES="ours_sliced_paced_b12_s17 ours_sliced_paced_b12_s17_api2"
-#      ROUND_BUDGET_S=570 ... l1` (GPU tests incl. test_device_pixels_gpu.py: photos shipped uncopied;
-#      then in-tree last: the same-run comparison; does a second API server take the client's ITL tail
-#      down to the engine's steps?), `n4` (issue 10: TTFT breakdown, 1920x1080 photos at c=1/16/64),
-#      `p5` (4032x3024 at c=1/16), then the `o5` call above.
-#   Eleventh visit done (round11 README: l1, q6, p6; a second API server leaves c=64's client ITL p99 at 33 ms
-#      while the engine's own, decode-weighted, is 27.5).
-#      Next (issue 12 first): `G3_CONCURRENCY="1 16 64" G3_FLAGS=--no-in-tree G3_CLIENT_PROCS=4
-#      G3_SIDES=ours_sliced_paced_b12_s17_api2 ROUND_BUDGET_S=570 ... f3` (c=64's client ITL p99 sat 5-6 ms
-#      above the engine's decode-weighted step gap p99 with one API server and with two: is it the
-#      benchmark's one client process? each level's JSON now has the client's event-loop lag), then
-#      `G3_CONCURRENCY="1 16 64" G3_FLAGS=--no-in-tree G3_CLIENT_PROCS=4 G3_SIDES=ours_sliced_paced_api2 ... g3`
-#      (the default budget: engine decode gap p99 25.4 ms at c=64 in round 10), then
-#      `G3_CONCURRENCY="1 16 64" G3_FLAGS=--no-ours G3_CLIENT_PROCS=4 G3_SIDES=" " ... f4` (the front end on
-#      the host's CPU, then in-tree on the same machine; c=1 is issue 10's single-request TTFT through the
-#      server, ~10 s a side), then n4's TTFT breakdown, then in-tree's 4032x3024 side alone
-#      (`serve_bench.py --no-ours --concurrency 1 16 --image-size 4032x3024`, ~8 min), then `o5`.
-#   Twelfth visit done (round12 README: f3, f4, then the TTFT breakdown and the front end on the host's CPU).
-#      With 4 client processes the client adds ~2.5 ms (8.5 with one), and the paced slicer's c=64 steps ran
-#      25.5 ms at p50, 37.6 at most. Next (this order): `G3_CONCURRENCY="1 16 64" G3_FLAGS=--no-in-tree G3_CLIENT_PROCS=4
-#      G3_SIDES=ours_sliced_paced_t18_api2 ROUND_BUDGET_S=570 ... s1` (ours now with LM graphs to 2048 tokens;
-#      the step-time target, 18 ms, 1.45x while 12 requests wait), then `G3_CONCURRENCY="16 64"
-#      G3_FLAGS=--no-ours G3_CLIENT_PROCS=4 G3_SIDES="ours_sliced_paced_t20_api2 ours_graphs_512" ... g3`
-#      (in-tree last: the same-run comparison; ours_graphs_512 = the old default), then `o6` (offline W1
-#      and its TTFT with the new graph default, then the TTFT breakdown). Each step trace now records the
-#      tower work launched per step (`tower_work`). Issue 10 still lacks in-tree's 4032x3024 client numbers:
-#      on a later lease `p6` (ours, then in-tree) with `PHOTO_FLAGS=--no-ours ... p5` in the next call
-#      (in-tree alone: cold start ~2m10, then c=1/16 at ~0.4 req/s).
-#   Thirteenth visit done (round13 README: two hosts, the first lease taken back mid-call; s1 with ours and
-#      t18 at c=1/16/64, then on another machine s1 with t18 and in-tree at c=16/64). t18: c=16 ITL p99 18.9,
-#      c=64 30.7 (engine 27.1) at 1.16x ours' req/s. .gpu parts are now 48 MiB (the tracked tree grew past
-#      the carry limit beside 58-MB parts). Next (this order): `G3_CONCURRENCY="16 64" G3_FLAGS=--no-in-tree
-#      G3_CLIENT_PROCS=4 G3_SIDES=ours_sliced_paced_t18_s135_api2 ROUND_BUDGET_S=570 ... s1` (ours and x1.35
-#      under backlog), then `G3_CONCURRENCY="1 16 64" G3_FLAGS=--no-ours G3_CLIENT_PROCS=4
-#      G3_SIDES=ours_sliced_paced_env ... g3` (the paced slicer by its one setting, with its new defaults and
-#      one API server: is `--api-server-count 2` needed? in-tree last; its c=1 is issue 10's TTFT), then `o6`.
-#      The paced slicer's defaults are now t18's settings (ours_sliced_paced_api2 = t18 since round 13), and
-#      fixed-budget sides pin QWENVL_VLLM_STEP_TARGET_MS=0. The client adds ~3.6 ms over the engine at c=64
-#      with 4 processes: `python3 benchmarks/client_overhead.py --processes 4 8` (~1 min, no engine) shows
-#      whether 8 would measure closer (then G3_CLIENT_PROCS=8).
-#   Fourteenth visit done (round14 README: one host, s1 with ours and x1.35, g3 with the paced slicer by its
-#      setting and in-tree at c=1/16/64, o6 cut short). x1.35: c=64 ITL p99 32.3 (engine 28.6), TTFT p99 worse
-#      than ours; the host was a noisy one, whose steps with tower work are host-bound (+6-10 ms each, the
-#      tower term ~0.5x; devcpu README). Next (this order): `G3_CONCURRENCY="16 64" G3_FLAGS=--no-in-tree
-#      G3_CLIENT_PROCS=4 G3_SIDES=ours_sliced_paced_api2 ROUND_BUDGET_S=570 ... s1` (ours and the defaults,
-#      two API servers), then `G3_CONCURRENCY="16 64" G3_FLAGS="--no-ours --no-in-tree" G3_CLIENT_PROCS=4
-#      G3_SIDES=<side> ... g3` where <side> follows s1's host (`step_trace_report.py` on its trace, the fit
-#      line): a quiet host (tower term ~1x) gets ours_sliced_paced_t18_s135_api2 (the simulator's c=64 pick
-#      there), a host-bound one (~0.5x and +6-10 ms per tower step) ours_sliced_paced_m15_api2 (c=16's tail;
-#      `sched_sim.py --cost-trace` predicts nothing reaches c=64's target there), then `o6` (offline W1 ours vs in-tree, compare.py alone now), then `fe` (the front end on the
-#      host's CPU: the images' bytes id is now hashed beside decoding, 0.88 ms over decode at 12 MP on the dev
-#      CPU; was 3.55 on the host; ~3 min), then `p5` with `PHOTO_FLAGS=--no-ours`.
-#   Fifteenth visit (issues 10 and 14 first): `k8` (checkpoints, then the front end), `s72` (72B served, ours
-#      vs in-tree), `o6` (offline W1 ours vs in-tree, then the GPU tests).
-#   k8 the 2B and 72B GPTQ checkpoints side by side, then fe
-#   Fifteenth visit done (round15 README: W1 1.368x in-tree, TTFT 0.342x, front end on the host, 72B served,
-#      in-tree 72B cut). Next: `d1` (issue 10's greedy GPU-vs-CPU-pixels check, then offline W3 ours vs
-#      in-tree for issue 9), then `fe` (the front end again: the prompt join), then issue 12's s1 / g3 plan
-#      above, then `PHOTO_FLAGS=--no-ours ... p5`.
-#   d1 the 2B checkpoint, device_pixels_greedy.py, then offline W3 ours vs in-tree (compare.py)
-#   fe the front end per image on this host's CPU (frontend_speed.py: ours and in-tree)
-#      `benchmarks/step_trace_report.py` prints each trace's fit: check the host class first.
-#   s1 a fresh machine's 2B GPTQ checkpoint, then g3's `vllm serve` sides
-#   o6 offline W1 ours vs in-tree (compare.py), then the GPU tests with the time left
-#   o5 offline W1 ours vs in-tree (compare.py) under the plugin settings of the call's environment
-#   l2 the 2B checkpoints beside the GPU tests (slice graphs included), the encode-ahead check of the slicing
-#      scheduler (greedy outputs vs vLLM's scheduler, caches and the slicer's queue after aborts)
-#   n4 issue 10: the TTFT breakdown, then `vllm serve` with 1920x1080 photos at c=1/16/64, ours vs in-tree
-#      (PHOTO_SIDES="ours_sliced_paced": also a serve side of ours; issue 10's c=64 target is 1.3x in-tree)
-#   p5 issue 10: `vllm serve` with 4032x3024 photos at c=1/16, ours vs in-tree (after l2 or n4: checkpoints)
-#   t  the vision tower benchmark, then the parity run with the fp8 tower (its end-to-end error vs transformers,
-#      beside call p's bf16 numbers; expected above the bf16 tolerance) (~8 min)
+# This round's GPU checks and measurements (issues 9, 10, 12, 14), run after staging .gpu/partNN
+# (../shared/gpu/README.md; the bundle carries Pillow 13.0, which the resize kernels reproduce) and carrying
+# .gpu/install.sh and .gpu/nparts. One machine, calls back to back, each < 10 min (ROUND_BUDGET_S: seconds
+# from the script's start, the install included; keep it ~30 s under the call's limit). Checkpoints live in
+# /tmp/ckpt; results come back as $OUT/round_<call>.tgz. What each visit ran and found:
+# benchmarks/results/<date>-h200-roundN/README.md.
+#
+# Next visit (in this order):
+#   1. `d1` (fresh machine): issue 10's greedy GPU-pixels vs CPU-pixels check, then offline W3 ours vs in-tree.
+#   2. `fe`: the front end again on the host's CPU (the processor now joins the updated prompt with
+#      list.extend: 12 MP 0.85 -> 0.65 ms over decode on the dev CPU; round 15's host had 1.54).
+#   3. issue 12: `G3_CONCURRENCY="16 64" G3_FLAGS=--no-in-tree G3_CLIENT_PROCS=4 G3_SIDES=ours_sliced_paced_api2
+#      ... g3` (ours and the paced defaults), then `G3_FLAGS="--no-ours --no-in-tree" G3_SIDES=<side> ... g3`
+#      where <side> follows the first trace's fit line (`benchmarks/step_trace_report.py`): a quiet host
+#      (tower term ~1x) gets ours_sliced_paced_t18_s135_api2, a host-bound one (~0.5x, +6-10 ms per tower
+#      step) ours_sliced_paced_m15_api2.
+#   4. `PHOTO_FLAGS=--no-ours ... p5` (in-tree's 4032x3024 client numbers, never completed).
+#
+# Calls (the case labels below; each line says what runs, in order):
+#   a   checkpoints, GPU tests, W1 of ours with the fp8 tower
+#   b   TTFT breakdown of one W1 request, ours vs in-tree; W1 of ours with device pixels and tower graphs off;
+#       the front end on this machine's CPU
+#   c   W1, W2, W3 ours vs in-tree in one compare.py run (a cold in-tree compile takes >2 min)
+#   d1  fresh 2B checkpoint, scripts/gpu/device_pixels_greedy.py, offline W3 ours vs in-tree
+#   e   `vllm serve` c=16/64: ours, encoding ahead, encoder-paced, in-tree
+#   f3  client_overhead.py (no engine), fresh 2B checkpoint, then g3's serve sides
+#   f4  the front end on this host's CPU, then g3's serve sides
+#   fe  the front end per image on this host's CPU (frontend_speed.py: ours and in-tree)
+#   g1  checkpoints; GPU tests, encode-ahead check, parity and short compiling runs side by side
+#   g2  W1 and W3 ours vs in-tree, the tower's attention kernels alone, the TTFT breakdown
+#   g3  `vllm serve` sides: G3_SIDES beside ours, in-tree last unless G3_FLAGS=--no-in-tree (G3_CONCURRENCY,
+#       G3_CLIENT_PROCS, G3_PROFILE=<side>: a torch-profiler window of its c=64)
+#   g4  W1 offline with ours encoding ahead vs in-tree; the TTFT breakdown
+#   h   encode-ahead correctness, then `vllm serve` c=64 with 1920x1080 photos, ours vs in-tree
+#   k1  checkpoints (72B unless K1_72B=0) beside the attention kernels; GPU tests, encode-ahead check, fp8 parity
+#   k2  checkpoints (2B on the CPU, 72B GPTQ-Int4 on the GPU), GPU tests, encode-ahead check
+#   k8  the 2B and 72B GPTQ checkpoints side by side, then fe
+#   l1  2B checkpoint beside the GPU tests, then g3's serve sides
+#   l2  2B checkpoints beside the GPU tests, the slicing scheduler's encode-ahead check
+#   n3  TTFT breakdown, then `vllm serve` c=64 with 1920x1080 photos, ours vs in-tree
+#   n4  TTFT breakdown, then 1920x1080 photos at c=1/16/64 (PHOTO_SIDES: more serve sides of ours)
+#   o5  offline W1 ours vs in-tree under the call environment's plugin settings (O5_TAG names the files)
+#   o6  offline W1 ours vs in-tree, then the GPU tests with the time left
+#   p   Qwen2-VL parity (transformers, in-tree greedy) with the current defaults
+#   p5  4032x3024 photos at c=1/16, ours vs in-tree (PHOTO_FLAGS=--no-ours: in-tree alone)
+#   p6  fresh 2B checkpoint, then p5's photos;  q6: fresh 2B checkpoint, then n4's photos
+#   ph  2B checkpoint, then `vllm serve` c=64 with 1920x1080 photos, ours vs in-tree
+#   s1  fresh 2B checkpoint, then g3's serve sides and each step trace's fit
+#   s72 `vllm serve` of the 72B checkpoint (after k2 or k8), ours vs in-tree at c=4 (issue 14 part 1)
+#   t   the vision tower benchmark, then the fp8 tower's parity vs transformers
+#   w   the 72B GPTQ-Int4 checkpoint written on the GPU;  x: W1 on it, ours vs in-tree
 set -uo pipefail
 source "$(dirname "$0")/common.sh"
 RET=$OUT; R=/tmp/round; mkdir -p "$R"; OUT=$R
