@@ -8,13 +8,13 @@
 #
 # Next visit (in this order):
 #   1. `d1` (fresh machine): issue 10's greedy GPU-pixels vs CPU-pixels check, then offline W3 ours vs in-tree.
-#   2. `fe`: the front end again on the host's CPU (the processor now joins the updated prompt with
-#      list.extend: 12 MP 0.85 -> 0.65 ms over decode on the dev CPU; round 15's host had 1.54).
-#   3. issue 12: `G3_CONCURRENCY="16 64" G3_FLAGS=--no-in-tree G3_CLIENT_PROCS=4 G3_SIDES=ours_sliced_paced_api2
-#      ... g3` (ours and the paced defaults), then `G3_FLAGS="--no-ours --no-in-tree" G3_SIDES=<side> ... g3`
-#      where <side> follows the first trace's fit line (`benchmarks/step_trace_report.py`): a quiet host
-#      (tower term ~1x) gets ours_sliced_paced_t18_s135_api2, a host-bound one (~0.5x, +6-10 ms per tower
-#      step) ours_sliced_paced_m15_api2.
+#   2. `fp`: the front end again on the host's CPU (the processor now joins the updated prompt with
+#      list.extend: 12 MP 0.85 -> 0.65 ms over decode on the dev CPU; round 15's host had 1.54), then
+#      1920x1080 photos at c=64, ours vs in-tree (issue 10's 1.3x; 1.11x in round 11, before the LM graphs).
+#   3. issue 12, one call with ours, the paced slicer and in-tree (same run): `G3_CONCURRENCY="16 64"
+#      G3_CLIENT_PROCS=4 G3_SIDES=ours_sliced_paced_t18_s135_api2 ... g3`. Check the host class in its trace
+#      (`benchmarks/step_trace_report.py`, the fit line: quiet ~1x tower term, host-bound ~0.5x and +6-10 ms
+#      per tower step); on a host-bound one ours_sliced_paced_m15_api2 is the other side to try.
 #   4. `PHOTO_FLAGS=--no-ours ... p5` (in-tree's 4032x3024 client numbers, never completed).
 #
 # Calls (the case labels below; each line says what runs, in order):
@@ -27,6 +27,7 @@
 #   f3  client_overhead.py (no engine), fresh 2B checkpoint, then g3's serve sides
 #   f4  the front end on this host's CPU, then g3's serve sides
 #   fe  the front end per image on this host's CPU (frontend_speed.py: ours and in-tree)
+#   fp  fe, then `vllm serve` c=64 with 1920x1080 photos, ours vs in-tree
 #   g1  checkpoints; GPU tests, encode-ahead check, parity and short compiling runs side by side
 #   g2  W1 and W3 ours vs in-tree, the tower's attention kernels alone, the TTFT breakdown
 #   g3  `vllm serve` sides: G3_SIDES beside ours, in-tree last unless G3_FLAGS=--no-in-tree (G3_CONCURRENCY,
@@ -85,7 +86,7 @@ photos() {  # size concurrencies timeout: `vllm serve` with JPEG photos of that 
   status "serve_photos_$1" $?
   tail -4 "$R/serve_photos_$1.log"
 }
-case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, o6, p5, p6, q6, f3, f4, fe, k8, d1, s1 or ph} in
+case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, o6, p5, p6, q6, f3, f4, fe, fp, k8, d1, s1 or ph} in
 g1)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk 2b-bf16 qwen2-vl-2b bf16 & wait; echo "== checkpoints at ${SECONDS}s"
   ( gpu_tests "$(cap 200)"; encode_ahead_check "$(cap 270)" ) &
@@ -202,6 +203,12 @@ k8)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk_72b "$(cap 400)" & wait; pack k8
   timeout "$(cap 560)" python3 benchmarks/frontend_speed.py --out "$R/frontend_speed.json" >"$R/frontend.log" 2>&1
   status frontend_speed $?; tail -c 400 "$R/frontend_speed.json"; df -h /tmp | tail -1; pack k8 ;;
+fp)
+  # issue 10: the front end on this host's CPU, then `vllm serve` c=64 with 1920x1080 photos, ours vs in-tree
+  # (round 11's 1.11x predates the LM's 2048-token graphs)
+  timeout "$(cap 200)" python3 benchmarks/frontend_speed.py --out "$R/frontend_speed.json" >"$R/frontend.log" 2>&1
+  status frontend_speed $?; tail -c 400 "$R/frontend_speed.json"; pack fp
+  photos 1920x1080 64 "$(cap 565)"; pack fp ;;
 fe)
   timeout "$(cap 560)" python3 benchmarks/frontend_speed.py --out "$R/frontend_speed.json" >"$R/frontend.log" 2>&1
   status frontend_speed $?; tail -c 400 "$R/frontend_speed.json"; pack fe ;;
