@@ -1,0 +1,112 @@
+"""Interleaved A/Bs of the front end's parts, run by run in one process (this host's drift hits both sides;
+frontend_speed.py runs its sides one after the other, each in its own process).
+
+    python benchmarks/frontend_ab.py [--runs 200] [--out FILE]
+
+- `decode`: our server's decoder (`QwenVLImageMediaIO.load_bytes`) against vLLM's (`ImageMediaIO`), ms per
+  JPEG photo.
+- `prompt_join`: vLLM's multimodal processor `apply` on a decoded photo (frontend_speed.py's "over
+  decode") with our prompt join (`list.extend`, models.token_matches) against vLLM's list comprehension.
+  The join's cost grows with the prompt's tokens: ~1,000 at 1024x768, ~15,560 at 4032x3024.
+Medians per photo size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import frontend_speed  # noqa: E402
+
+SIZES = ((1024, 768), (4032, 3024))
+
+
+def interleaved(sides: dict, inputs: list, runs: int, before=None) -> dict[str, float]:
+    """Median ms of each side over `runs` rounds, the sides' order alternating; `before(side)` sets up."""
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for run in range(runs):
+        for name in list(sides) if run % 2 else list(reversed(sides)):
+            if before is not None:
+                before(name)
+            start = time.perf_counter()
+            sides[name](inputs[run % len(inputs)])
+            times[name].append((time.perf_counter() - start) * 1000)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def decode(runs: int) -> dict[str, dict[str, float]]:
+    from vllm.multimodal.media.image import ImageMediaIO
+
+    from qwenvl_vllm.serving.image_io import QwenVLImageMediaIO
+
+    sides = {"ours": QwenVLImageMediaIO().load_bytes, "vllm": ImageMediaIO().load_bytes}
+    result = {}
+    for width, height in SIZES:
+        blobs = [frontend_speed.jpeg(width, height, seed) for seed in range(4)]
+        result[f"{width}x{height}"] = interleaved(sides, blobs, runs)
+    return result
+
+
+def prompt_join(ckpt: str, runs: int) -> dict[str, dict[str, float]]:
+    from vllm.config import ModelConfig
+    from vllm.multimodal import MULTIMODAL_REGISTRY
+    from vllm.multimodal.processing import BaseMultiModalProcessor, ProcessorInputs, TimingContext
+    from vllm.utils.torch_utils import set_default_torch_num_threads
+
+    from qwenvl_vllm.model_registry import register
+
+    register()
+    config = ModelConfig(model=ckpt, max_model_len=16384, limit_mm_per_prompt={"image": 1, "video": 1})
+    proc = MULTIMODAL_REGISTRY.create_processor(config)
+    joins = {
+        "ours_extend": proc._apply_token_matches,
+        "vllm_listcomp": functools.partial(BaseMultiModalProcessor._apply_token_matches, proc),
+    }
+    media_io = frontend_speed._media_io("ours")
+
+    def apply(image) -> None:
+        items = proc.info.parse_mm_data({"image": image})
+        with set_default_torch_num_threads():
+            inputs = ProcessorInputs(
+                frontend_speed.PROMPT, items, {"image": [None]}, hf_processor_mm_kwargs={}
+            )
+            proc.apply(inputs, TimingContext(enabled=False))
+
+    def use(name: str) -> None:
+        proc._apply_token_matches = joins[name]
+
+    result = {}
+    for width, height in SIZES:
+        images = [media_io.load_bytes(frontend_speed.jpeg(width, height, seed)) for seed in range(4)]
+        apply(images[0])  # warm-up
+        result[f"{width}x{height}"] = interleaved({name: apply for name in joins}, images, runs, use)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    from qwenvl_vllm.checkpoint import write_checkpoint
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = str(write_checkpoint("tiny-qwen2-vl", "bf16", Path(tmp) / "ckpt"))
+        medians = {"decode": decode(args.runs), "prompt_join": prompt_join(ckpt, args.runs)}
+    meta = {"machine": platform.machine(), "date": time.strftime("%Y-%m-%d"), "runs": args.runs}
+    text = json.dumps({**meta, "median_ms": medians}, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
