@@ -15,7 +15,8 @@
 #      G3_CLIENT_PROCS=4 G3_SIDES=ours_sliced_paced_t18_s135_api2 ... g3`. Check the host class in its trace
 #      (`benchmarks/step_trace_report.py`, the fit line: quiet ~1x tower term, host-bound ~0.5x and +6-10 ms
 #      per tower step); on a host-bound one ours_sliced_paced_m15_api2 is the other side to try.
-#   4. `PHOTO_FLAGS=--no-ours ... p5` (in-tree's 4032x3024 client numbers, never completed).
+#   4. `f8`: issue 9's fp8 option's W1 vs in-tree (never reported; `a`'s fp8 W1 never ran).
+#   5. `PHOTO_FLAGS=--no-ours ... p5` (in-tree's 4032x3024 client numbers, never completed).
 #
 # Calls (the case labels below; each line says what runs, in order):
 #   a   checkpoints, GPU tests, W1 of ours with the fp8 tower
@@ -27,6 +28,7 @@
 #   f3  client_overhead.py (no engine), fresh 2B checkpoint, then g3's serve sides
 #   f4  the front end on this host's CPU, then g3's serve sides
 #   fe  the front end per image on this host's CPU (frontend_speed.py: ours and in-tree)
+#   f8  fresh 2B checkpoint, then W1 with the fp8 tower (ours) vs in-tree, one compare.py run
 #   fp  fe, then `vllm serve` c=64 with 1920x1080 photos, ours vs in-tree
 #   g1  checkpoints; GPU tests, encode-ahead check, parity and short compiling runs side by side
 #   g2  W1 and W3 ours vs in-tree, the tower's attention kernels alone, the TTFT breakdown
@@ -86,7 +88,7 @@ photos() {  # size concurrencies timeout: `vllm serve` with JPEG photos of that 
   status "serve_photos_$1" $?
   tail -4 "$R/serve_photos_$1.log"
 }
-case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, o6, p5, p6, q6, f3, f4, fe, fp, k8, d1, s1 or ph} in
+case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, o6, p5, p6, q6, f3, f4, fe, fp, f8, k8, d1, s1 or ph} in
 g1)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk 2b-bf16 qwen2-vl-2b bf16 & wait; echo "== checkpoints at ${SECONDS}s"
   ( gpu_tests "$(cap 200)"; encode_ahead_check "$(cap 270)" ) &
@@ -203,6 +205,13 @@ k8)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk_72b "$(cap 400)" & wait; pack k8
   timeout "$(cap 560)" python3 benchmarks/frontend_speed.py --out "$R/frontend_speed.json" >"$R/frontend.log" 2>&1
   status frontend_speed $?; tail -c 400 "$R/frontend_speed.json"; df -h /tmp | tail -1; pack k8 ;;
+f8)
+  # issue 9: the fp8 tower option's W1, ours (QWENVL_VLLM_VIT_FP8=1; the tower is never GPTQ-quantized) vs
+  # in-tree in one compare.py run; on a fresh machine the checkpoint first
+  fresh_2b
+  QWENVL_VLLM_VIT_FP8=1 timeout "$(cap 565)" python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W1 \
+    --tag _fp8 --out-dir "$R/offline_fp8" >"$R/compare_fp8.log" 2>&1; status compare_fp8 $?
+  tail -4 "$R/compare_fp8.log"; pack f8 ;;
 fp)
   # issue 10: the front end on this host's CPU, then `vllm serve` c=64 with 1920x1080 photos, ours vs in-tree
   # (round 11's 1.11x predates the LM's 2048-token graphs)
