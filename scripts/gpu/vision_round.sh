@@ -15,7 +15,7 @@
 #      G3_CLIENT_PROCS=4 G3_SIDES=ours_sliced_paced_t18_s135_api2 ... g3`. Check the host class in its trace
 #      (`benchmarks/step_trace_report.py`, the fit line: quiet ~1x tower term, host-bound ~0.5x and +6-10 ms
 #      per tower step); on a host-bound one ours_sliced_paced_m15_api2 is the other side to try.
-#   4. `f8`: issue 9's fp8 option's W1 vs in-tree (never reported; `a`'s fp8 W1 never ran).
+#   4. `f8`: issue 9's fp8 option's W1 vs in-tree (in no committed result so far).
 #   5. `PHOTO_FLAGS=--no-ours ... p5` (in-tree's 4032x3024 client numbers, never completed).
 #
 # Calls (the case labels below; each line says what runs, in order):
