@@ -8,8 +8,9 @@ server makes the patch rows, as qwen-vl-utils + transformers do). 32 prompts, ev
 must be resized (no side is 28-aligned): photos from 61x97 to 1920x1080, an RGBA image, aspect ratios near
 the 200 limit, two-image prompts, and videos whose frames are resized. 16 greedy tokens each, with the
 top-2 logprobs. The tower's input rows are byte-identical on both paths (tests/gpu/test_device_pixels_gpu.py)
-and both engines batch the same requests the same way, so the pass rule is strict: identical prompt ids,
-identical generated ids, and identical logprobs (reported as their largest absolute difference).
+and both engines (engine core in process) batch the same requests the same way, so the pass rule is
+strict: identical prompt ids, identical generated ids, and identical logprobs (reported as their largest
+absolute difference).
 """
 
 from __future__ import annotations
@@ -84,7 +85,14 @@ def worker(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def _run(device_pixels: str, args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
-    env = dict(os.environ, QWENVL_VLLM_DISABLE="0", QWENVL_VLLM_DEVICE_PIXELS=device_pixels)
+    # In-process engine core: every request is added before the first step, so both engines schedule the
+    # same batches (with a separate core process the first steps race the arrivals).
+    env = dict(
+        os.environ,
+        QWENVL_VLLM_DISABLE="0",
+        QWENVL_VLLM_DEVICE_PIXELS=device_pixels,
+        VLLM_ENABLE_V1_MULTIPROCESSING="0",
+    )
     cmd = [sys.executable, __file__, "--worker", "--ckpt", args.ckpt, "--out", str(out)]
     cmd += ["--gpu-memory-utilization", str(args.gpu_memory_utilization)]
     cmd += ["--kv-cache-gib", str(args.kv_cache_gib)] if args.kv_cache_gib else []
