@@ -10,7 +10,8 @@
 #   1. `d1` (fresh machine): issue 10's greedy GPU-pixels vs CPU-pixels check, then offline W3 ours vs in-tree.
 #   2. `fp`: the front end again on the host's CPU (the processor now joins the updated prompt with
 #      list.extend: 12 MP 0.85 -> 0.65 ms over decode on the dev CPU; round 15's host had 1.54), then
-#      1920x1080 photos at c=64, ours vs in-tree (issue 10's 1.3x; 1.11x in round 11, before the LM graphs).
+#      1920x1080 photos at c=64, ours vs in-tree (issue 10's 1.3x; 1.11x in round 11, before the LM graphs;
+#      if the photos are cut short, `ph` runs them alone).
 #   3. issue 12, one call with ours, the paced slicer and in-tree (same run): `G3_CONCURRENCY="16 64"
 #      G3_CLIENT_PROCS=4 G3_SIDES=ours_sliced_paced_t18_s135_api2 ... g3`. Check the host class in its trace
 #      (`benchmarks/step_trace_report.py`, the fit line: quiet ~1x tower term, host-bound ~0.5x and +6-10 ms
@@ -215,7 +216,8 @@ f8)
 fp)
   # issue 10: the front end on this host's CPU, then `vllm serve` c=64 with 1920x1080 photos, ours vs in-tree
   # (round 11's 1.11x predates the LM's 2048-token graphs)
-  timeout "$(cap 200)" python3 benchmarks/frontend_speed.py --out "$R/frontend_speed.json" >"$R/frontend.log" 2>&1
+  # (frontend_speed.py took ~255 s on round 15's host: three sides' vLLM imports, 12 MP photos in-tree)
+  timeout "$(cap 300)" python3 benchmarks/frontend_speed.py --out "$R/frontend_speed.json" >"$R/frontend.log" 2>&1
   status frontend_speed $?; tail -c 400 "$R/frontend_speed.json"; pack fp
   photos 1920x1080 64 "$(cap 565)"; pack fp ;;
 fe)
