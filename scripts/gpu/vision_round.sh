@@ -12,8 +12,9 @@
 #      list.extend: 12 MP 0.85 -> 0.65 ms over decode on the dev CPU; round 15's host had 1.54), then
 #      1920x1080 photos at c=64, ours vs in-tree (issue 10's 1.3x; 1.11x in round 11, before the LM graphs;
 #      if the photos are cut short, `ph` runs them alone).
-#   3. issue 12, one call with ours, the paced slicer and in-tree (same run): `G3_CONCURRENCY="16 64"
-#      G3_CLIENT_PROCS=4 G3_SIDES=ours_sliced_paced_t18_s135_api2 ... g3`. Check the host class in its trace
+#   3. issue 12, one call with ours, the paced slicer and in-tree (same run): `F3_PROCS="4 8"
+#      G3_CONCURRENCY="16 64" G3_CLIENT_PROCS=4 G3_SIDES=ours_sliced_paced_t18_s135_api2 ... f3` (first the
+#      client's own ITL overhead with 4 and 8 processes, ~40 s: ~2.6 ms of c=64's p99 with 4 in round 12). Check the host class in its trace
 #      (`benchmarks/step_trace_report.py`, the fit line: quiet ~1x tower term, host-bound ~0.5x and +6-10 ms
 #      per tower step); on a host-bound one ours_sliced_paced_m15_api2 is the other side to try.
 #   4. `f8`: issue 9's fp8 option's W1 vs in-tree (in no committed result so far).
@@ -174,8 +175,10 @@ p6)
   photos 4032x3024 "1 16" "$(cap 565)"; pack p6 ;;
 f3)
   # a fresh machine: what the client and a Python streaming server add to ITL on this host's CPUs (no
-  # engine, ~40 s), the 2B GPTQ checkpoint, then g3's `vllm serve` sides (G3_SIDES, G3_CONCURRENCY, G3_FLAGS)
-  timeout 120 python3 benchmarks/client_overhead.py --processes 1 4 >"$R/client_overhead.jsonl" 2>"$R/client_overhead.log"
+  # engine, ~40 s; F3_PROCS: the client process counts), the 2B GPTQ checkpoint (kept if there), then g3's
+  # `vllm serve` sides (G3_SIDES, G3_CONCURRENCY, G3_FLAGS)
+  timeout 120 python3 benchmarks/client_overhead.py --processes ${F3_PROCS:-1 4} >"$R/client_overhead.jsonl" \
+    2>"$R/client_overhead.log"
   status client_overhead $?; cut -c1-400 "$R/client_overhead.jsonl"
   fresh_2b
   serve_sides "$(cap 570)"; pack f3 ;;
