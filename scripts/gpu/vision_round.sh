@@ -9,14 +9,15 @@
 # Next visit (in this order):
 #   1. `d1` (fresh machine): issue 10's greedy GPU-pixels vs CPU-pixels check, then offline W3 ours vs in-tree.
 #   2. `fp`: the front end again on the host's CPU (the processor now joins the updated prompt with
-#      list.extend: 12 MP 0.85 -> 0.65 ms over decode on the dev CPU; round 15's host had 1.54), then
+#      list.extend: 12 MP 0.92 -> 0.71 ms over decode on the dev CPU; round 15's host had 1.54), then
 #      1920x1080 photos at c=64, ours vs in-tree (issue 10's 1.3x; 1.11x in round 11, before the LM graphs;
 #      if the photos are cut short, `ph` runs them alone).
 #   3. issue 12, one call with ours, the paced slicer and in-tree (same run): `F3_PROCS="4 8"
 #      G3_CONCURRENCY="16 64" G3_CLIENT_PROCS=4 G3_SIDES=ours_sliced_paced_t18_s135_api2 ... f3` (first the
-#      client's own ITL overhead with 4 and 8 processes, ~40 s: ~2.6 ms of c=64's p99 with 4 in round 12). Check the host class in its trace
-#      (`benchmarks/step_trace_report.py`, the fit line: quiet ~1x tower term, host-bound ~0.5x and +6-10 ms
-#      per tower step); on a host-bound one ours_sliced_paced_m15_api2 is the other side to try.
+#      client's own ITL overhead with 4 and 8 processes, ~40 s: ~2.6 ms of c=64's p99 with 4 in round 12).
+#      Check the host class in its trace (`benchmarks/step_trace_report.py`, the fit line: quiet ~1x tower
+#      term, host-bound ~0.5x and +6-10 ms per tower step); on a host-bound one ours_sliced_paced_m15_api2 is
+#      the other side to try.
 #   4. `f8`: issue 9's fp8 option's W1 vs in-tree (in no committed result so far).
 #   5. `PHOTO_FLAGS=--no-ours ... p5` (in-tree's 4032x3024 client numbers, never completed).
 #
