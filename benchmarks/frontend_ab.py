@@ -56,16 +56,9 @@ def decode(runs: int) -> dict[str, dict[str, float]]:
 
 
 def prompt_join(ckpt: str, runs: int) -> dict[str, dict[str, float]]:
-    from vllm.config import ModelConfig
-    from vllm.multimodal import MULTIMODAL_REGISTRY
-    from vllm.multimodal.processing import BaseMultiModalProcessor, ProcessorInputs, TimingContext
-    from vllm.utils.torch_utils import set_default_torch_num_threads
+    from vllm.multimodal.processing import BaseMultiModalProcessor
 
-    from qwenvl_vllm.model_registry import register
-
-    register()
-    config = ModelConfig(model=ckpt, max_model_len=16384, limit_mm_per_prompt={"image": 1, "video": 1})
-    proc = MULTIMODAL_REGISTRY.create_processor(config)
+    proc = frontend_speed.processor_for("ours", ckpt)
     joins = {
         "ours_extend": proc._apply_token_matches,
         "vllm_listcomp": functools.partial(BaseMultiModalProcessor._apply_token_matches, proc),
@@ -73,12 +66,7 @@ def prompt_join(ckpt: str, runs: int) -> dict[str, dict[str, float]]:
     media_io = frontend_speed._media_io("ours")
 
     def apply(image) -> None:
-        items = proc.info.parse_mm_data({"image": image})
-        with set_default_torch_num_threads():
-            inputs = ProcessorInputs(
-                frontend_speed.PROMPT, items, {"image": [None]}, hf_processor_mm_kwargs={}
-            )
-            proc.apply(inputs, TimingContext(enabled=False))
+        frontend_speed.apply(proc, image, uuids=[None])
 
     def use(name: str) -> None:
         proc._apply_token_matches = joins[name]

@@ -16,6 +16,7 @@ frames) through the same processor: in-tree resizes them on the CPU, ours on the
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import os
@@ -65,33 +66,38 @@ def _media_io(side: str):
     return QwenVLImageMediaIO()
 
 
-def measure_side(side: str, ckpt: str, repeats: int) -> dict:
+def processor_for(side: str, ckpt: str):
+    """vLLM's multimodal processor for `ckpt` as the side's server builds it (ours: the plugin registered)."""
     from vllm.config import ModelConfig
     from vllm.multimodal import MULTIMODAL_REGISTRY
-    from vllm.multimodal.hasher import MultiModalHasher
-    from vllm.multimodal.processing import ProcessorInputs, TimingContext
-    from vllm.utils.torch_utils import set_default_torch_num_threads
 
     if side != "in_tree":
         from qwenvl_vllm.model_registry import register
 
         register()
     config = ModelConfig(model=ckpt, max_model_len=16384, limit_mm_per_prompt={"image": 1, "video": 1})
-    processor = MULTIMODAL_REGISTRY.create_processor(config)
+    return MULTIMODAL_REGISTRY.create_processor(config)
+
+
+def apply(processor, media, prompt: str = PROMPT, modality: str = "image", uuids: list | None = None) -> None:
+    """`processor.apply` as vLLM's renderer calls it: one torch thread (unless OMP_NUM_THREADS), and per-item
+    uuids of None from the chat endpoint (then the hash covers the encoded bytes of a MediaWithBytes, not the
+    pixels); offline `LLM.generate` passes none."""
+    from vllm.multimodal.processing import ProcessorInputs, TimingContext
+    from vllm.utils.torch_utils import set_default_torch_num_threads
+
+    items = processor.info.parse_mm_data({modality: media})
+    uuid_items = {modality: uuids} if uuids is not None else None
+    with set_default_torch_num_threads():
+        inputs = ProcessorInputs(prompt, items, uuid_items, hf_processor_mm_kwargs={})
+        processor.apply(inputs, TimingContext(enabled=False))
+
+
+def measure_side(side: str, ckpt: str, repeats: int) -> dict:
+    from vllm.multimodal.hasher import MultiModalHasher
+
+    process = functools.partial(apply, processor_for(side, ckpt))
     media_io = _media_io(side)
-
-    def process(image, prompt: str = PROMPT, modality: str = "image", uuids: list | None = None) -> None:
-        # As vLLM's renderer calls it: one torch thread (unless OMP_NUM_THREADS), and per-item uuids of
-        # None from the chat endpoint (then the hash covers the encoded bytes of a MediaWithBytes, not the
-        # pixels); offline `LLM.generate` passes none.
-        items = processor.info.parse_mm_data({modality: image})
-        uuid_items = {modality: uuids} if uuids is not None else None
-        with set_default_torch_num_threads():
-            processor.apply(
-                ProcessorInputs(prompt, items, uuid_items, hf_processor_mm_kwargs={}),
-                TimingContext(enabled=False),
-            )
-
     rows = []
     for width, height in SIZES:
         blobs = [jpeg(width, height, seed) for seed in range(repeats + 1)]

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from engine_memory import KV_CACHE_HELP
-from qwen2_vl_parity import GREEDY_STEPS, IMAGE, VIDEO, _llm, _turn
+from qwen2_vl_parity import IMAGE, VIDEO, _llm, _turn, greedy_results
 
 # (width, height, PIL mode); none is a multiple of 28 on both sides, so every one is resized
 PHOTOS = [
@@ -70,18 +70,7 @@ def media_inputs() -> list[dict[str, Any]]:
 
 
 def worker(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from vllm import SamplingParams
-
-    llm = _llm(args)
-    params = SamplingParams(temperature=0.0, max_tokens=GREEDY_STEPS, logprobs=2, ignore_eos=True)
-    results = []
-    for out in llm.generate(media_inputs(), params):
-        gen = out.outputs[0]
-        steps = [{str(t): lp.logprob for t, lp in step.items()} for step in gen.logprobs]
-        results.append(
-            {"prompt_ids": list(out.prompt_token_ids), "gen_ids": list(gen.token_ids), "top2": steps}
-        )
-    return results
+    return greedy_results(_llm(args), media_inputs())
 
 
 def _run(device_pixels: str, args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:

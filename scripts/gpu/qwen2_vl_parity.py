@@ -188,13 +188,13 @@ def worker_greedy(args: argparse.Namespace) -> dict[str, Any]:
     return {"served_by": _served_by(), "results": results}  # after the engine start, which loads the plugin
 
 
-def greedy_results(llm) -> list[dict[str, Any]]:
-    """Prompt ids, generated ids and the top-2 logprobs per step of `greedy_requests()`."""
+def greedy_results(llm, inputs: list[Any] | None = None) -> list[dict[str, Any]]:
+    """Prompt ids, generated ids and the top-2 logprobs per step of `inputs` (`greedy_requests()`'s)."""
     from vllm import SamplingParams
 
     params = SamplingParams(temperature=0.0, max_tokens=GREEDY_STEPS, logprobs=2, ignore_eos=True)
     results = []
-    for out in llm.generate(_inputs(greedy_requests()), params):
+    for out in llm.generate(inputs if inputs is not None else _inputs(greedy_requests()), params):
         gen = out.outputs[0]
         steps = [{str(t): lp.logprob for t, lp in step.items()} for step in gen.logprobs]
         results.append(
