@@ -27,6 +27,7 @@
 #       the front end on this machine's CPU
 #   c   W1, W2, W3 ours vs in-tree in one compare.py run (a cold in-tree compile takes >2 min)
 #   d1  fresh 2B checkpoint, scripts/gpu/device_pixels_greedy.py, offline W3 ours vs in-tree
+#   d8  fresh 2B checkpoint, scripts/gpu/device_pixels_greedy.py, then f8's fp8-tower W1 vs in-tree
 #   e   `vllm serve` c=16/64: ours, encoding ahead, encoder-paced, in-tree
 #   f3  client_overhead.py (no engine), fresh 2B checkpoint, then g3's serve sides
 #   f4  the front end on this host's CPU, then g3's serve sides
@@ -84,6 +85,16 @@ serve_sides() {  # timeout: `vllm serve` of G3_SIDES beside ours (and in-tree la
     ${G3_PROFILE:+--profile-side $G3_PROFILE --profile-concurrency 64} \
     >"$R/serve_bench.log" 2>&1; status serve_bench $?; tail -8 "$R/serve_bench.log"
 }
+greedy_pixels() {  # timeout: issue 10's GPU pixels vs CPU pixels, greedy (identical ids and logprobs)
+  timeout "$1" python3 scripts/gpu/device_pixels_greedy.py --ckpt "$CK/2b-gptq" --kv-cache-gib 8 \
+    --out "$R/device_pixels_greedy.json" >"$R/device_pixels_greedy.log" 2>&1; status device_pixels_greedy $?
+  tail -c 400 "$R/device_pixels_greedy.json"
+}
+fp8_w1() {  # timeout: issue 9's fp8 tower option's W1 (the tower is never GPTQ-quantized) vs in-tree, one run
+  QWENVL_VLLM_VIT_FP8=1 timeout "$1" python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W1 \
+    --tag _fp8 --out-dir "$R/offline_fp8" >"$R/compare_fp8.log" 2>&1; status compare_fp8 $?
+  tail -4 "$R/compare_fp8.log"
+}
 fresh_2b() { mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu; echo "== ready at ${SECONDS}s"; }  # 2B GPTQ checkpoint
 photos() {  # size concurrencies timeout: `vllm serve` with JPEG photos of that size, ours vs in-tree
   timeout "$3" python3 benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency $2 --image-size "$1" \
@@ -91,7 +102,7 @@ photos() {  # size concurrencies timeout: `vllm serve` with JPEG photos of that 
   status "serve_photos_$1" $?
   tail -4 "$R/serve_photos_$1.log"
 }
-case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, o6, p5, p6, q6, f3, f4, fe, fp, f8, k8, d1, s1 or ph} in
+case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, o6, p5, p6, q6, f3, f4, fe, fp, f8, k8, d1, d8, s1 or ph} in
 g1)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk 2b-bf16 qwen2-vl-2b bf16 & wait; echo "== checkpoints at ${SECONDS}s"
   ( gpu_tests "$(cap 200)"; encode_ahead_check "$(cap 270)" ) &
@@ -198,10 +209,7 @@ o6)
 d1)
   # issue 10's greedy check (GPU pixels vs CPU pixels, 32 media prompts that all need resizing; strict:
   # identical ids and logprobs) on a fresh machine's 2B GPTQ checkpoint, then offline W3 ours vs in-tree
-  fresh_2b
-  timeout "$(cap 300)" python3 scripts/gpu/device_pixels_greedy.py --ckpt "$CK/2b-gptq" --kv-cache-gib 8 \
-    --out "$R/device_pixels_greedy.json" >"$R/device_pixels_greedy.log" 2>&1; status device_pixels_greedy $?
-  tail -c 400 "$R/device_pixels_greedy.json"; pack d1
+  fresh_2b; greedy_pixels "$(cap 300)"; pack d1
   timeout "$(cap 565)" python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W3 --tag _d1 \
     --out-dir "$R/offline_d1" >"$R/compare_d1.log" 2>&1; status compare_d1 $?; tail -4 "$R/compare_d1.log"; pack d1 ;;
 k8)
@@ -213,10 +221,11 @@ k8)
 f8)
   # issue 9: the fp8 tower option's W1, ours (QWENVL_VLLM_VIT_FP8=1; the tower is never GPTQ-quantized) vs
   # in-tree in one compare.py run; on a fresh machine the checkpoint first
-  fresh_2b
-  QWENVL_VLLM_VIT_FP8=1 timeout "$(cap 565)" python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W1 \
-    --tag _fp8 --out-dir "$R/offline_fp8" >"$R/compare_fp8.log" 2>&1; status compare_fp8 $?
-  tail -4 "$R/compare_fp8.log"; pack f8 ;;
+  fresh_2b; fp8_w1 "$(cap 565)"; pack f8 ;;
+d8)
+  # a fresh machine: issue 10's greedy check, then issue 9's fp8-tower W1 vs in-tree (W3 has round 3's run)
+  fresh_2b; greedy_pixels "$(cap 280)"; pack d8
+  fp8_w1 "$(cap 565)"; pack d8 ;;
 fp)
   # issue 10: the front end on this host's CPU, then `vllm serve` c=64 with 1920x1080 photos, ours vs in-tree
   # (round 11's 1.11x predates the LM's 2048-token graphs)
