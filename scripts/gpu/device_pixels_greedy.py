@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from engine_memory import KV_CACHE_HELP
+from engine_args import add_engine_args, engine_argv, run_json_worker
 from qwen2_vl_parity import IMAGE, VIDEO, _llm, _turn, greedy_results
 
 # (width, height, PIL mode); none is a multiple of 28 on both sides, so every one is resized
@@ -76,17 +74,15 @@ def worker(args: argparse.Namespace) -> list[dict[str, Any]]:
 def _run(device_pixels: str, args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
     # In-process engine core: every request is added before the first step, so both engines schedule the
     # same batches (with a separate core process the first steps race the arrivals).
-    env = dict(
-        os.environ,
+    argv = ["--worker", "--ckpt", args.ckpt, *engine_argv(args)]
+    return run_json_worker(
+        __file__,
+        argv,
+        out,
         QWENVL_VLLM_DISABLE="0",
         QWENVL_VLLM_DEVICE_PIXELS=device_pixels,
         VLLM_ENABLE_V1_MULTIPROCESSING="0",
     )
-    cmd = [sys.executable, __file__, "--worker", "--ckpt", args.ckpt, "--out", str(out)]
-    cmd += ["--gpu-memory-utilization", str(args.gpu_memory_utilization)]
-    cmd += ["--kv-cache-gib", str(args.kv_cache_gib)] if args.kv_cache_gib else []
-    subprocess.run(cmd, env=env, check=True)
-    return json.loads(out.read_text())
 
 
 def logprob_gap(a: list[dict[str, float]], b: list[dict[str, float]]) -> float:
@@ -125,9 +121,7 @@ def main() -> int:
     parser.add_argument("--ckpt", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--worker", action="store_true")
-    parser.add_argument("--gpu-memory-utilization", type=float, default=0.3)
-    parser.add_argument("--kv-cache-gib", type=float, default=None, help=KV_CACHE_HELP)
-    parser.add_argument("--eager", action="store_true")
+    add_engine_args(parser)
     args = parser.parse_args()
     out = Path(args.out)
     if args.worker:

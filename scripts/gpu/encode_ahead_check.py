@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from engine_memory import KV_CACHE_HELP
+from engine_args import add_engine_args, engine_argv, run_json_worker
 from qwen2_vl_parity import IMAGE, TIE_MARGIN, _image, _llm, _turn, greedy_compare, greedy_results
 
 AHEAD = "qwenvl_vllm.serving.encode_ahead.EncodeAheadAsyncScheduler"
@@ -89,17 +87,9 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run(side: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    env = dict(os.environ, QWENVL_VLLM_DISABLE="0", VLLM_ENABLE_V1_MULTIPROCESSING="0")
-    cmd = [sys.executable, __file__, "--worker", side, "--ckpt", args.ckpt, "--out", str(out)]
-    cmd += [
-        "--gpu-memory-utilization",
-        str(args.gpu_memory_utilization),
-        "--scheduler-cls",
-        args.scheduler_cls,
-    ]
-    cmd += ["--kv-cache-gib", str(args.kv_cache_gib)] if args.kv_cache_gib else []
-    subprocess.run(cmd, env=env, check=True)
-    return json.loads(out.read_text())
+    argv = ["--worker", side, "--ckpt", args.ckpt, "--scheduler-cls", args.scheduler_cls, *engine_argv(args)]
+    env = {"QWENVL_VLLM_DISABLE": "0", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    return run_json_worker(__file__, argv, out, **env)
 
 
 def _clean(caches: dict[str, Any]) -> bool:
@@ -112,11 +102,9 @@ def main() -> int:
     parser.add_argument("--ckpt", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--worker", choices=["default", "ahead"], dest="side")
-    parser.add_argument("--gpu-memory-utilization", type=float, default=0.3)
-    parser.add_argument("--kv-cache-gib", type=float, default=None, help=KV_CACHE_HELP)
+    add_engine_args(parser)
     parser.add_argument("--tie-margin", type=float, default=TIE_MARGIN)
     parser.add_argument("--scheduler-cls", default=AHEAD)
-    parser.add_argument("--eager", action="store_true")
     args = parser.parse_args()
     out = Path(args.out)
     if args.side:

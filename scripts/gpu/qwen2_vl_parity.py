@@ -31,12 +31,11 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from engine_memory import KV_CACHE_HELP, kv_cache_bytes
+from engine_args import add_engine_args, engine_argv, kv_cache_bytes, run_json_worker
 
 os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
 
@@ -204,16 +203,8 @@ def greedy_results(llm, inputs: list[Any] | None = None) -> list[dict[str, Any]]
 
 
 def run_worker(kind: str, ckpt: str, args: argparse.Namespace, in_tree: bool, out: Path) -> dict[str, Any]:
-    env = dict(os.environ)
-    env["QWENVL_VLLM_DISABLE"] = "1" if in_tree else "0"
-    cmd = [sys.executable, __file__, "--worker", kind, "--ckpt", ckpt, "--out", str(out)]
-    cmd += ["--gpu-memory-utilization", str(args.gpu_memory_utilization)] + (
-        ["--eager"] if args.eager else []
-    )
-    if args.kv_cache_gib:
-        cmd += ["--kv-cache-gib", str(args.kv_cache_gib)]
-    subprocess.run(cmd, env=env, check=True)
-    return json.loads(out.read_text())
+    argv = ["--worker", kind, "--ckpt", ckpt, *engine_argv(args)]
+    return run_json_worker(__file__, argv, out, QWENVL_VLLM_DISABLE="1" if in_tree else "0")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -338,9 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--tol", type=float, default=1e-2)
     parser.add_argument("--tie-margin", type=float, default=TIE_MARGIN)
-    parser.add_argument("--eager", action="store_true", help="enforce_eager (no torch.compile / CUDA graphs)")
-    parser.add_argument("--gpu-memory-utilization", type=float, default=0.45)
-    parser.add_argument("--kv-cache-gib", type=float, default=None, help=KV_CACHE_HELP)
+    add_engine_args(parser, gpu_memory_utilization=0.45)
     parser.add_argument("--skip-in-tree", action="store_true")
     parser.add_argument("--skip-transformers", action="store_true", help="only the greedy in-tree comparison")
     parser.add_argument(

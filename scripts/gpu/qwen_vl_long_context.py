@@ -31,12 +31,12 @@ os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
 os.environ.setdefault("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")  # past seq_length 2048
 
 REPO = Path(__file__).resolve().parents[2]
-# this checkout's package, the `reference` test helpers and this folder's `engine_memory` (also when imported)
+# this checkout's package, the `reference` test helpers and this folder's `engine_args` (also when imported)
 for path in (REPO, REPO / "tests", REPO / "scripts" / "gpu"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from engine_memory import KV_CACHE_HELP, kv_cache_bytes  # noqa: E402
+from engine_args import add_engine_args, kv_cache_bytes  # noqa: E402
 from reference.qwen_vl_compare import SYSTEM, TOP_K, max_abs, rel_err  # noqa: E402
 from request_outputs import logprob_record  # noqa: E402
 
@@ -238,11 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-model-len", type=int, default=10240)
     parser.add_argument("--max-num-batched-tokens", type=int, default=2048)
     parser.add_argument("--decode-steps", type=int, default=8)
-    parser.add_argument("--gpu-memory-utilization", type=float, default=0.45)
-    parser.add_argument("--kv-cache-gib", type=float, default=None, help=KV_CACHE_HELP)
-    parser.add_argument(
-        "--eager", action="store_true", help="enforce_eager (skip torch.compile / CUDA graphs)"
-    )
+    add_engine_args(parser, gpu_memory_utilization=0.45)
     parser.add_argument("--tol", type=float, default=1e-2)
     parser.add_argument("--combine", type=Path, nargs="+", default=None, help="merge per-variant results")
     parser.add_argument("--out", type=Path, required=True)

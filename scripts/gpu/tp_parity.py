@@ -17,12 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from engine_args import run_json_worker
 from qwen2_vl_parity import GREEDY_STEPS, IMAGE_SIZES, TIE_MARGIN, _image, greedy_requests
 from qwen2_vl_parity import _inputs as qwen2_vl_inputs
 from request_outputs import logprob_record
@@ -122,13 +121,10 @@ def _run(side: str, args: argparse.Namespace, out: Path) -> list[dict]:
     in_tree = side.startswith("in_tree")
     tp = 1 if side == "ours_tp1" else args.tp
     mode = "data" if side.endswith("data") else ("weights" if side.endswith("weights") else None)
-    env = dict(os.environ, QWENVL_VLLM_DISABLE="1" if in_tree else "0")
-    cmd = [sys.executable, __file__, "--worker", "--family", args.family, "--ckpt", args.ckpt]
-    cmd += ["--out", str(out)]
-    cmd += ["--side-tp", str(tp), "--gpu-memory-utilization", str(args.gpu_memory_utilization)]
-    cmd += ["--vit-mode", mode] if mode else []
-    subprocess.run(cmd, env=env, check=True)
-    return json.loads(out.read_text())
+    argv = ["--worker", "--family", args.family, "--ckpt", args.ckpt, "--side-tp", str(tp)]
+    argv += ["--gpu-memory-utilization", str(args.gpu_memory_utilization)]
+    argv += ["--vit-mode", mode] if mode else []
+    return run_json_worker(__file__, argv, out, QWENVL_VLLM_DISABLE="1" if in_tree else "0")
 
 
 def main() -> int:
