@@ -136,6 +136,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--sides", nargs="+", choices=list(SIDES), default=list(SIDES), help="default: all")
     parser.add_argument("--side", choices=list(SIDES), help=argparse.SUPPRESS)
     parser.add_argument("--ckpt", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -149,7 +150,8 @@ def main() -> None:
             write_checkpoint("tiny-qwen2-vl", "bf16", Path(tmp) / "ckpt")
         )  # the released processor config
         sides = {}
-        for side, env in SIDES.items():
+        for side in args.sides:
+            env = SIDES[side]
             cmd = [sys.executable, __file__, "--side", side, "--ckpt", ckpt, "--repeats", str(args.repeats)]
             out = subprocess.run(cmd, env=dict(os.environ, **env), check=True, capture_output=True, text=True)
             sides[side] = json.loads(out.stdout.strip().splitlines()[-1])["rows"]

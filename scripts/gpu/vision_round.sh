@@ -33,7 +33,7 @@
 #   f4  the front end on this host's CPU, then g3's serve sides
 #   fe  the front end per image on this host's CPU (frontend_speed.py: ours and in-tree)
 #   f8  fresh 2B checkpoint, then W1 with the fp8 tower (ours) vs in-tree, one compare.py run
-#   fp  fe, then `vllm serve` c=64 with 1920x1080 photos, ours vs in-tree
+#   fp  fe (FE_SIDES: frontend_speed.py's --sides), then `vllm serve` c=64 with 1920x1080 photos, ours vs in-tree
 #   g1  checkpoints; GPU tests, encode-ahead check, parity and short compiling runs side by side
 #   g2  W1 and W3 ours vs in-tree, the tower's attention kernels alone, the TTFT breakdown
 #   g3  `vllm serve` sides: G3_SIDES beside ours, in-tree last unless G3_FLAGS=--no-in-tree (G3_CONCURRENCY,
@@ -230,8 +230,8 @@ fp)
   # issue 10: the front end on this host's CPU, then `vllm serve` c=64 with 1920x1080 photos, ours vs in-tree
   # (round 11's 1.11x predates the LM's 2048-token graphs)
   # (frontend_speed.py took ~255 s on round 15's host: three sides' vLLM imports, 12 MP photos in-tree)
-  timeout "$(cap 300)" python3 benchmarks/frontend_speed.py --out "$R/frontend_speed.json" >"$R/frontend.log" 2>&1
-  status frontend_speed $?; tail -c 400 "$R/frontend_speed.json"; pack fp
+  timeout "$(cap 300)" python3 benchmarks/frontend_speed.py --out "$R/frontend_speed.json" ${FE_SIDES:+--sides $FE_SIDES} \
+    >"$R/frontend.log" 2>&1; status frontend_speed $?; tail -c 400 "$R/frontend_speed.json"; pack fp
   photos 1920x1080 64 "$(cap 565)"; pack fp ;;
 fe)
   timeout "$(cap 560)" python3 benchmarks/frontend_speed.py --out "$R/frontend_speed.json" >"$R/frontend.log" 2>&1
