@@ -14,7 +14,9 @@ so that each stage can be timed where it runs; each side in its own process. Sta
 The `forward.*` keys split `forward` by the model runner's methods (`RUNNER_PARTS`), each CUDA-synchronised:
 `update` (request state, M-RoPE positions), `inputs`, `mm_batching` (the runner's encoder call minus the
 model's `embed_multimodal`: grouping the items, moving them to the GPU), `gather` (encoder-cache lookup and
-the input embeddings), `lm` (the language model's prefill), `sample`, and `rest`.
+the input embeddings), `lm` (the language model's prefill), `sample`, and `rest`. `mm_batching.reduce` and
+`mm_batching.h2d` are the parts of `mm_batching` spent merging each field's items (into pinned memory) and
+copying them to the GPU.
 The synchronisations cost a little; `ttft_ms` is measured on the same runs.
 """
 
@@ -106,10 +108,20 @@ def _instrument(llm, watch: Stopwatch, ours: bool) -> None:
             watch.wrap(_owner(runner, path), attr, stage, sync=True)
         except AttributeError:  # another vLLM: the part stays in forward.rest
             print(f"ttft_breakdown: no {path or 'runner'}.{attr} to time", file=sys.stderr)
+    _instrument_mm_batching(watch)
     if ours:
         import qwenvl_vllm.models.qwen2_vl as ours_model
 
         watch.wrap(ours_model, "uint8_rows", "pixels", sync=True)
+
+
+def _instrument_mm_batching(watch: Stopwatch) -> None:
+    """Split `mm_batching`: merging each field's items (pinned host copies), their host-to-device copies."""
+    import vllm.multimodal.inputs as mm_inputs
+
+    for field in (mm_inputs.MultiModalBatchedField, mm_inputs.MultiModalFlatField):
+        watch.wrap(field, "_reduce_data", "mm_reduce", sync=True)
+    watch.wrap(mm_inputs, "_nested_tensors_h2d", "mm_h2d", sync=True)
 
 
 def _stages(ms: dict[str, float], total: float) -> dict[str, float]:
@@ -123,10 +135,12 @@ def _stages(ms: dict[str, float], total: float) -> dict[str, float]:
     parts = {stage: ms.get(stage, 0.0) for stage in PART_STAGES}
     parts["mm_batching"] = ms.get("mm_encoder", ms["embed"]) - ms["embed"]
     parts["rest"] = stages["forward"] - sum(parts.values())
+    batching = {f"forward.mm_batching.{k}": ms.get(f"mm_{k}", 0.0) for k in ("reduce", "h2d")}
     return (
         stages
         | {"other": total - sum(stages.values()), "ttft_ms": total}
         | {f"forward.{k}": v for k, v in parts.items()}
+        | batching
     )
 
 

@@ -90,14 +90,15 @@ def test_ttft_stages_add_up_to_the_ttft() -> None:
     watch.wrap(engine, "step", "schedule")
     assert engine.step(3) == 3 and engine.step(4) == 4 and watch.ms["schedule"] > 0
     ms = {"frontend": 2.0, "schedule": 0.5, "pixels": 1.0, "embed": 16.0, "execute": 30.0}
-    ms |= {"update": 1.0, "mm_encoder": 17.5, "lm": 9.0, "sample": 0.5}
+    ms |= {"update": 1.0, "mm_encoder": 17.5, "lm": 9.0, "sample": 0.5, "mm_reduce": 0.75, "mm_h2d": 0.25}
     stages = ttft_breakdown._stages(ms, 40.0)
     assert stages["encoder"] == 15.0 and stages["forward"] == 14.0 and stages["other"] == 7.5
     top = {k: v for k, v in stages.items() if "." not in k and k != "ttft_ms"}
     assert sum(top.values()) == stages["ttft_ms"] == 40.0
-    parts = {k: v for k, v in stages.items() if k.startswith("forward.")}
+    parts = {k: v for k, v in stages.items() if k.startswith("forward.") and k.count(".") == 1}
     assert parts["forward.mm_batching"] == 1.5 and parts["forward.rest"] == 2.0
     assert sum(parts.values()) == stages["forward"]
+    assert stages["forward.mm_batching.reduce"] == 0.75 and stages["forward.mm_batching.h2d"] == 0.25
 
 
 def test_engine_itl_shares_from_a_prometheus_exposition() -> None:
