@@ -7,19 +7,18 @@
 # benchmarks/results/<date>-h200-roundN/README.md.
 #
 # Next visit (in this order):
-#   1. `d1` (fresh machine): issue 10's greedy GPU-pixels vs CPU-pixels check, then offline W3 ours vs in-tree.
-#   2. `fp`: the front end again on the host's CPU (the processor now joins the updated prompt with
-#      list.extend: 12 MP 0.92 -> 0.71 ms over decode on the dev CPU; round 15's host had 1.54), then
-#      1920x1080 photos at c=64, ours vs in-tree (issue 10's 1.3x; 1.11x in round 11, before the LM graphs;
-#      if the photos are cut short, `ph` runs them alone).
+#   1. `w2` (fresh machine): checkpoint, `benchmarks/pin_probe.py` (~20 s: why vLLM's pinned copy of our
+#      uint8 item takes 2.39 ms against 0.65 for in-tree's 4x larger rows, round 16's TTFT breakdown), then
+#      issue 9's W2 ours vs in-tree in one compare.py run (the only workload it asks for that no run since
+#      the tower work has).
+#   2. `PHOTO_FLAGS=--no-ours ... p5`: in-tree's 4032x3024 photos at c=1/16 (issue 10; ours ran in round 11,
+#      in-tree never finished: its cold start is ~2m12s).
 #   3. issue 12, one call with ours, the paced slicer and in-tree (same run): `F3_PROCS="4 8"
 #      G3_CONCURRENCY="16 64" G3_CLIENT_PROCS=4 G3_SIDES=ours_sliced_paced_t18_s135_api2 ... f3` (first the
-#      client's own ITL overhead with 4 and 8 processes, ~40 s: ~2.6 ms of c=64's p99 with 4 in round 12).
-#      Check the host class in its trace (`benchmarks/step_trace_report.py`, the fit line: quiet ~1x tower
-#      term, host-bound ~0.5x and +6-10 ms per tower step); on a host-bound one ours_sliced_paced_m15_api2 is
-#      the other side to try.
-#   4. `f8`: issue 9's fp8 option's W1 vs in-tree (in no committed result so far).
-#   5. `PHOTO_FLAGS=--no-ours ... p5` (in-tree's 4032x3024 client numbers, never completed).
+#      client's own ITL overhead with 4 and 8 processes, ~40 s). Check the host class in its trace
+#      (`benchmarks/step_trace_report.py`, the fit line: quiet ~1x tower term, host-bound ~0.5x and +6-10 ms
+#      per tower step); on a host-bound one ours_sliced_paced_m15_api2 is the other side to try.
+#   Done in round 16: d8 (greedy GPU vs CPU pixels: pass; fp8 W1), the host front end, the TTFT breakdown.
 #
 # Calls (the case labels below; each line says what runs, in order):
 #   a   checkpoints, GPU tests, W1 of ours with the fp8 tower
@@ -27,6 +26,7 @@
 #       the front end on this machine's CPU
 #   c   W1, W2, W3 ours vs in-tree in one compare.py run (a cold in-tree compile takes >2 min)
 #   d1  fresh 2B checkpoint, scripts/gpu/device_pixels_greedy.py, offline W3 ours vs in-tree
+#   w2  fresh 2B checkpoint, benchmarks/pin_probe.py, then W2 ours vs in-tree in one compare.py run
 #   d8  fresh 2B checkpoint, scripts/gpu/device_pixels_greedy.py, then f8's fp8-tower W1 vs in-tree
 #   e   `vllm serve` c=16/64: ours, encoding ahead, encoder-paced, in-tree
 #   f3  client_overhead.py (no engine), fresh 2B checkpoint, then g3's serve sides
@@ -102,7 +102,7 @@ photos() {  # size concurrencies timeout: `vllm serve` with JPEG photos of that 
   status "serve_photos_$1" $?
   tail -4 "$R/serve_photos_$1.log"
 }
-case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, o6, p5, p6, q6, f3, f4, fe, fp, f8, k8, d1, d8, s1 or ph} in
+case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, o6, p5, p6, q6, f3, f4, fe, fp, f8, k8, d1, d8, w2, s1 or ph} in
 g1)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk 2b-bf16 qwen2-vl-2b bf16 & wait; echo "== checkpoints at ${SECONDS}s"
   ( gpu_tests "$(cap 200)"; encode_ahead_check "$(cap 270)" ) &
@@ -222,6 +222,12 @@ f8)
   # issue 9: the fp8 tower option's W1, ours (QWENVL_VLLM_VIT_FP8=1; the tower is never GPTQ-quantized) vs
   # in-tree in one compare.py run; on a fresh machine the checkpoint first
   fresh_2b; fp8_w1 "$(cap 565)"; pack f8 ;;
+w2)
+  fresh_2b
+  timeout 120 python3 benchmarks/pin_probe.py --out "$R/pin_probe.json" >"$R/pin_probe.log" 2>&1
+  status pin_probe $?; tail -c 900 "$R/pin_probe.json"; pack w2
+  timeout "$(cap 565)" python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W2 --tag _w2 \
+    --out-dir "$R/offline_w2" >"$R/compare_w2.log" 2>&1; status compare_w2 $?; tail -4 "$R/compare_w2.log"; pack w2 ;;
 d8)
   # a fresh machine: issue 10's greedy check, then issue 9's fp8-tower W1 vs in-tree (W3 has round 3's run)
   fresh_2b; greedy_pixels "$(cap 280)"; pack d8
