@@ -89,6 +89,9 @@ class Settings:
     lm_stream_priority: bool
     # Qwen2-VL: run the logits once at every batch-size band before serving (models.logits_warmup).
     warm_logits: bool
+    # Qwen2-VL: run the device pixels and the vision tower once on the engine's first logits call
+    # (models.tower_warmup), so their kernels compile and the first tower graph is captured before serving.
+    warm_tower: bool
     # Our models' language-model CUDA graphs up to this many tokens where the user set no capture size
     # (serving.step_graphs; vLLM's default stops at 512, below one image's prompt); 0: vLLM's default.
     graph_tokens: int
@@ -119,6 +122,7 @@ def get_settings() -> Settings:
         tower_backlog_requests=_env_int("QWENVL_VLLM_TOWER_BACKLOG_REQUESTS", TOWER_BACKLOG_REQUESTS),
         lm_stream_priority=_env_flag("QWENVL_VLLM_LM_STREAM_PRIORITY", default=True),
         warm_logits=_env_flag("QWENVL_VLLM_WARM_LOGITS", default=True),
+        warm_tower=_env_flag("QWENVL_VLLM_WARM_TOWER", default=True),
         graph_tokens=_env_int("QWENVL_VLLM_GRAPH_TOKENS", GRAPH_TOKENS),
         scheduler=os.environ.get("QWENVL_VLLM_SCHEDULER") or None,
         step_trace_path=os.environ.get("QWENVL_VLLM_STEP_TRACE") or None,

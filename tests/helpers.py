@@ -61,6 +61,20 @@ def vllm_env(device: str = "cpu", world_size: int = 1, rank: int = 0, port: int 
 
 
 # Qwen-VL-Chat as published (config.json / tokenizer_config.json of the release, remote-code auto_map).
+# A Qwen2-VL vision tower small enough for CPU tests (transformers' Qwen2VLVisionConfig fields)
+TINY_VISION = dict(
+    depth=2,
+    embed_dim=32,
+    num_heads=2,  # head_dim 16
+    mlp_ratio=4,
+    hidden_size=64,
+    patch_size=14,
+    temporal_patch_size=2,
+    spatial_merge_size=2,
+    in_channels=3,
+    hidden_act="quick_gelu",
+)
+
 RELEASED_CONFIG = {
     "architectures": ["QWenLMHeadModel"],
     "auto_map": {

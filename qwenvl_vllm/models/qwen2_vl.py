@@ -57,6 +57,7 @@ from .qwen2_vl_processing import (
     Qwen2VLProcessingInfo,
 )
 from .qwen2_vl_vision import Qwen2VisionTower
+from .tower_warmup import TowerWarmup
 
 logger.info(
     "qwenvl-vllm: Qwen2VLForConditionalGeneration served by qwenvl_vllm.models.qwen2_vl (not in-tree)"
@@ -316,6 +317,7 @@ class Qwen2VLForConditionalGeneration(
         self.logits_warmup = LogitsWarmup(
             vllm_config.scheduler_config.max_num_seqs, get_settings().warm_logits
         )
+        self.tower_warmup = TowerWarmup(get_settings().warm_tower)
         quant = vllm_config.quant_config.get_name() if vllm_config.quant_config is not None else "none"
         logger.info("qwenvl-vllm: built Qwen2-VL (our vision tower + M-RoPE; LLM quantization: %s)", quant)
 
@@ -443,6 +445,7 @@ class Qwen2VLForConditionalGeneration(
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
         self.logits_warmup.before(self.language_model.compute_logits, hidden_states)
+        self.tower_warmup.before(getattr(self, "visual", None), self.geometry, get_settings().device_pixels)
         return self.language_model.compute_logits(hidden_states)
 
     # -- weights, LoRA -------------------------------------------------------------------------------------

@@ -67,7 +67,7 @@ cap() { local left=$((END - SECONDS)); echo $(( left < $1 ? (left > 5 ? left : 5
 gpu_tests() {  # timeout
   timeout "$1" python3 -m pytest -q tests/gpu/test_vision_kernels_gpu.py tests/gpu/test_kernels_gpu.py \
     tests/gpu/test_qwen2_vl_vision_gpu.py tests/gpu/test_writer_gpu.py tests/gpu/test_profile_digest_gpu.py \
-    tests/gpu/test_device_pixels_gpu.py \
+    tests/gpu/test_device_pixels_gpu.py tests/gpu/test_tower_warmup_gpu.py \
     >"$R/gpu_tests.log" 2>&1; status gpu_tests $?; tail -2 "$R/gpu_tests.log"
 }
 encode_ahead_check() {  # timeout

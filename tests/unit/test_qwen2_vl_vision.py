@@ -4,20 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import TINY_VISION as TINY
 
 GRIDS = [[1, 4, 6], [2, 4, 4], [1, 2, 2]]  # image, 2-frame video, small image (patches)
-TINY = dict(
-    depth=2,
-    embed_dim=32,
-    num_heads=2,  # head_dim 16
-    mlp_ratio=4,
-    hidden_size=64,
-    patch_size=14,
-    temporal_patch_size=2,
-    spatial_merge_size=2,
-    in_channels=3,
-    hidden_act="quick_gelu",
-)
 
 
 def _config():

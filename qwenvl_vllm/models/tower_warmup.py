@@ -1,0 +1,64 @@
+"""The Qwen2-VL vision path run once before serving (`QWENVL_VLLM_WARM_TOWER`, on).
+
+Why (sixteenth visit): vLLM 0.26's V2 model runner warms the language model and the sampler but never runs
+the multimodal encoder before the first request. Its JIT monitor then logged our Triton kernels
+(`_resample_kernel` of the device pixels, `_add_layernorm_kernel`, `rotary_kernel`, `_quick_gelu_fp8_kernel`
+of the tower) compiling during the first W1 requests, and the tower's first CUDA graph is captured there too:
+a server's first image requests paid for them. Run from the model's first `compute_logits` call (the
+engine's profiling run, as `LogitsWarmup`), so what they allocate is inside vLLM's memory profile.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from qwenvl_vllm.geometry import VisionGeometry
+
+from .qwen2_vl_device_pixels import uint8_rows
+
+WARM_GRID = (1, 4, 6)  # one temporal patch of 4 x 6 patches: 24 rows, not a multiple of 16 (eager shapes)
+WARM_DECODED = (50, 70)  # decoded sides unlike the grid's 56 x 84 pixels, so the resize kernels run
+
+
+def warm_rows(
+    visual: torch.nn.Module, geometry: VisionGeometry, device_pixels: bool
+) -> tuple[torch.Tensor, list[tuple[int, int, int]]]:
+    """Patch rows and grids of one image and one video of `WARM_GRID` for `visual`; with device pixels, made
+    from decoded uint8 pixels by the requests' conversion (resize, normalise, patchify on its device)."""
+    device, dtype = visual.device, visual.dtype
+    grids = [WARM_GRID, WARM_GRID]
+    if not device_pixels:
+        rows = sum(t * h * w for t, h, w in grids)
+        return torch.zeros(rows, visual.patch_dim, device=device, dtype=dtype), grids
+    image = torch.zeros(*WARM_DECODED, 3, dtype=torch.uint8)
+    frames = torch.zeros(WARM_GRID[0] * geometry.temporal_patch_size, *WARM_DECODED, 3, dtype=torch.uint8)
+    rows = [uint8_rows(pixels, WARM_GRID, geometry, device, dtype) for pixels in (image, frames)]
+    return torch.cat(rows), grids
+
+
+def warm_tower(visual: torch.nn.Module, rows: torch.Tensor, grids: list[tuple[int, int, int]]) -> None:
+    """The tower's two paths: `forward` (a CUDA graph of the smallest bucket where graphs are on) and the
+    eager `encode` that items past the graphs take."""
+    visual(rows, [list(g) for g in grids])
+    visual.encode(rows, visual.prepare_metadata(grids, visual.device))
+
+
+def _capturing() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
+class TowerWarmup:
+    """Runs the vision path once, on the first call it sees outside a CUDA graph capture."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.pending = enabled
+
+    def before(self, visual: torch.nn.Module | None, geometry: VisionGeometry, device_pixels: bool) -> None:
+        if not self.pending or _capturing():  # inside another graph's capture: at the next call instead
+            return
+        self.pending = False
+        if visual is None:  # a language-model-only engine (no media allowed)
+            return
+        with torch.inference_mode():
+            rows, grids = warm_rows(visual, geometry, device_pixels)
+            warm_tower(visual, rows, grids)

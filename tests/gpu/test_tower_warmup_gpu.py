@@ -1,0 +1,58 @@
+"""GPU: after the engine's start, image and video requests compile no kernel (`QWENVL_VLLM_WARM_TOWER`).
+
+vLLM's JIT monitor in `error` mode fails any request during which a Triton kernel compiles. With the warm-up
+on, a tiny Qwen2-VL engine of ours serves images of three sizes and a video; with it off, the same requests
+must fail on our tower's first compile (the check can fail). Each engine in its own process.
+
+Run on the GPU machine: `python -m pytest tests/gpu/test_tower_warmup_gpu.py -q -s`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.gpu
+
+_SERVE = r"""
+import sys
+import numpy as np
+from PIL import Image
+from vllm import LLM, SamplingParams
+
+llm = LLM(model=sys.argv[1], max_model_len=8192, gpu_memory_utilization=0.2, seed=0,
+          limit_mm_per_prompt={"image": 1, "video": 1}, jit_monitor_mode="error")
+rng = np.random.RandomState(0)
+turn = "<|im_start|>user\n<|vision_start|>{}<|vision_end|>Describe.<|im_end|>\n<|im_start|>assistant\n"
+requests = [
+    {"prompt": turn.format("<|image_pad|>"),
+     "multi_modal_data": {"image": Image.fromarray(rng.randint(0, 256, (h, w, 3), dtype=np.uint8))}}
+    for h, w in ((168, 112), (768, 1024), (1000, 40))
+]
+frames = rng.randint(0, 256, (4, 180, 320, 3), dtype=np.uint8)
+requests.append({"prompt": turn.format("<|video_pad|>"), "multi_modal_data": {"video": frames}})
+for request in requests:  # one at a time: each reaches the tower alone
+    llm.generate([request], SamplingParams(max_tokens=2, temperature=0.0), use_tqdm=False)
+print("SERVED")
+"""
+
+
+def _serve(ckpt: Path, warm: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, QWENVL_VLLM_DISABLE="0", QWENVL_VLLM_WARM_TOWER=warm)
+    return subprocess.run(
+        [sys.executable, "-c", _SERVE, str(ckpt)], env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_no_kernel_compiles_after_start_with_the_warmup(tmp_path: Path) -> None:
+    from qwenvl_vllm.checkpoint import write_checkpoint
+
+    ckpt = write_checkpoint("tiny-qwen2-vl", "bf16", tmp_path / "ckpt")
+    warmed = _serve(ckpt, "1")
+    assert warmed.returncode == 0 and "SERVED" in warmed.stdout, warmed.stderr[-3000:]
+    cold = _serve(ckpt, "0")
+    assert cold.returncode != 0 and "JIT compilation during inference" in cold.stderr, cold.stderr[-3000:]

@@ -1,0 +1,65 @@
+"""The vision warm-up (`QWENVL_VLLM_WARM_TOWER`): what it feeds the tower, that it runs the tower's forward
+and its eager encode once, on the first call only, and never when off or without a tower. On CPU (the
+kernels' torch paths); tests/gpu/test_tower_warmup_gpu.py checks on CUDA that no kernel compiles after it."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import TINY_VISION
+
+from qwenvl_vllm.geometry import QWEN2_VL
+from qwenvl_vllm.models.tower_warmup import WARM_DECODED, WARM_GRID, TowerWarmup, warm_rows
+
+
+@pytest.fixture(scope="module")
+def tower(vllm_cpu):
+    from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLVisionConfig
+
+    from qwenvl_vllm.models.qwen2_vl_vision import Qwen2VisionTower
+
+    return Qwen2VisionTower(Qwen2VLVisionConfig(**TINY_VISION), prefix="visual").eval()
+
+
+def _count_calls(monkeypatch, tower) -> list[str]:
+    calls: list[str] = []
+    forward, encode = tower.forward, tower.encode
+
+    def counted_forward(*args, **kwargs):
+        calls.append("forward")
+        return forward(*args, **kwargs)
+
+    def counted_encode(*args, **kwargs):
+        calls.append("encode")
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(tower, "forward", counted_forward)
+    monkeypatch.setattr(tower, "encode", counted_encode)
+    return calls
+
+
+def test_device_pixel_rows_need_a_resize_of_an_image_and_a_video(tower) -> None:
+    t, h, w = WARM_GRID
+    assert WARM_DECODED != (h * QWEN2_VL.patch_size, w * QWEN2_VL.patch_size)  # the resize kernels run
+    rows, grids = warm_rows(tower, QWEN2_VL, device_pixels=True)
+    assert grids == [WARM_GRID, WARM_GRID]
+    assert rows.shape == (2 * t * h * w, tower.patch_dim) and rows.dtype == tower.dtype
+    assert rows.abs().sum() > 0  # normalised black pixels, not the zeros of the CPU-pixels rows
+    zeros, _ = warm_rows(tower, QWEN2_VL, device_pixels=False)
+    assert zeros.shape == rows.shape and not zeros.any()
+
+
+def test_runs_forward_and_eager_encode_once(monkeypatch, tower) -> None:
+    calls = _count_calls(monkeypatch, tower)
+    warmup = TowerWarmup(enabled=True)
+    warmup.before(tower, QWEN2_VL, device_pixels=True)
+    # forward itself ends in encode on CPU (no graphs), then the eager encode of its own
+    assert calls == ["forward", "encode", "encode"]
+    warmup.before(tower, QWEN2_VL, device_pixels=True)
+    assert len(calls) == 3
+
+
+def test_off_or_without_a_tower_runs_nothing(monkeypatch, tower) -> None:
+    calls = _count_calls(monkeypatch, tower)
+    TowerWarmup(enabled=False).before(tower, QWEN2_VL, device_pixels=True)
+    TowerWarmup(enabled=True).before(None, QWEN2_VL, device_pixels=True)
+    assert calls == []
