@@ -122,7 +122,7 @@ def get_settings() -> Settings:
         tower_backlog_requests=_env_int("QWENVL_VLLM_TOWER_BACKLOG_REQUESTS", TOWER_BACKLOG_REQUESTS),
         lm_stream_priority=_env_flag("QWENVL_VLLM_LM_STREAM_PRIORITY", default=True),
         warm_logits=_env_flag("QWENVL_VLLM_WARM_LOGITS", default=True),
-        warm_tower=_env_flag("QWENVL_VLLM_WARM_TOWER", default=True),
+        warm_tower=_env_flag("QWENVL_VLLM_WARM_TOWER", default=False),  # on once a GPU run has checked it
         graph_tokens=_env_int("QWENVL_VLLM_GRAPH_TOKENS", GRAPH_TOKENS),
         scheduler=os.environ.get("QWENVL_VLLM_SCHEDULER") or None,
         step_trace_path=os.environ.get("QWENVL_VLLM_STEP_TRACE") or None,

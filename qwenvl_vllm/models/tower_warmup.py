@@ -1,4 +1,4 @@
-"""The Qwen2-VL vision path run once before serving (`QWENVL_VLLM_WARM_TOWER`, on).
+"""The Qwen2-VL vision path run once before serving (`QWENVL_VLLM_WARM_TOWER`; off until checked on a GPU).
 
 Why (sixteenth visit): vLLM 0.26's V2 model runner warms the language model and the sampler but never runs
 the multimodal encoder before the first request. Its JIT monitor then logged our Triton kernels
