@@ -11,9 +11,12 @@
 #      uint8 item takes 2.39 ms against 0.65 for in-tree's 4x larger rows, round 16's TTFT breakdown), then
 #      issue 9's W2 ours vs in-tree in one compare.py run (the only workload it asks for that no run since
 #      the tower work has).
-#   2. `PHOTO_FLAGS=--no-ours ... p5`: in-tree's 4032x3024 photos at c=1/16 (issue 10; ours ran in round 11,
+#   2. `wt`: tests/gpu/test_tower_warmup_gpu.py (QWENVL_VLLM_WARM_TOWER: warmed, no kernel compiles after the
+#      start; cold, the JIT monitor fails the first image request), then W1 ours with it vs in-tree. If both
+#      hold, turn the setting on by default (settings.py, README table).
+#   3. `PHOTO_FLAGS=--no-ours ... p5`: in-tree's 4032x3024 photos at c=1/16 (issue 10; ours ran in round 11,
 #      in-tree never finished: its cold start is ~2m12s).
-#   3. issue 12, one call with ours, the paced slicer and in-tree (same run): `F3_PROCS="4 8"
+#   4. issue 12, one call with ours, the paced slicer and in-tree (same run): `F3_PROCS="4 8"
 #      G3_CONCURRENCY="16 64" G3_CLIENT_PROCS=4 G3_SIDES=ours_sliced_paced_t18_s135_api2 ... f3` (first the
 #      client's own ITL overhead with 4 and 8 processes, ~40 s). Check the host class in its trace
 #      (`benchmarks/step_trace_report.py`, the fit line: quiet ~1x tower term, host-bound ~0.5x and +6-10 ms
@@ -26,6 +29,7 @@
 #       the front end on this machine's CPU
 #   c   W1, W2, W3 ours vs in-tree in one compare.py run (a cold in-tree compile takes >2 min)
 #   d1  fresh 2B checkpoint, scripts/gpu/device_pixels_greedy.py, offline W3 ours vs in-tree
+#   wt  the tower warm-up's GPU test, then offline W1 with QWENVL_VLLM_WARM_TOWER=1 vs in-tree (2B checkpoint first)
 #   w2  fresh 2B checkpoint, benchmarks/pin_probe.py, then W2 ours vs in-tree in one compare.py run
 #   d8  fresh 2B checkpoint, scripts/gpu/device_pixels_greedy.py, then f8's fp8-tower W1 vs in-tree
 #   e   `vllm serve` c=16/64: ours, encoding ahead, encoder-paced, in-tree
@@ -102,7 +106,7 @@ photos() {  # size concurrencies timeout: `vllm serve` with JPEG photos of that 
   status "serve_photos_$1" $?
   tail -4 "$R/serve_photos_$1.log"
 }
-case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, o6, p5, p6, q6, f3, f4, fe, fp, f8, k8, d1, d8, w2, s1 or ph} in
+case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, o6, p5, p6, q6, f3, f4, fe, fp, f8, k8, d1, d8, w2, wt, s1 or ph} in
 g1)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk 2b-bf16 qwen2-vl-2b bf16 & wait; echo "== checkpoints at ${SECONDS}s"
   ( gpu_tests "$(cap 200)"; encode_ahead_check "$(cap 270)" ) &
@@ -222,6 +226,13 @@ f8)
   # issue 9: the fp8 tower option's W1, ours (QWENVL_VLLM_VIT_FP8=1; the tower is never GPTQ-quantized) vs
   # in-tree in one compare.py run; on a fresh machine the checkpoint first
   fresh_2b; fp8_w1 "$(cap 565)"; pack f8 ;;
+wt)
+  fresh_2b
+  timeout "$(cap 260)" python3 -m pytest -q -s tests/gpu/test_tower_warmup_gpu.py >"$R/tower_warmup_gpu.log" 2>&1
+  status tower_warmup_gpu $?; tail -3 "$R/tower_warmup_gpu.log"; pack wt
+  QWENVL_VLLM_WARM_TOWER=1 timeout "$(cap 565)" python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W1 \
+    --tag _warm_tower --out-dir "$R/offline_wt" >"$R/compare_wt.log" 2>&1; status compare_wt $?
+  tail -4 "$R/compare_wt.log"; pack wt ;;
 w2)
   fresh_2b
   timeout 120 python3 benchmarks/pin_probe.py --out "$R/pin_probe.json" >"$R/pin_probe.log" 2>&1
