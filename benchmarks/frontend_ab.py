@@ -8,6 +8,8 @@ frontend_speed.py runs its sides one after the other, each in its own process).
 - `prompt_join`: vLLM's multimodal processor `apply` on a decoded photo (frontend_speed.py's "over
   decode") with our prompt join (`list.extend`, models.token_matches) against vLLM's list comprehension.
   The join's cost grows with the prompt's tokens: ~1,000 at 1024x768, ~15,560 at 4032x3024.
+- `placeholder_search`: the same `apply` with our placeholder search (models.token_matches) against
+  vLLM's, which copies a prompt-long slice at each text token before a placeholder.
 Medians per photo size.
 """
 
@@ -55,40 +57,50 @@ def decode(runs: int) -> dict[str, dict[str, float]]:
     return result
 
 
-def prompt_join(ckpt: str, runs: int) -> dict[str, dict[str, float]]:
+def processor_part(ckpt: str, runs: int, method: str) -> dict[str, dict[str, float]]:
+    """`apply` on decoded photos with our processor's `method` against `BaseMultiModalProcessor`'s."""
     from vllm.multimodal.processing import BaseMultiModalProcessor
 
     proc = frontend_speed.processor_for("ours", ckpt)
-    joins = {
-        "ours_extend": proc._apply_token_matches,
-        "vllm_listcomp": functools.partial(BaseMultiModalProcessor._apply_token_matches, proc),
-    }
+    vllms = functools.partial(getattr(BaseMultiModalProcessor, method), proc)
+    ways = {"ours": getattr(proc, method), "vllm": vllms}
     media_io = frontend_speed._media_io("ours")
 
     def apply(image) -> None:
         frontend_speed.apply(proc, image, uuids=[None])
 
     def use(name: str) -> None:
-        proc._apply_token_matches = joins[name]
+        setattr(proc, method, ways[name])
 
     result = {}
     for width, height in SIZES:
         images = [media_io.load_bytes(frontend_speed.jpeg(width, height, seed)) for seed in range(4)]
         apply(images[0])  # warm-up
-        result[f"{width}x{height}"] = interleaved({name: apply for name in joins}, images, runs, use)
+        result[f"{width}x{height}"] = interleaved({name: apply for name in ways}, images, runs, use)
     return result
+
+
+PARTS = {  # name -> what it compares
+    "decode": None,
+    "prompt_join": "_apply_token_matches",
+    "placeholder_search": "_find_mm_placeholders",
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS))
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     from qwenvl_vllm.checkpoint import write_checkpoint
 
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = str(write_checkpoint("tiny-qwen2-vl", "bf16", Path(tmp) / "ckpt"))
-        medians = {"decode": decode(args.runs), "prompt_join": prompt_join(ckpt, args.runs)}
+        medians = {
+            part: decode(args.runs) if PARTS[part] is None else processor_part(ckpt, args.runs, PARTS[part])
+            for part in args.parts
+        }
     meta = {"machine": platform.machine(), "date": time.strftime("%Y-%m-%d"), "runs": args.runs}
     text = json.dumps({**meta, "median_ms": medians}, indent=2)
     print(text)
