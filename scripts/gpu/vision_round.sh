@@ -8,9 +8,10 @@
 #
 # Next visit (in this order):
 #   1. `w2` (fresh machine): checkpoint, `benchmarks/pin_probe.py` (~20 s: why vLLM's pinned copy of our
-#      uint8 item takes 2.39 ms against 0.65 for in-tree's 4x larger rows, round 16's TTFT breakdown), then
-#      issue 9's W2 ours vs in-tree in one compare.py run (the only workload it asks for that no run since
-#      the tower work has).
+#      uint8 item takes 2.39 ms against 0.65 for in-tree's 4x larger rows, round 16's TTFT breakdown), our
+#      front end on the host's CPU (the placeholder search since round 16: 12 MP was 1.06 ms over decode,
+#      target 1.0; dev CPU A/B 0.95 -> 0.83), then issue 9's W2 ours vs in-tree in one compare.py run (the
+#      only workload it asks for that no run since the tower work has).
 #   2. `wt`: tests/gpu/test_tower_warmup_gpu.py (QWENVL_VLLM_WARM_TOWER: warmed, no kernel compiles after the
 #      start; cold, the JIT monitor fails the first image request), then W1 ours with it vs in-tree. If both
 #      hold, turn the setting on by default (settings.py, README table).
@@ -30,7 +31,7 @@
 #   c   W1, W2, W3 ours vs in-tree in one compare.py run (a cold in-tree compile takes >2 min)
 #   d1  fresh 2B checkpoint, scripts/gpu/device_pixels_greedy.py, offline W3 ours vs in-tree
 #   wt  the tower warm-up's GPU test, then offline W1 with QWENVL_VLLM_WARM_TOWER=1 vs in-tree (2B checkpoint first)
-#   w2  fresh 2B checkpoint, benchmarks/pin_probe.py, then W2 ours vs in-tree in one compare.py run
+#   w2  fresh 2B checkpoint, benchmarks/pin_probe.py, our front end on the host's CPU, W2 ours vs in-tree (compare.py)
 #   d8  fresh 2B checkpoint, scripts/gpu/device_pixels_greedy.py, then f8's fp8-tower W1 vs in-tree
 #   e   `vllm serve` c=16/64: ours, encoding ahead, encoder-paced, in-tree
 #   f3  client_overhead.py (no engine), fresh 2B checkpoint, then g3's serve sides
@@ -237,6 +238,8 @@ w2)
   fresh_2b
   timeout 120 python3 benchmarks/pin_probe.py --out "$R/pin_probe.json" >"$R/pin_probe.log" 2>&1
   status pin_probe $?; tail -c 900 "$R/pin_probe.json"; pack w2
+  timeout "$(cap 150)" python3 benchmarks/frontend_speed.py --sides ours_device_pixels --out "$R/frontend_speed.json" \
+    >"$R/frontend.log" 2>&1; status frontend_speed $?; tail -c 300 "$R/frontend_speed.json"; pack w2
   timeout "$(cap 565)" python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W2 --tag _w2 \
     --out-dir "$R/offline_w2" >"$R/compare_w2.log" 2>&1; status compare_w2 $?; tail -4 "$R/compare_w2.log"; pack w2 ;;
 d8)
