@@ -35,6 +35,7 @@ from workloads import random_rgb  # noqa: E402
 
 PORT = 8021
 KV_BUDGET = 24 * 2**30  # fixed for both sides, as in compare.py
+WAVES = 4  # a level's requests are this many rounds of its concurrency (fewer for 12 MP photos: slow)
 URL = f"http://127.0.0.1:{PORT}"
 
 
@@ -209,7 +210,7 @@ def run_server(args: argparse.Namespace, impl: str, images: list[str], log: Path
         wait_ready(proc, URL)
         run_level(URL, 2, images[:4], 8)  # warm-up
         for c in args.concurrency:
-            n = requests_for(c)
+            n = requests_for(c, args.waves)
             memory.reset()
             profiling = profiled and c == args.profile_concurrency
             profile_error = serve_profile.start(URL) if profiling else None
@@ -247,8 +248,9 @@ def workload_name(size: str, concurrency: int, spread: int = 0) -> str:
     return f"{name}-spread{spread}" if spread else name
 
 
-def requests_for(concurrency: int) -> int:
-    return max(32, 4 * concurrency)
+def requests_for(concurrency: int, waves: int = WAVES) -> int:
+    """Requests of a level: `waves` rounds of its concurrency, at least 8 per wave (32 by default)."""
+    return waves * max(8, concurrency)
 
 
 def main() -> None:
@@ -256,6 +258,9 @@ def main() -> None:
     parser.add_argument("--ckpt", required=True)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument(
+        "--waves", type=int, default=WAVES, help="requests per level: this many times max(8, concurrency)"
+    )
     parser.add_argument(
         "--max-tokens-spread",
         type=int,
@@ -305,7 +310,7 @@ def main() -> None:
     args = parser.parse_args()
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    total = sum(requests_for(c) for c in args.concurrency) + 4
+    total = sum(requests_for(c, args.waves) for c in args.concurrency) + 4
     images = [jpeg_url(seed, args.image_size) for seed in range(total)]
     sides: dict[str, list[dict]] = {}
     extra = args.extra_sides
@@ -358,6 +363,7 @@ def write_results(
             "config": {
                 "ckpt": args.ckpt,
                 "max_tokens": args.max_tokens,
+                "waves": args.waves,
                 "max_tokens_spread": args.max_tokens_spread,
                 "image": f"{args.image_size} JPEG base64",
                 "max_model_len": 16384,

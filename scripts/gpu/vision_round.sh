@@ -15,8 +15,9 @@
 #   2. `wt`: tests/gpu/test_tower_warmup_gpu.py (QWENVL_VLLM_WARM_TOWER: warmed, no kernel compiles after the
 #      start; cold, the JIT monitor fails the first image request), then W1 ours with it vs in-tree. If both
 #      hold, turn the setting on by default (settings.py, README table).
-#   3. `PHOTO_FLAGS=--no-ours ... p5`: in-tree's 4032x3024 photos at c=1/16 (issue 10; ours ran in round 11,
-#      in-tree never finished: its cold start is ~2m12s).
+#   3. `p7`: 4032x3024 photos at c=1/16/64, ours then in-tree, one wave of requests per level (issue 10 asks
+#      for all three levels; at ~0.6 req/s four waves of c=64 alone take ~7 min a side). In-tree's 12 MP
+#      numbers were never completed (its cold start is ~2m12s).
 #   4. issue 12, one call with ours, the paced slicer and in-tree (same run): `F3_PROCS="4 8"
 #      G3_CONCURRENCY="16 64" G3_CLIENT_PROCS=4 G3_SIDES=ours_sliced_paced_t18_s135_api2 ... f3` (first the
 #      client's own ITL overhead with 4 and 8 processes, ~40 s). Check the host class in its trace
@@ -56,6 +57,7 @@
 #   o6  offline W1 ours vs in-tree, then the GPU tests with the time left
 #   p   Qwen2-VL parity (transformers, in-tree greedy) with the current defaults
 #   p5  4032x3024 photos at c=1/16, ours vs in-tree (PHOTO_FLAGS=--no-ours: in-tree alone)
+#   p7  4032x3024 photos at c=1/16/64, ours vs in-tree, one wave of requests per level (2B checkpoint first)
 #   p6  fresh 2B checkpoint, then p5's photos;  q6: fresh 2B checkpoint, then n4's photos
 #   ph  2B checkpoint, then `vllm serve` c=64 with 1920x1080 photos, ours vs in-tree
 #   s1  fresh 2B checkpoint, then g3's serve sides and each step trace's fit
@@ -103,11 +105,12 @@ fp8_w1() {  # timeout: issue 9's fp8 tower option's W1 (the tower is never GPTQ-
 fresh_2b() { mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu; echo "== ready at ${SECONDS}s"; }  # 2B GPTQ checkpoint
 photos() {  # size concurrencies timeout: `vllm serve` with JPEG photos of that size, ours vs in-tree
   timeout "$3" python3 benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency $2 --image-size "$1" \
+    --waves "${PHOTO_WAVES:-4}" \
     ${PHOTO_SIDES:+--extra-sides $PHOTO_SIDES} ${PHOTO_FLAGS:-} --out-dir "$R/serve_photos" >"$R/serve_photos_$1.log" 2>&1
   status "serve_photos_$1" $?
   tail -4 "$R/serve_photos_$1.log"
 }
-case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, o6, p5, p6, q6, f3, f4, fe, fp, f8, k8, d1, d8, w2, wt, s1 or ph} in
+case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, o6, p5, p6, q6, f3, f4, fe, fp, f8, k8, d1, d8, w2, wt, p7, s1 or ph} in
 g1)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk 2b-bf16 qwen2-vl-2b bf16 & wait; echo "== checkpoints at ${SECONDS}s"
   ( gpu_tests "$(cap 200)"; encode_ahead_check "$(cap 270)" ) &
@@ -180,6 +183,8 @@ o5)
   # offline W1 ours vs in-tree under the plugin settings this call's environment sets (a candidate default)
   timeout "$(cap 400)" python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W1 --tag "${O5_TAG:-_o5}" \
     --out-dir "$R/offline_o5" >"$R/compare_o5.log" 2>&1; status compare_o5 $?; tail -4 "$R/compare_o5.log"; pack o5 ;;
+p7)
+  fresh_2b; PHOTO_WAVES=1 photos 4032x3024 "1 16 64" "$(cap 570)"; pack p7 ;;
 p5)
   photos 4032x3024 "1 16" "$(cap 570)"; pack p5 ;;
 q6)
