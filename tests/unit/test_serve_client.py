@@ -81,3 +81,10 @@ def test_summary_percentiles_and_errors() -> None:
     assert level["requests"] == 3 and level["errors"] == 1 and level["req_per_s"] == 1.0
     assert level["ttft_p50_ms"] == pytest.approx(100.0) and level["itl_p50_ms"] == pytest.approx(20.0)
     assert level["client_lag_max_ms"] == pytest.approx(3.0) and level["client_processes"] == 2
+
+
+def test_serve_bench_levels_keep_their_request_counts_and_take_fewer_waves() -> None:
+    import serve_bench
+
+    assert [serve_bench.requests_for(c) for c in (1, 16, 64)] == [32, 64, 256]  # the counts of every round
+    assert [serve_bench.requests_for(c, waves=1) for c in (1, 16, 64)] == [8, 16, 64]
