@@ -65,6 +65,10 @@ class Settings:
     # The processors ship decoded uint8 pixels; the model resizes / patchifies them on its device
     # (bit-identical rows). Off: the API server resizes and patchifies, as transformers' processors do.
     device_pixels: bool
+    # With device pixels: vLLM's batching leaves the decoded pixels on the CPU and the model copies them to
+    # its device, instead of vLLM's pinned copy and transfer (round 16: 2.39 ms for one 1024x768 image's
+    # 2.4 MB against 0.65 ms for in-tree's 9.4 MB of rows; cause being measured: benchmarks/pin_probe.py).
+    model_copies_pixels: bool
     # Encoder (vision tower) output tokens per engine step under our paced schedulers
     # (qwenvl_vllm.serving.scheduler); 0 keeps vLLM's budget (= max_num_batched_tokens); the sliced paced
     # one never goes above its step size (qwenvl_vllm.serving.encode_ahead).
@@ -114,6 +118,7 @@ def get_settings() -> Settings:
         vit_fp8=_env_flag(VIT_FP8_ENV),
         vit_graph_max_patches=_env_int("QWENVL_VLLM_VIT_GRAPH_MAX_PATCHES", 16384),
         device_pixels=_env_flag("QWENVL_VLLM_DEVICE_PIXELS", default=True),
+        model_copies_pixels=_env_flag("QWENVL_VLLM_MODEL_COPIES_PIXELS"),
         encoder_step_tokens=_env_int("QWENVL_VLLM_ENCODER_STEP_TOKENS", 2048),
         tower_step_patch_layers=_env_int("QWENVL_VLLM_TOWER_STEP_PATCH_LAYERS", TOWER_STEP_PATCH_LAYERS),
         tower_backlog_scale=_env_float("QWENVL_VLLM_TOWER_BACKLOG_SCALE", TOWER_BACKLOG_SCALE),

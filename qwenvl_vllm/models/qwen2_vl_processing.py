@@ -132,9 +132,12 @@ def _check_given_size(height: int, width: int, factor: int) -> tuple[int, int]:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def qwen2vl_field_config(merge_size: int) -> Callable[[Mapping[str, torch.Tensor]], Mapping[str, Any]]:
-    """Field layout: flat patch/embedding rows sliced per item by grid size, grids batched (kept on CPU).
-    Only the keys present get a config (the sizes cost torch ops on the API server's every request)."""
+def qwen2vl_field_config(
+    merge_size: int, pixels_on_cpu: bool = False
+) -> Callable[[Mapping[str, torch.Tensor]], Mapping[str, Any]]:
+    """Field layout: flat patch/embedding rows sliced per item by grid size, grids batched (kept on CPU),
+    decoded uint8 pixels batched (`pixels_on_cpu`: kept on the CPU by vLLM's batching, for the model to
+    copy). Only the keys present get a config (the sizes cost torch ops on the API server's every request)."""
 
     def flat(modality: str, grids: torch.Tensor, per_patch: bool) -> MultiModalFieldConfig:
         sizes = grids.prod(-1) if per_patch else grids_tokens(grids, merge_size)
@@ -152,7 +155,8 @@ def qwen2vl_field_config(merge_size: int) -> Callable[[Mapping[str, torch.Tensor
             if f"{modality}_embeds" in hf_inputs:
                 out[f"{modality}_embeds"] = flat(modality, grids, per_patch=False)
             if UINT8_PIXEL_KEYS[modality] in hf_inputs:
-                out[UINT8_PIXEL_KEYS[modality]] = MultiModalFieldConfig.batched(modality)
+                uint8 = MultiModalFieldConfig.batched(modality, keep_on_cpu=pixels_on_cpu)
+                out[UINT8_PIXEL_KEYS[modality]] = uint8
         return out
 
     return fields
@@ -474,10 +478,14 @@ class Qwen2VLMultiModalProcessor(CJoinedTokenMatches, BaseMultiModalProcessor[Qw
     def _hf_processor_applies_updates(self, *args: Any, **kwargs: Any) -> bool:
         return False  # we never expand pad tokens ourselves
 
+    @cached_property
+    def _fields(self) -> Callable[[Mapping[str, torch.Tensor]], Mapping[str, Any]]:
+        return qwen2vl_field_config(self.info.geometry.merge_size, get_settings().model_copies_pixels)
+
     def _get_mm_fields_config(
         self, hf_inputs: BatchFeature, hf_processor_mm_kwargs: Mapping[str, object]
     ) -> Mapping[str, MultiModalFieldConfig]:
-        return qwen2vl_field_config(self.info.geometry.merge_size)(hf_inputs)
+        return self._fields(hf_inputs)
 
     def _get_prompt_updates(
         self,

@@ -12,6 +12,8 @@
 #      front end on the host's CPU (the placeholder search since round 16: 12 MP was 1.06 ms over decode,
 #      target 1.0; dev CPU A/B 0.95 -> 0.83), then issue 9's W2 ours vs in-tree in one compare.py run (the
 #      only workload it asks for that no run since the tower work has).
+#      If the probe's `pageable` beats `vllm_pinned` for our uint8 tensor, `tm` (the TTFT breakdown with
+#      QWENVL_VLLM_MODEL_COPIES_PIXELS=1) shows whether `mm_batching` drops to in-tree's ~1.6 ms.
 #   2. `wt`: tests/gpu/test_tower_warmup_gpu.py (QWENVL_VLLM_WARM_TOWER: warmed, no kernel compiles after the
 #      start; cold, the JIT monitor fails the first image request), then W1 ours with it vs in-tree. If both
 #      hold, turn the setting on by default (settings.py, README table).
@@ -31,6 +33,7 @@
 #       the front end on this machine's CPU
 #   c   W1, W2, W3 ours vs in-tree in one compare.py run (a cold in-tree compile takes >2 min)
 #   d1  fresh 2B checkpoint, scripts/gpu/device_pixels_greedy.py, offline W3 ours vs in-tree
+#   tm  the TTFT breakdown with QWENVL_VLLM_MODEL_COPIES_PIXELS=1 (2B checkpoint first)
 #   wt  the tower warm-up's GPU test, then offline W1 with QWENVL_VLLM_WARM_TOWER=1 vs in-tree (2B checkpoint first)
 #   w2  fresh 2B checkpoint, benchmarks/pin_probe.py, our front end on the host's CPU, W2 ours vs in-tree (compare.py)
 #   d8  fresh 2B checkpoint, scripts/gpu/device_pixels_greedy.py, then f8's fp8-tower W1 vs in-tree
@@ -110,7 +113,7 @@ photos() {  # size concurrencies timeout: `vllm serve` with JPEG photos of that 
   status "serve_photos_$1" $?
   tail -4 "$R/serve_photos_$1.log"
 }
-case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, o6, p5, p6, q6, f3, f4, fe, fp, f8, k8, d1, d8, w2, wt, p7, s1 or ph} in
+case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, o6, p5, p6, q6, f3, f4, fe, fp, f8, k8, d1, d8, w2, wt, tm, p7, s1 or ph} in
 g1)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk 2b-bf16 qwen2-vl-2b bf16 & wait; echo "== checkpoints at ${SECONDS}s"
   ( gpu_tests "$(cap 200)"; encode_ahead_check "$(cap 270)" ) &
@@ -232,6 +235,11 @@ f8)
   # issue 9: the fp8 tower option's W1, ours (QWENVL_VLLM_VIT_FP8=1; the tower is never GPTQ-quantized) vs
   # in-tree in one compare.py run; on a fresh machine the checkpoint first
   fresh_2b; fp8_w1 "$(cap 565)"; pack f8 ;;
+tm)
+  fresh_2b
+  QWENVL_VLLM_MODEL_COPIES_PIXELS=1 timeout "$(cap 560)" python3 benchmarks/ttft_breakdown.py --ckpt "$CK/2b-gptq" \
+    --repeats 8 --out "$R/ttft_breakdown_model_copies.json" >"$R/ttft_breakdown.log" 2>&1
+  status ttft_breakdown $?; tail -c 1200 "$R/ttft_breakdown_model_copies.json"; pack tm ;;
 wt)
   fresh_2b
   timeout "$(cap 260)" python3 -m pytest -q -s tests/gpu/test_tower_warmup_gpu.py >"$R/tower_warmup_gpu.log" 2>&1

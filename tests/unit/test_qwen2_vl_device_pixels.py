@@ -181,3 +181,16 @@ def test_an_image_of_other_channel_counts_is_refused():
                 torch.device("cpu"),
                 torch.float32,
             )
+
+
+@pytest.mark.parametrize("model_copies", ["0", "1"])
+def test_model_copies_pixels_keeps_them_on_the_cpu_through_vllms_batching(ckpt, monkeypatch, model_copies):
+    """QWENVL_VLLM_MODEL_COPIES_PIXELS=1: vLLM's batching of the items (asked for the `meta` device here, a
+    stand-in for CUDA) leaves the uint8 pixels on the CPU for the model to copy; by default it moves them."""
+    monkeypatch.setenv("QWENVL_VLLM_MODEL_COPIES_PIXELS", model_copies)
+    image = mark_unshared(make_image(300, 200, seed=1).copy())
+    _, dev = _both(ckpt, monkeypatch, "bfloat16", IMAGE, {"image": [image]}, {"max_pixels": 128 * 28 * 28})
+    batch = dev["mm_kwargs"].get_data(device="meta")
+    pixels = batch[UINT8_PIXEL_KEYS["image"]]
+    assert pixels.device.type == ("cpu" if model_copies == "1" else "meta")
+    assert batch["image_grid_thw"].device.type == "cpu"  # kept on the CPU either way
