@@ -16,7 +16,7 @@ from qwenvl_vllm.geometry import VisionGeometry
 
 from .qwen2_vl_device_pixels import uint8_rows
 
-WARM_GRID = (1, 4, 6)  # one temporal patch of 4 x 6 patches: 24 rows, not a multiple of 16 (eager shapes)
+WARM_GRID = (1, 4, 6)  # one temporal patch of 4 x 6 patches: 24 rows
 WARM_DECODED = (50, 70)  # decoded sides unlike the grid's 56 x 84 pixels, so the resize kernels run
 
 
@@ -38,9 +38,12 @@ def warm_rows(
 
 def warm_tower(visual: torch.nn.Module, rows: torch.Tensor, grids: list[tuple[int, int, int]]) -> None:
     """The tower's two paths: `forward` (a CUDA graph of the smallest bucket where graphs are on) and the
-    eager `encode` that items past the graphs take."""
+    eager `encode` that items past the graphs take, the latter at 24 and 48 rows: Triton specialises its
+    kernels on whether integer arguments (here the row count) are multiples of 16."""
     visual(rows, [list(g) for g in grids])
-    visual.encode(rows, visual.prepare_metadata(grids, visual.device))
+    for items in (grids[:1], grids):
+        count = sum(t * h * w for t, h, w in items)
+        visual.encode(rows[:count], visual.prepare_metadata(items, visual.device))
 
 
 def _capturing() -> bool:

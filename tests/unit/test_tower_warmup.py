@@ -52,10 +52,10 @@ def test_runs_forward_and_eager_encode_once(monkeypatch, tower) -> None:
     calls = _count_calls(monkeypatch, tower)
     warmup = TowerWarmup(enabled=True)
     warmup.before(tower, QWEN2_VL, device_pixels=True)
-    # forward itself ends in encode on CPU (no graphs), then the eager encode of its own
-    assert calls == ["forward", "encode", "encode"]
+    # forward itself ends in encode on CPU (no graphs), then the eager encodes of one item and of both
+    assert calls == ["forward", "encode", "encode", "encode"]
     warmup.before(tower, QWEN2_VL, device_pixels=True)
-    assert len(calls) == 3
+    assert len(calls) == 4
 
 
 def test_off_or_without_a_tower_runs_nothing(monkeypatch, tower) -> None:
