@@ -83,7 +83,7 @@ CPU_ATTENTION = "vllm.v1.attention.backends.cpu_attn.CPUAttentionBackend"
 
 @pytest.fixture
 def build(vllm_cpu, monkeypatch):
-    """build(ckpt) -> our Qwen2-VL model on CPU in float32.
+    """build(ckpt, dtype="float32", **ModelConfig fields) -> our Qwen2-VL model on CPU.
 
     vLLM's paged Attention has no CPU backend in the CUDA wheel ("Invalid attention backend for None"), so
     the platform is told to hand out vLLM's CPU attention backend class: enough to construct the language
@@ -100,8 +100,8 @@ def build(vllm_cpu, monkeypatch):
         type(current_platform), "get_attn_backend_cls", classmethod(lambda *a, **k: CPU_ATTENTION)
     )
 
-    def _build(ckpt: str, dtype: str = "float32"):
-        model_config = ModelConfig(model=ckpt, dtype=dtype, max_model_len=1024)
+    def _build(ckpt: str, dtype: str = "float32", **model_config_kwargs):
+        model_config = ModelConfig(model=ckpt, dtype=dtype, max_model_len=1024, **model_config_kwargs)
         cfg = VllmConfig(
             model_config=model_config,
             device_config=vllm_cpu.device_config,

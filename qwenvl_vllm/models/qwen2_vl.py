@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 import torch
 from torch import nn
 from vllm.config import VllmConfig
+from vllm.distributed import get_pp_group
 from vllm.model_executor.layers.quantization import QuantizationConfig
 from vllm.model_executor.models.interfaces import (
     MultiModalEmbeddings,
@@ -445,8 +446,15 @@ class Qwen2VLForConditionalGeneration(
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
         self.logits_warmup.before(self.language_model.compute_logits, hidden_states)
-        self.tower_warmup.before(getattr(self, "visual", None), self.geometry, get_settings().device_pixels)
+        if self.tower_warmup.pending:
+            self.tower_warmup.before(self._tower_to_warm(), self.geometry, get_settings().device_pixels)
         return self.language_model.compute_logits(hidden_states)
+
+    def _tower_to_warm(self) -> Qwen2VisionTower | None:
+        """Our tower where this rank encodes: not vLLM's stand-in of an engine without media, and only on the
+        first pipeline rank (the logits, which trigger the warm-up, run on the last)."""
+        visual = getattr(self, "visual", None)
+        return visual if isinstance(visual, Qwen2VisionTower) and get_pp_group().is_first_rank else None
 
     # -- weights, LoRA -------------------------------------------------------------------------------------
 

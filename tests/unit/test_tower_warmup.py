@@ -63,3 +63,13 @@ def test_off_or_without_a_tower_runs_nothing(monkeypatch, tower) -> None:
     TowerWarmup(enabled=False).before(tower, QWEN2_VL, device_pixels=True)
     TowerWarmup(enabled=True).before(None, QWEN2_VL, device_pixels=True)
     assert calls == []
+
+
+def test_the_model_warms_its_own_tower_and_not_vllms_stand_in(build, ckpt) -> None:
+    """With media disabled vLLM replaces the tower by a stand-in that raises when called: nothing to warm."""
+    from qwenvl_vllm.models.qwen2_vl_vision import Qwen2VisionTower
+
+    assert isinstance(build(ckpt)._tower_to_warm(), Qwen2VisionTower)
+    text_only = build(ckpt, limit_mm_per_prompt={"image": 0, "video": 0})
+    assert not isinstance(text_only.visual, Qwen2VisionTower)
+    assert text_only._tower_to_warm() is None
