@@ -308,6 +308,8 @@ def main() -> None:
         "--profile-concurrency", type=int, default=64, help="the level --profile-side profiles"
     )
     args = parser.parse_args()
+    if args.waves < 1:
+        parser.error(f"--waves must be at least 1, got {args.waves}")
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     total = sum(requests_for(c, args.waves) for c in args.concurrency) + 4
