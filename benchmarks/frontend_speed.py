@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from report import print_and_save
+
 SIZES = ((1024, 768), (1920, 1080), (4032, 3024))
 SIDES = {  # name -> environment
     "ours_device_pixels": {"QWENVL_VLLM_DISABLE": "0", "QWENVL_VLLM_DEVICE_PIXELS": "1"},
@@ -166,11 +168,7 @@ def main() -> None:
             for side, rows in sides.items()
         },
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    print_and_save(result, args.out)
 
 
 if __name__ == "__main__":

@@ -15,13 +15,12 @@ four times the bytes; this separates the allocation and copy from the transfer.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
+from report import print_and_save
 
 ROWS_1024X768 = (3996, 1176)  # in-tree's patch rows of a 1024x768 image (54 x 74 patches, 3*2*14*14)
 
@@ -79,11 +78,7 @@ def main() -> None:
         "repeats": args.repeats,
         "ms": {name: probe(make, args.repeats) for name, make in sources().items()},
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    print_and_save(result, args.out)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from report import print_and_save
+
 HERE = Path(__file__).resolve().parent
 WARMUP = 3
 # Parts of `forward`: (object reached from the model runner, method, stage). vLLM 0.26 runs these models with
@@ -207,11 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         **sides,
         "ttft_ratio": sides["ours"]["ttft_ms"] / sides["in_tree"]["ttft_ms"],
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    print_and_save(result, args.out)
     return 0
 
 
