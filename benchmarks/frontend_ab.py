@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import platform
 import statistics
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import frontend_speed  # noqa: E402
+from report import print_and_save  # noqa: E402
 
 SIZES = ((1024, 768), (4032, 3024))
 
@@ -102,10 +102,7 @@ def main() -> None:
             for part in args.parts
         }
     meta = {"machine": platform.machine(), "date": time.strftime("%Y-%m-%d"), "runs": args.runs}
-    text = json.dumps({**meta, "median_ms": medians}, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    print_and_save({**meta, "median_ms": medians}, args.out)
 
 
 if __name__ == "__main__":
