@@ -17,6 +17,18 @@ import triton.language as tl
 
 from .pil_coeffs import PRECISION_BITS, ROUNDING
 
+# Every launch configuration Triton has not seen is a JIT compile at the first image that needs it, a stall
+# of the engine loop mid-serving (the tower warm-up runs each once before serving). So the tile is one of
+# two shapes, not sized to the image (seventeenth visit: a 40-pixel-wide image compiled a third one), and a
+# source at an address Triton would not call 16-byte aligned is copied first.
+PIXEL_TILE = (64, 4)  # (BLOCK_O, BLOCK_I): a pass over single pixels, inner = 3 (a horizontal pass on RGB)
+ROW_TILE = (1, 256)  # a pass over whole rows, inner = width * 3 (a vertical pass)
+SOURCE_ALIGN = 16  # bytes: Triton specialises pointer arguments on this alignment
+
+
+def tile_for(inner: int) -> tuple[int, int]:
+    return PIXEL_TILE if inner <= PIXEL_TILE[1] else ROW_TILE
+
 
 # Sizes vary with every image: specialising on them (Triton's ==1 / %16 flags) would JIT-compile new
 # variants for new sizes mid-serving, each a stall of the engine loop; one variant per block shape instead.
@@ -63,13 +75,13 @@ def resample_axis_triton(
 ) -> torch.Tensor:
     """Drop-in for resample_torch.resample_axis_torch on a contiguous CUDA uint8 tensor."""
     image = image.contiguous()
+    if image.data_ptr() % SOURCE_ALIGN:  # a view at an odd offset
+        image = image.clone()
     shape = image.shape
     outer, inner = math.prod(shape[:axis]), math.prod(shape[axis + 1 :])
     length_in, length_out = shape[axis], weights.shape[0]
     out = torch.empty((*shape[:axis], length_out, *shape[axis + 1 :]), dtype=torch.uint8, device=image.device)
-    # narrow inner rows (a horizontal pass over RGB) want many outputs per program, wide ones many columns
-    block_i = min(triton.next_power_of_2(inner), 256)
-    block_o = max(1, 256 // block_i)
+    block_o, block_i = tile_for(inner)
     grid = (outer * triton.cdiv(length_out, block_o) * triton.cdiv(inner, block_i),)
     _resample_kernel[grid](
         image,

@@ -75,6 +75,26 @@ def test_triton_equals_torch_path_on_cuda() -> None:
         assert torch.equal(fused, resize_like_pil(image, oh, ow, backend="torch"))
 
 
+def test_resize_kernel_compiles_one_variant_per_pass_kind() -> None:
+    # any other size, a narrow width or a source at an odd offset must reuse the two variants the tower
+    # warm-up compiles: a new one is a JIT compile while serving
+    from qwenvl_vllm.kernels.resample_triton import _resample_kernel
+    from qwenvl_vllm.kernels.resize import resize_like_pil
+
+    cases = CASES + _random_cases(100) + [(1000, 40, 1008, 28), (50, 2, 56, 28), (9, 5, 28, 56)]
+    base = torch.randint(
+        0, 256, (max(h * w * 3 for h, w, _, _ in cases) + 16,), dtype=torch.uint8, device="cuda"
+    )
+    for index, (h, w, oh, ow) in enumerate(cases):
+        offset = index % 16  # views at every alignment
+        image = base[offset : offset + h * w * 3].view(h, w, 3)
+        assert torch.equal(
+            resize_like_pil(image, oh, ow, backend="triton"), resize_like_pil(image, oh, ow, "torch")
+        )
+    compiled = _resample_kernel.device_caches[torch.cuda.current_device()][0]
+    assert len(compiled) <= 2, list(compiled)
+
+
 FRAME_CASES = [
     (3, 48, 64, 28, 56),
     (5, 120, 90, 28, 28),

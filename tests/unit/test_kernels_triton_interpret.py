@@ -31,7 +31,11 @@ for h, w, oh, ow in cases:
     expected = np.asarray(Image.fromarray(array).resize((ow, oh), Image.Resampling.BICUBIC))
     ours = resize.resize_like_pil(torch.from_numpy(array), oh, ow).numpy()
     assert np.array_equal(ours, expected), (h, w, oh, ow)
-print("ok", len(cases))
+flat = torch.from_numpy(rng.integers(0, 256, 9 * 13 * 3 + 5, dtype=np.uint8))
+view = flat[5:].view(9, 13, 3)  # at an odd address: the kernel takes an aligned copy
+expected = np.asarray(Image.fromarray(view.numpy()).resize((6, 20), Image.Resampling.BICUBIC))
+assert np.array_equal(resize.resize_like_pil(view, 20, 6).numpy(), expected)
+print("ok", len(cases) + 1)
 """
 
 
@@ -41,4 +45,4 @@ def test_interpreted_triton_kernel_matches_pillow() -> None:
         [sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip() == "ok 6"
+    assert result.stdout.strip() == "ok 7"
