@@ -43,6 +43,22 @@ DEFAULT_SIZE = "1024x768"
 IMAGE_SIZES = (DEFAULT_SIZE, "1920x1080", "4032x3024")
 
 
+def jpeg_urls(count: int, size: str) -> list[str]:
+    """`count` distinct photos, made in parallel: a 12 MP one takes ~2 s, and a run needs up to ~100."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    started = time.monotonic()
+    with ProcessPoolExecutor(min(8, os.cpu_count() or 1), mp_context=get_context("spawn")) as pool:
+        urls = list(pool.map(jpeg_url, range(count), [size] * count))
+    progress(f"{count} {size} images in {time.monotonic() - started:.0f} s")
+    return urls
+
+
+def progress(message: str) -> None:
+    print(time.strftime("%H:%M:%S"), message, flush=True)
+
+
 def jpeg_url(seed: int, size: str = DEFAULT_SIZE) -> str:
     width, height = (int(v) for v in size.split("x"))
     buf = io.BytesIO()
@@ -208,6 +224,7 @@ def run_server(args: argparse.Namespace, impl: str, images: list[str], log: Path
     offset, levels = 4, []
     try:
         wait_ready(proc, URL)
+        progress(f"{impl} ready")
         run_level(URL, 2, images[:4], 8)  # warm-up
         for c in args.concurrency:
             n = requests_for(c, args.waves)
@@ -227,7 +244,7 @@ def run_server(args: argparse.Namespace, impl: str, images: list[str], log: Path
                     {"error": profile_error} if profile_error else serve_profile.stop_and_digest(URL, digest)
                 )
             offset += n
-            print(impl, levels[-1], flush=True)
+            progress(f"{impl} {levels[-1]}")
     finally:
         proc.terminate()
         proc.wait(timeout=120)
@@ -313,7 +330,7 @@ def main() -> None:
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     total = sum(requests_for(c, args.waves) for c in args.concurrency) + 4
-    images = [jpeg_url(seed, args.image_size) for seed in range(total)]
+    images = jpeg_urls(total, args.image_size)
     sides: dict[str, list[dict]] = {}
     extra = args.extra_sides
     order = ["ours", *extra, "in_tree"] if args.in_tree_last else ["ours", "in_tree", *extra]

@@ -6,26 +6,21 @@
 # /tmp/ckpt; results come back as $OUT/round_<call>.tgz. What each visit ran and found:
 # benchmarks/results/<date>-h200-roundN/README.md.
 #
-# Next visit (in this order):
-#   1. `w2` (fresh machine): checkpoint, `benchmarks/pin_probe.py` (~20 s: why vLLM's pinned copy of our
-#      uint8 item takes 2.39 ms against 0.65 for in-tree's 4x larger rows, round 16's TTFT breakdown), our
-#      front end on the host's CPU (the placeholder search since round 16: 12 MP was 1.06 ms over decode,
-#      target 1.0; dev CPU A/B 0.95 -> 0.83), then issue 9's W2 ours vs in-tree in one compare.py run (the
-#      only workload it asks for that no run since the tower work has).
-#      If the probe's `pageable` beats `vllm_pinned` for our uint8 tensor, `tm` (the TTFT breakdown with
-#      QWENVL_VLLM_MODEL_COPIES_PIXELS=1) shows whether `mm_batching` drops to in-tree's ~1.6 ms.
-#   2. `wt`: tests/gpu/test_tower_warmup_gpu.py (QWENVL_VLLM_WARM_TOWER: warmed, no kernel compiles after the
-#      start; cold, the JIT monitor fails the first image request), then W1 ours with it vs in-tree. If both
-#      hold, turn the setting on by default (settings.py, README table).
-#   3. `p7`: 4032x3024 photos at c=1/16/64, ours then in-tree, one wave of requests per level (issue 10 asks
-#      for all three levels; at ~0.6 req/s four waves of c=64 alone take ~7 min a side). In-tree's 12 MP
-#      numbers were never completed (its cold start is ~2m12s).
-#   4. issue 12, one call with ours, the paced slicer and in-tree (same run): `F3_PROCS="4 8"
-#      G3_CONCURRENCY="16 64" G3_CLIENT_PROCS=4 G3_SIDES=ours_sliced_paced_t18_s135_api2 ... f3` (first the
-#      client's own ITL overhead with 4 and 8 processes, ~40 s). Check the host class in its trace
-#      (`benchmarks/step_trace_report.py`, the fit line: quiet ~1x tower term, host-bound ~0.5x and +6-10 ms
-#      per tower step); on a host-bound one ours_sliced_paced_m15_api2 is the other side to try.
+# Next visit (in this order; round 17 found that the first engine on a fresh machine spends 85-140 s after
+# its graph capture (cold caches; later engines 1-9 s), so a fresh machine's first call holds one comparison):
+#   1. `v2` (fresh machine): checkpoint, issue 9's W2 ours vs in-tree in one compare.py run (round 17's `w2`
+#      ran out of time in in-tree's start after ours: 18.84 req/s), then the tower warm-up's GPU test with the
+#      time left (round 17: the warmed engine failed; the resample kernel's tile then depended on the image
+#      width, fixed since; the test now names the kernels that compiled).
+#   2. `p7` (warm machine: checkpoint kept, caches warm): 4032x3024 photos at c=1/16/64, ours then in-tree,
+#      one wave per level; the images are now made in parallel (round 17's fresh-machine p7 made its 92 one
+#      by one, 3.6 s each on the dev CPU, then ours took 4.6 min to start, and the call ended before any level
+#      printed). If in-tree does not finish, `PHOTO_FLAGS=--no-ours p7` in the next call.
+#   3. `wt` if the warm-up test passed: its W1 vs in-tree; if both hold, the setting on by default.
+#   4. issue 12's `f3` (see its line below) if a visit has time left.
 #   Done in round 16: d8 (greedy GPU vs CPU pixels: pass; fp8 W1), the host front end, the TTFT breakdown.
+#   Done in round 17: the pin probe (no `tm`: the pageable copy is slower), the host front end with the
+#   placeholder search (12 MP 0.44 ms over decode), W2 ours only.
 #
 # Calls (the case labels below; each line says what runs, in order):
 #   a   checkpoints, GPU tests, W1 of ours with the fp8 tower
@@ -35,6 +30,7 @@
 #   d1  fresh 2B checkpoint, scripts/gpu/device_pixels_greedy.py, offline W3 ours vs in-tree
 #   tm  the TTFT breakdown with QWENVL_VLLM_MODEL_COPIES_PIXELS=1 (2B checkpoint first)
 #   wt  the tower warm-up's GPU test, then offline W1 with QWENVL_VLLM_WARM_TOWER=1 vs in-tree (2B checkpoint first)
+#   v2  fresh 2B checkpoint, W2 ours vs in-tree (compare.py), then the tower warm-up's GPU test with the time left
 #   w2  fresh 2B checkpoint, benchmarks/pin_probe.py, our front end on the host's CPU, W2 ours vs in-tree (compare.py)
 #   d8  fresh 2B checkpoint, scripts/gpu/device_pixels_greedy.py, then f8's fp8-tower W1 vs in-tree
 #   e   `vllm serve` c=16/64: ours, encoding ahead, encoder-paced, in-tree
@@ -113,7 +109,7 @@ photos() {  # size concurrencies timeout: `vllm serve` with JPEG photos of that 
   status "serve_photos_$1" $?
   tail -4 "$R/serve_photos_$1.log"
 }
-case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, o6, p5, p6, q6, f3, f4, fe, fp, f8, k8, d1, d8, w2, wt, tm, p7, s1 or ph} in
+case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, o6, p5, p6, q6, f3, f4, fe, fp, f8, k8, d1, d8, v2, w2, wt, tm, p7, s1 or ph} in
 g1)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk 2b-bf16 qwen2-vl-2b bf16 & wait; echo "== checkpoints at ${SECONDS}s"
   ( gpu_tests "$(cap 200)"; encode_ahead_check "$(cap 270)" ) &
@@ -247,6 +243,12 @@ wt)
   QWENVL_VLLM_WARM_TOWER=1 timeout "$(cap 565)" python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W1 \
     --tag _warm_tower --out-dir "$R/offline_wt" >"$R/compare_wt.log" 2>&1; status compare_wt $?
   tail -4 "$R/compare_wt.log"; pack wt ;;
+v2)
+  fresh_2b
+  timeout "$(cap 500)" python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W2 --tag _w2 \
+    --out-dir "$R/offline_w2" >"$R/compare_w2.log" 2>&1; status compare_w2 $?; tail -4 "$R/compare_w2.log"; pack v2
+  timeout "$(cap 565)" python3 -m pytest -q -s tests/gpu/test_tower_warmup_gpu.py >"$R/tower_warmup_gpu.log" 2>&1
+  status tower_warmup_gpu $?; tail -3 "$R/tower_warmup_gpu.log"; pack v2 ;;
 w2)
   fresh_2b
   timeout 120 python3 benchmarks/pin_probe.py --out "$R/pin_probe.json" >"$R/pin_probe.log" 2>&1
