@@ -93,7 +93,7 @@ class Settings:
     lm_stream_priority: bool
     # Qwen2-VL: run the logits once at every batch-size band before serving (models.logits_warmup).
     warm_logits: bool
-    # Qwen2-VL: run the device pixels and the vision tower once on the engine's first logits call
+    # Run the device pixels and the vision tower (Qwen2-VL, Qwen-VL v1) once on the engine's first logits call
     # (models.tower_warmup), so their kernels compile and the first tower graph is captured before serving.
     warm_tower: bool
     # Our models' language-model CUDA graphs up to this many tokens where the user set no capture size

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Literal
 
 import torch
@@ -58,7 +59,7 @@ from .qwen2_vl_processing import (
     Qwen2VLProcessingInfo,
 )
 from .qwen2_vl_vision import Qwen2VisionTower
-from .tower_warmup import TowerWarmup
+from .tower_warmup import TowerWarmup, warm_qwen2
 
 logger.info(
     "qwenvl-vllm: Qwen2VLForConditionalGeneration served by qwenvl_vllm.models.qwen2_vl (not in-tree)"
@@ -447,7 +448,11 @@ class Qwen2VLForConditionalGeneration(
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
         self.logits_warmup.before(self.language_model.compute_logits, hidden_states)
         if self.tower_warmup.pending:
-            self.tower_warmup.before(self._tower_to_warm(), self.geometry, get_settings().device_pixels)
+            visual = self._tower_to_warm()
+            device_pixels = get_settings().device_pixels
+            self.tower_warmup.before(
+                None if visual is None else partial(warm_qwen2, visual, self.geometry, device_pixels)
+            )
         return self.language_model.compute_logits(hidden_states)
 
     def _tower_to_warm(self) -> Qwen2VisionTower | None:

@@ -13,6 +13,7 @@ and, for prompts longer than seq_length, raises the rotary base once per request
 
 import math
 from collections.abc import Iterable
+from functools import partial
 from itertools import islice
 from typing import Annotated, Any, Literal
 
@@ -73,7 +74,9 @@ from qwenvl_vllm.models.qwen_vl_processing import (
     QwenVLProcessingInfo,
 )
 from qwenvl_vllm.models.qwen_vl_visual import QwenVLVisionTransformer, vision_n_queries
+from qwenvl_vllm.models.tower_warmup import TowerWarmup, warm_qwen_vl
 from qwenvl_vllm.processors.qwen_vl_pixels import qwen_vl_pixel_values_on_device
+from qwenvl_vllm.settings import get_settings
 
 # Checkpoint names that differ from module names: the tower lives at top level (`visual`) so that
 # vLLM can mark it as the tower; w2 (gate) and w1 (up) are stacked into one gate_up_proj.
@@ -389,8 +392,14 @@ class QwenVLForConditionalGeneration(
         self.logits_processor = LogitsProcessor(config.vocab_size)
         self.make_empty_intermediate_tensors = self.transformer.make_empty_intermediate_tensors
         self._init_encoder_stream(vllm_config)
+        self.tower_warmup = TowerWarmup(get_settings().warm_tower)
 
     # --- multimodal -------------------------------------------------------------------------------------
+
+    @property
+    def image_size(self) -> int:
+        """The side every image is resized to (the tower's input)."""
+        return int((self.visual_config or {}).get("image_size", QWEN_VL_IMAGE_SIZE))
 
     def get_language_model(self) -> nn.Module:
         return self.transformer
@@ -408,7 +417,7 @@ class QwenVLForConditionalGeneration(
             return None
         if self.visual_config is None:
             raise ValueError("this Qwen checkpoint has no vision tower; it cannot take images")
-        size = int(self.visual_config.get("image_size", QWEN_VL_IMAGE_SIZE))
+        size = self.image_size
         if uint8 is not None:  # decoded images (QWENVL_VLLM_DEVICE_PIXELS): the release's transform here
             device = next(self.visual.parameters()).device
             pixel_values = qwen_vl_pixel_values_on_device(list(uint8), size, device)
@@ -458,7 +467,26 @@ class QwenVLForConditionalGeneration(
         return self.transformer(input_ids, positions, intermediate_tensors, inputs_embeds)
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
+        if self.tower_warmup.pending:
+            self.tower_warmup.before(self._tower_warmup())
         return self.logits_processor(self.lm_head, hidden_states)
+
+    def _tower_warmup(self) -> partial | None:
+        visual = self._tower_to_warm()
+        return (
+            None
+            if visual is None
+            else partial(warm_qwen_vl, visual, self.image_size, get_settings().device_pixels)
+        )
+
+    def _tower_to_warm(self) -> QwenVLVisionTransformer | None:
+        """Our tower where this rank encodes: not vLLM's stand-in of an engine without media, and only on the
+        first pipeline rank (the logits, which trigger the warm-up, run on the last)."""
+        return (
+            self.visual
+            if isinstance(self.visual, QwenVLVisionTransformer) and get_pp_group().is_first_rank
+            else None
+        )
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
         loader = AutoWeightsLoader(self)

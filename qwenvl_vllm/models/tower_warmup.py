@@ -5,10 +5,13 @@ the multimodal encoder before the first request. Its JIT monitor then logged our
 (`_resample_kernel` of the device pixels, `_add_layernorm_kernel`, `rotary_kernel`, `_quick_gelu_fp8_kernel`
 of the tower) compiling during the first W1 requests, and the tower's first CUDA graph is captured there too:
 a server's first image requests paid for them. Run from the model's first `compute_logits` call (the
-engine's profiling run, as `LogitsWarmup`), so what they allocate is inside vLLM's memory profile.
+engine's profiling run, as `LogitsWarmup`), so what they allocate is inside vLLM's memory profile. Qwen-VL v1
+has the same first-request compile (its 448x448 resize runs `_resample_kernel`), so it is warmed too.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
@@ -46,22 +49,41 @@ def warm_tower(visual: torch.nn.Module, rows: torch.Tensor, grids: list[tuple[in
         visual.encode(rows[:count], visual.prepare_metadata(items, visual.device))
 
 
+def warm_qwen2(visual: torch.nn.Module, geometry: VisionGeometry, device_pixels: bool) -> None:
+    warm_tower(visual, *warm_rows(visual, geometry, device_pixels))
+
+
+def warm_qwen_vl(visual: torch.nn.Module, image_size: int, device_pixels: bool) -> None:
+    """Qwen-VL v1's tower on one image, through the 448x448 resize on its device where pixels go there."""
+    from qwenvl_vllm.processors.qwen_vl_pixels import qwen_vl_pixel_values_on_device
+
+    device = next(visual.parameters()).device
+    if device_pixels:
+        pixels = qwen_vl_pixel_values_on_device(
+            [torch.zeros(*WARM_DECODED, 3, dtype=torch.uint8)], image_size, device
+        )
+    else:
+        pixels = torch.zeros(1, 3, image_size, image_size, device=device)
+    visual(pixels)
+
+
 def _capturing() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
 class TowerWarmup:
-    """Runs the vision path once, on the first call it sees outside a CUDA graph capture."""
+    """Runs a model's vision warm-up once, on the first call it sees outside a CUDA graph capture."""
 
     def __init__(self, enabled: bool) -> None:
         self.pending = enabled
 
-    def before(self, visual: torch.nn.Module | None, geometry: VisionGeometry, device_pixels: bool) -> None:
+    def before(self, warm: Callable[[], object] | None) -> None:
+        """`warm`: the model's warm-up of this rank's tower; None where there is none (an engine without
+        media, a pipeline rank without the tower)."""
         if not self.pending or _capturing():  # inside another graph's capture: at the next call instead
             return
         self.pending = False
-        if visual is None:  # a language-model-only engine (no media allowed)
+        if warm is None:
             return
         with torch.inference_mode():
-            rows, grids = warm_rows(visual, geometry, device_pixels)
-            warm_tower(visual, rows, grids)
+            warm()

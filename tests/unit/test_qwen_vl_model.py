@@ -518,3 +518,30 @@ def test_qwen_vl_refuses_sizing_options(tiny_ckpt: Path, kwargs: dict) -> None:
         processor.apply(inputs, TimingContext(enabled=False))
     plain = processor.apply(ProcessorInputs(inputs.prompt, items), TimingContext(enabled=False))
     assert plain["prompt_token_ids"].count(IMG_PAD) == 256
+
+
+def test_tower_warmup_resizes_one_image_and_runs_the_tower_once(vl_model, monkeypatch) -> None:
+    """`QWENVL_VLLM_WARM_TOWER`: the first logits call runs the 448x448 (here the tiny tower's size) resize
+    and the tower, so their kernels compile before serving; later calls do not."""
+    import qwenvl_vllm.processors.qwen_vl_pixels as pixels_module
+    from qwenvl_vllm.models.tower_warmup import WARM_DECODED, TowerWarmup
+    from qwenvl_vllm.processors.qwen_vl_pixels import qwen_vl_pixel_values
+
+    model, _, _ = vl_model
+    monkeypatch.setenv("QWENVL_VLLM_DEVICE_PIXELS", "1")
+    resized, towered = [], []
+    resize = pixels_module.resize_like_pil
+    monkeypatch.setattr(pixels_module, "resize_like_pil", lambda *a: resized.append(a[1:]) or resize(*a))
+    forward = model.visual.forward
+    monkeypatch.setattr(model.visual, "forward", lambda x: towered.append(x) or forward(x))
+    monkeypatch.setattr(model, "tower_warmup", TowerWarmup(enabled=True))
+    for _ in range(2):
+        model.compute_logits(torch.zeros(1, model.config.hidden_size))
+    assert resized == [(model.image_size, model.image_size)]
+    black = Image.new("RGB", WARM_DECODED[::-1])
+    assert len(towered) == 1 and torch.equal(towered[0], qwen_vl_pixel_values([black], model.image_size))
+
+
+def test_tower_warmup_needs_a_tower(vllm_cpu, text_only_ckpt: Path, monkeypatch) -> None:
+    model, _, _ = _build_model(vllm_cpu, text_only_ckpt, monkeypatch)
+    assert model._tower_to_warm() is None and model._tower_warmup() is None

@@ -4,11 +4,13 @@ kernels' torch paths); tests/gpu/test_tower_warmup_gpu.py checks on CUDA that no
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 from helpers import TINY_VISION
 
 from qwenvl_vllm.geometry import QWEN2_VL
-from qwenvl_vllm.models.tower_warmup import WARM_DECODED, WARM_GRID, TowerWarmup, warm_rows
+from qwenvl_vllm.models.tower_warmup import WARM_DECODED, WARM_GRID, TowerWarmup, warm_qwen2, warm_rows
 
 
 @pytest.fixture(scope="module")
@@ -51,18 +53,19 @@ def test_device_pixel_rows_need_a_resize_of_an_image_and_a_video(tower) -> None:
 def test_runs_forward_and_eager_encode_once(monkeypatch, tower) -> None:
     calls = _count_calls(monkeypatch, tower)
     warmup = TowerWarmup(enabled=True)
-    warmup.before(tower, QWEN2_VL, device_pixels=True)
+    warmup.before(partial(warm_qwen2, tower, QWEN2_VL, True))
     # forward itself ends in encode on CPU (no graphs), then the eager encodes of one item and of both
     assert calls == ["forward", "encode", "encode", "encode"]
-    warmup.before(tower, QWEN2_VL, device_pixels=True)
+    warmup.before(partial(warm_qwen2, tower, QWEN2_VL, True))
     assert len(calls) == 4
 
 
 def test_off_or_without_a_tower_runs_nothing(monkeypatch, tower) -> None:
     calls = _count_calls(monkeypatch, tower)
-    TowerWarmup(enabled=False).before(tower, QWEN2_VL, device_pixels=True)
-    TowerWarmup(enabled=True).before(None, QWEN2_VL, device_pixels=True)
-    assert calls == []
+    TowerWarmup(enabled=False).before(partial(warm_qwen2, tower, QWEN2_VL, True))
+    without = TowerWarmup(enabled=True)
+    without.before(None)
+    assert calls == [] and not without.pending
 
 
 def test_the_model_warms_its_own_tower_and_not_vllms_stand_in(build, ckpt) -> None:
