@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image
@@ -215,7 +216,15 @@ def start(
     return subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
-def run_server(args: argparse.Namespace, impl: str, images: list[str], log: Path, memory) -> list[dict]:
+def run_server(
+    args: argparse.Namespace,
+    impl: str,
+    images: list[str],
+    log: Path,
+    memory,
+    on_level: Callable[[list[dict]], None],
+) -> list[dict]:
+    """The side's levels; `on_level` gets the finished ones after each (a time limit keeps them)."""
     trace = log.with_name(f"steps_{impl}.jsonl")
     trace.unlink(missing_ok=True)
     profiled = impl == args.profile_side
@@ -245,6 +254,7 @@ def run_server(args: argparse.Namespace, impl: str, images: list[str], log: Path
                 )
             offset += n
             progress(f"{impl} {levels[-1]}")
+            on_level(levels)
     finally:
         proc.terminate()
         proc.wait(timeout=120)
@@ -343,7 +353,14 @@ def main() -> None:
         log = out_dir / f"serve_bench_{impl}.log"
         try:
             with PeakMemory() as memory:
-                levels = run_server(args, impl, images, log, memory)
+                levels = run_server(
+                    args,
+                    impl,
+                    images,
+                    log,
+                    memory,
+                    lambda done, impl=impl: write_results(args, sides | {impl: done}, out_dir, failed),
+                )
         except RuntimeError as exc:
             if impl in ("ours", "in_tree"):
                 raise
@@ -359,6 +376,12 @@ def ratio(ours: dict | None, in_tree: dict | None) -> float | None:
     return ours["req_per_s"] / in_tree["req_per_s"] if ours and in_tree and in_tree["req_per_s"] else None
 
 
+def level_of(sides: dict[str, list[dict]], side: str, index: int) -> dict | None:
+    """A side's result at its index-th concurrency; None where the side has not run (or not that far)."""
+    levels = sides.get(side, [])
+    return levels[index] if index < len(levels) else None
+
+
 def write_results(
     args: argparse.Namespace, sides: dict[str, list[dict]], out_dir: Path, failed: dict[str, str]
 ) -> None:
@@ -368,8 +391,7 @@ def write_results(
     extra = [side for side in args.extra_sides if side in sides]
     for i, c in enumerate(args.concurrency):
         name = workload_name(args.image_size, c, args.max_tokens_spread)
-        ours = sides["ours"][i] if "ours" in sides else None
-        in_tree = sides["in_tree"][i] if "in_tree" in sides else None
+        ours, in_tree = level_of(sides, "ours", i), level_of(sides, "in_tree", i)
         result = {
             "gpu": torch.cuda.get_device_name(),
             "date": time.strftime("%Y-%m-%d"),
@@ -378,7 +400,7 @@ def write_results(
             "ours": ours,
             "in_tree": in_tree,
             "ratio": ratio(ours, in_tree),
-            **{side: sides[side][i] for side in extra},
+            **{side: level_of(sides, side, i) for side in extra},
             "config": {
                 "ckpt": args.ckpt,
                 "max_tokens": args.max_tokens,

@@ -156,6 +156,20 @@ def test_serve_bench_output_lengths_spread_around_max_tokens() -> None:
     assert serve_bench.workload_name("1920x1080", 16) == "serve-1920x1080-c16"
 
 
+def test_serve_bench_results_of_a_side_cut_short() -> None:
+    """A side stopped by a time limit after some levels: those levels are reported, the rest are None."""
+    import serve_bench
+
+    sides = {"ours": [{"req_per_s": 2.0}, {"req_per_s": 3.0}], "in_tree": [{"req_per_s": 1.0}]}
+    assert serve_bench.level_of(sides, "ours", 1) == {"req_per_s": 3.0}
+    assert serve_bench.level_of(sides, "in_tree", 1) is None
+    assert serve_bench.level_of(sides, "ours_sliced", 0) is None
+    assert (
+        serve_bench.ratio(serve_bench.level_of(sides, "ours", 0), serve_bench.level_of(sides, "in_tree", 0))
+        == 2.0
+    )
+
+
 def test_serve_sides_name_real_settings_and_scheduler_classes() -> None:
     """A misspelt setting or class in a side would run the defaults under that side's name on the GPU."""
     import importlib
