@@ -16,8 +16,10 @@
 #      one wave per level; the images are now made in parallel (round 17's fresh-machine p7 made its 92 one
 #      by one, 3.6 s each on the dev CPU, then ours took 4.6 min to start, and the call ended before any level
 #      printed). If in-tree does not finish, `PHOTO_FLAGS=--no-ours p7` in the next call.
-#   3. `wt` if the warm-up test passed: its W1 vs in-tree; if both hold, the setting on by default.
-#   4. issue 12's `f3` (see its line below) if a visit has time left.
+#   3. `ph`: `vllm serve` c=64 with 1920x1080 photos, ours vs in-tree (issue 10's >= 1.3x; 1.11x in round 11,
+#      before the tower work of rounds 12-15; both sides were tower- or front-end-bound at ~10 req/s).
+#   4. `wt` if the warm-up test passed: its W1 vs in-tree; if both hold, the setting on by default.
+#   5. issue 12's `f3` (see its line below) if a visit has time left.
 #   After the visit: if `v2` returned gpu_caches.tgz, copy it to .gpu/caches.tgz; later visits carry it with
 #   .gpu/part08 (vision_round.sh unpacks it after install), so that the first engine starts warm.
 #   Done in round 16: d8 (greedy GPU vs CPU pixels: pass; fp8 W1), the host front end, the TTFT breakdown.
@@ -250,8 +252,10 @@ v2)
   fresh_2b
   timeout "$(cap 500)" python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W2 --tag _w2 \
     --out-dir "$R/offline_w2" >"$R/compare_w2.log" 2>&1; status compare_w2 $?; tail -4 "$R/compare_w2.log"; pack v2
-  timeout "$(cap 540)" python3 -m pytest -q -s tests/gpu/test_tower_warmup_gpu.py >"$R/tower_warmup_gpu.log" 2>&1
-  status tower_warmup_gpu $?; tail -3 "$R/tower_warmup_gpu.log"; pack v2
+  for model in qwen2 "not qwen2"; do  # Qwen2-VL first (round 17's failure), then Qwen-VL v1 with the time left
+    timeout "$(cap 540)" python3 -m pytest -q -s tests/gpu/test_tower_warmup_gpu.py -k "$model" \
+      >>"$R/tower_warmup_gpu.log" 2>&1; status "tower_warmup_gpu ($model)" $?; done
+  tail -3 "$R/tower_warmup_gpu.log"; pack v2
   save_caches "$RET/gpu_caches.tgz" ;;
 w2)
   fresh_2b
