@@ -19,7 +19,10 @@
 #   3. `ph`: `vllm serve` c=64 with 1920x1080 photos, ours vs in-tree (issue 10's >= 1.3x; 1.11x in round 11,
 #      before the tower work of rounds 12-15; both sides were tower- or front-end-bound at ~10 req/s).
 #   4. `wt` if the warm-up test passed: its W1 vs in-tree; if both hold, the setting on by default.
-#   5. issue 12's `f3` (see its line below) if a visit has time left.
+#   5. issue 12, if a visit has time left: `F3_PROCS="4 8" G3_CONCURRENCY="16 64" G3_CLIENT_PROCS=8
+#      G3_SIDES=ours_sliced_paced_api2 ... f3`: the paced slicer's defaults (round 13 run 1's side: c=64 ITL
+#      p99 30.7 ms at the client, 27.1 in the engine, TTFT p99 1639 vs 1764; round 14's x1.35 lost TTFT p99
+#      on a noisy host) with 8 client processes, ours and in-tree in the same run.
 #   After the visit: if `v2` returned gpu_caches.tgz, copy it to .gpu/caches.tgz; later visits carry it with
 #   .gpu/part08 (vision_round.sh unpacks it after install), so that the first engine starts warm.
 #   Done in round 16: d8 (greedy GPU vs CPU pixels: pass; fp8 W1), the host front end, the TTFT breakdown.
