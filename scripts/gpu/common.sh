@@ -19,7 +19,8 @@ save_caches() {  # dest.tgz: the caches that exist, if they pack into 15 MiB (a 
   for d in "${CACHE_DIRS[@]}"; do [ -d "$d" ] && have+=("$d"); done
   [ ${#have[@]} -gt 0 ] || { echo "no caches"; return; }
   du -sh "${have[@]}"
-  tar czf "$1" -P "${have[@]}" 2>/dev/null; size=$(stat -c %s "$1")
-  if [ "$size" -le $((15 * 1024 * 1024)) ]; then echo "caches: $size bytes in $1"; else rm -f "$1"; echo "caches: $size bytes, over 15 MiB: dropped"; fi
+  timeout 90 tar czf "$1" -P "${have[@]}" 2>/dev/null; size=$(stat -c %s "$1" 2>/dev/null || echo 0)
+  if [ "$size" -gt 0 ] && [ "$size" -le $((15 * 1024 * 1024)) ]; then echo "caches: $size bytes in $1"
+  else rm -f "$1"; echo "caches: $size bytes (none, or over 15 MiB): dropped"; fi
 }
 restore_caches() { [ -f .gpu/caches.tgz ] && tar xzf .gpu/caches.tgz -P && echo "caches restored"; true; }

@@ -24,7 +24,8 @@
 #      p99 30.7 ms at the client, 27.1 in the engine, TTFT p99 1639 vs 1764; round 14's x1.35 lost TTFT p99
 #      on a noisy host) with 8 client processes, ours and in-tree in the same run.
 #   After the visit: if `v2` returned gpu_caches.tgz, copy it to .gpu/caches.tgz; later visits carry it with
-#   .gpu/part08 (vision_round.sh unpacks it after install), so that the first engine starts warm.
+#   .gpu/part08 (vision_round.sh unpacks it after install), so that the first engine starts warm. If an engine
+#   then fails at its start (a cache from another stack), delete .gpu/caches.tgz.
 #   Done in round 16: d8 (greedy GPU vs CPU pixels: pass; fp8 W1), the host front end, the TTFT breakdown.
 #   Done in round 17: the pin probe (no `tm`: the pageable copy is slower), the host front end with the
 #   placeholder search (12 MP 0.44 ms over decode), W2 ours only.
@@ -255,11 +256,11 @@ v2)
   fresh_2b
   timeout "$(cap 500)" python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W2 --tag _w2 \
     --out-dir "$R/offline_w2" >"$R/compare_w2.log" 2>&1; status compare_w2 $?; tail -4 "$R/compare_w2.log"; pack v2
+  save_caches "$RET/gpu_caches.tgz"  # both engines' kernels are in them now
   for model in qwen2 "not qwen2"; do  # Qwen2-VL first (round 17's failure), then Qwen-VL v1 with the time left
     timeout "$(cap 540)" python3 -m pytest -q -s tests/gpu/test_tower_warmup_gpu.py -k "$model" \
       >>"$R/tower_warmup_gpu.log" 2>&1; status "tower_warmup_gpu ($model)" $?; done
-  tail -3 "$R/tower_warmup_gpu.log"; pack v2
-  save_caches "$RET/gpu_caches.tgz" ;;
+  tail -3 "$R/tower_warmup_gpu.log"; pack v2 ;;
 w2)
   fresh_2b
   timeout 120 python3 benchmarks/pin_probe.py --out "$R/pin_probe.json" >"$R/pin_probe.log" 2>&1
