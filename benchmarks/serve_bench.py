@@ -366,6 +366,7 @@ def main() -> None:
                 raise
             failed[impl] = str(exc)  # an experimental side that does not start is reported, not fatal
             print(impl, "failed:", exc, flush=True)
+            write_results(args, sides, out_dir, failed)  # over the partial levels its levels wrote
             continue
         startup = memory_from_log(log.read_text())
         sides[impl] = [level | startup for level in levels]

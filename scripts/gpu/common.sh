@@ -13,14 +13,17 @@ status() { echo "== $1: exit $2"; }
 # Kernel and compile caches: the first engine on a fresh machine spends 85-140 s compiling what later ones
 # find here (round 17). A call saves them (`save_caches`, into the call's results); the next visit copies that
 # file to .gpu/caches.tgz and carries it with the last part, and `restore_caches` unpacks it after install.
-CACHE_DIRS=("$HOME/.triton" "$HOME/.cache/vllm" "$HOME/.cache/flashinfer" "/tmp/torchinductor_$(whoami)")
-save_caches() {  # dest.tgz: the caches that exist, if they pack into 15 MiB (a returned file's limit is 16)
-  local have=() d size
+CACHE_DIRS=("${HOME:-/root}/.triton" "${HOME:-/root}/.cache/vllm" "${HOME:-/root}/.cache/flashinfer" "/tmp/torchinductor_$(whoami)")
+save_caches() {  # dest.tgz [seconds]: the caches that exist, if they pack into 15 MiB (a returned file's limit is 16)
+  local have=() d size part=/tmp/caches.tgz.part limit=${2:-90}
+  [ "$limit" -ge 20 ] || { echo "caches: ${limit} s left, not saved"; return; }
   for d in "${CACHE_DIRS[@]}"; do [ -d "$d" ] && have+=("$d"); done
   [ ${#have[@]} -gt 0 ] || { echo "no caches"; return; }
   du -sh "${have[@]}"
-  timeout 90 tar czf "$1" -P "${have[@]}" 2>/dev/null; size=$(stat -c %s "$1" 2>/dev/null || echo 0)
-  if [ "$size" -gt 0 ] && [ "$size" -le $((15 * 1024 * 1024)) ]; then echo "caches: $size bytes in $1"
-  else rm -f "$1"; echo "caches: $size bytes (none, or over 15 MiB): dropped"; fi
+  rm -f "$part"
+  timeout "$limit" tar czf "$part" -P "${have[@]}" 2>/dev/null || { rm -f "$part"; echo "caches: tar failed or timed out"; return; }
+  size=$(stat -c %s "$part")
+  if [ "$size" -le $((15 * 1024 * 1024)) ]; then mv "$part" "$1"; echo "caches: $size bytes in $1"
+  else rm -f "$part"; echo "caches: $size bytes, over 15 MiB: dropped"; fi
 }
 restore_caches() { [ -f .gpu/caches.tgz ] && tar xzf .gpu/caches.tgz -P && echo "caches restored"; true; }

@@ -256,7 +256,7 @@ v2)
   fresh_2b
   timeout "$(cap 500)" python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W2 --tag _w2 \
     --out-dir "$R/offline_w2" >"$R/compare_w2.log" 2>&1; status compare_w2 $?; tail -4 "$R/compare_w2.log"; pack v2
-  save_caches "$RET/gpu_caches.tgz"  # both engines' kernels are in them now
+  save_caches "$RET/gpu_caches.tgz" "$(cap 90)"  # both engines' kernels are in them now
   for model in qwen2 "not qwen2"; do  # Qwen2-VL first (round 17's failure), then Qwen-VL v1 with the time left
     timeout "$(cap 540)" python3 -m pytest -q -s tests/gpu/test_tower_warmup_gpu.py -k "$model" \
       >>"$R/tower_warmup_gpu.log" 2>&1; status "tower_warmup_gpu ($model)" $?; done
