@@ -67,7 +67,8 @@ class Settings:
     device_pixels: bool
     # With device pixels: vLLM's batching leaves the decoded pixels on the CPU and the model copies them to
     # its device, instead of vLLM's pinned copy and transfer (round 16: 2.39 ms for one 1024x768 image's
-    # 2.4 MB against 0.65 ms for in-tree's 9.4 MB of rows; cause being measured: benchmarks/pin_probe.py).
+    # 2.4 MB against 0.65 ms for in-tree's 9.4 MB of rows; round 17's benchmarks/pin_probe.py: the pinned
+    # path alone 0.18 ms, the model's pageable copy 0.44 ms, so off).
     model_copies_pixels: bool
     # Encoder (vision tower) output tokens per engine step under our paced schedulers
     # (qwenvl_vllm.serving.scheduler); 0 keeps vLLM's budget (= max_num_batched_tokens); the sliced paced

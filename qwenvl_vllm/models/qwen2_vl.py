@@ -17,7 +17,6 @@ from typing import Annotated, Literal
 import torch
 from torch import nn
 from vllm.config import VllmConfig
-from vllm.distributed import get_pp_group
 from vllm.model_executor.layers.quantization import QuantizationConfig
 from vllm.model_executor.models.interfaces import (
     MultiModalEmbeddings,
@@ -59,7 +58,7 @@ from .qwen2_vl_processing import (
     Qwen2VLProcessingInfo,
 )
 from .qwen2_vl_vision import Qwen2VisionTower
-from .tower_warmup import TowerWarmup, warm_qwen2
+from .tower_warmup import TowerWarmup, encoding_tower, warm_qwen2
 
 logger.info(
     "qwenvl-vllm: Qwen2VLForConditionalGeneration served by qwenvl_vllm.models.qwen2_vl (not in-tree)"
@@ -448,18 +447,19 @@ class Qwen2VLForConditionalGeneration(
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
         self.logits_warmup.before(self.language_model.compute_logits, hidden_states)
         if self.tower_warmup.pending:
-            visual = self._tower_to_warm()
-            device_pixels = get_settings().device_pixels
-            self.tower_warmup.before(
-                None if visual is None else partial(warm_qwen2, visual, self.geometry, device_pixels)
-            )
+            self.tower_warmup.before(self._tower_warmup())
         return self.language_model.compute_logits(hidden_states)
 
+    def _tower_warmup(self) -> partial | None:
+        visual = self._tower_to_warm()
+        return (
+            None
+            if visual is None
+            else partial(warm_qwen2, visual, self.geometry, get_settings().device_pixels)
+        )
+
     def _tower_to_warm(self) -> Qwen2VisionTower | None:
-        """Our tower where this rank encodes: not vLLM's stand-in of an engine without media, and only on the
-        first pipeline rank (the logits, which trigger the warm-up, run on the last)."""
-        visual = getattr(self, "visual", None)
-        return visual if isinstance(visual, Qwen2VisionTower) and get_pp_group().is_first_rank else None
+        return encoding_tower(getattr(self, "visual", None), Qwen2VisionTower)
 
     # -- weights, LoRA -------------------------------------------------------------------------------------
 

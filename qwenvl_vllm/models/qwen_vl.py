@@ -74,7 +74,7 @@ from qwenvl_vllm.models.qwen_vl_processing import (
     QwenVLProcessingInfo,
 )
 from qwenvl_vllm.models.qwen_vl_visual import QwenVLVisionTransformer, vision_n_queries
-from qwenvl_vllm.models.tower_warmup import TowerWarmup, warm_qwen_vl
+from qwenvl_vllm.models.tower_warmup import TowerWarmup, encoding_tower, warm_qwen_vl
 from qwenvl_vllm.processors.qwen_vl_pixels import qwen_vl_pixel_values_on_device
 from qwenvl_vllm.settings import get_settings
 
@@ -480,13 +480,7 @@ class QwenVLForConditionalGeneration(
         )
 
     def _tower_to_warm(self) -> QwenVLVisionTransformer | None:
-        """Our tower where this rank encodes: not vLLM's stand-in of an engine without media, and only on the
-        first pipeline rank (the logits, which trigger the warm-up, run on the last)."""
-        return (
-            self.visual
-            if isinstance(self.visual, QwenVLVisionTransformer) and get_pp_group().is_first_rank
-            else None
-        )
+        return encoding_tower(self.visual, QwenVLVisionTransformer)
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
         loader = AutoWeightsLoader(self)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from vllm.distributed import get_pp_group
 
 from qwenvl_vllm.geometry import VisionGeometry
 
@@ -65,6 +66,12 @@ def warm_qwen_vl(visual: torch.nn.Module, image_size: int, device_pixels: bool) 
     else:
         pixels = torch.zeros(1, 3, image_size, image_size, device=device)
     visual(pixels)
+
+
+def encoding_tower(visual: object, tower_cls: type[torch.nn.Module]) -> torch.nn.Module | None:
+    """`visual` if it is our tower and this rank encodes: not vLLM's stand-in of an engine without media, and
+    only on the first pipeline rank (the logits, which trigger the warm-up, run on the last)."""
+    return visual if isinstance(visual, tower_cls) and get_pp_group().is_first_rank else None
 
 
 def _capturing() -> bool:
