@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from PIL import Image
@@ -349,24 +350,22 @@ def main() -> None:
     if args.no_ours:
         order.remove("ours")
     failed: dict[str, str] = {}
+
+    def keep(impl: str, levels: list[dict]) -> None:
+        sides[impl] = list(levels)  # a time limit or a failure later keeps them
+        write_results(args, sides, out_dir, failed)
+
     for impl in order:
         log = out_dir / f"serve_bench_{impl}.log"
         try:
             with PeakMemory() as memory:
-                levels = run_server(
-                    args,
-                    impl,
-                    images,
-                    log,
-                    memory,
-                    lambda done, impl=impl: write_results(args, sides | {impl: done}, out_dir, failed),
-                )
+                levels = run_server(args, impl, images, log, memory, partial(keep, impl))
         except RuntimeError as exc:
             if impl in ("ours", "in_tree"):
                 raise
             failed[impl] = str(exc)  # an experimental side that does not start is reported, not fatal
             print(impl, "failed:", exc, flush=True)
-            write_results(args, sides, out_dir, failed)  # over the partial levels its levels wrote
+            write_results(args, sides, out_dir, failed)  # its finished levels (if any) stay, now named failed
             continue
         startup = memory_from_log(log.read_text())
         sides[impl] = [level | startup for level in levels]
