@@ -53,6 +53,13 @@ def _compiles(stderr: str) -> list[str]:
     return [line[-300:] for line in stderr.splitlines() if "JIT compilation during inference" in line]
 
 
+def _first_error(stderr: str) -> str:
+    """The engine's first error and what follows it: the root cause, which a traceback's tail hides."""
+    lines = stderr.splitlines()
+    first = next((i for i, line in enumerate(lines) if "Traceback" in line or " ERROR " in line), len(lines))
+    return "\n".join(lines[first:])[:4000]
+
+
 def _serve(ckpt: Path, model: str, warm: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, QWENVL_VLLM_DISABLE="0", QWENVL_VLLM_WARM_TOWER=warm)
     return subprocess.run(
@@ -68,7 +75,7 @@ def test_no_kernel_compiles_after_start_with_the_warmup(tmp_path: Path, model: s
     warmed = _serve(ckpt, model, "1")
     assert warmed.returncode == 0 and "SERVED" in warmed.stdout, (
         _compiles(warmed.stderr),
-        warmed.stderr[-2000:],
+        _first_error(warmed.stderr),
     )
     cold = _serve(ckpt, model, "0")
-    assert cold.returncode != 0 and _compiles(cold.stderr), cold.stderr[-3000:]
+    assert cold.returncode != 0 and _compiles(cold.stderr), _first_error(cold.stderr)
