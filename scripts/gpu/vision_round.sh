@@ -6,29 +6,26 @@
 # /tmp/ckpt; results come back as $OUT/round_<call>.tgz. What each visit ran and found:
 # benchmarks/results/<date>-h200-roundN/README.md.
 #
-# Next visit (in this order; round 17 found that the first engine on a fresh machine spends 85-140 s after
-# its graph capture (cold caches; later engines 1-9 s), so a fresh machine's first call holds one comparison):
-#   1. `v2` (fresh machine): checkpoint, issue 9's W2 ours vs in-tree in one compare.py run (round 17's `w2`
-#      ran out of time in in-tree's start after ours: 18.84 req/s), then the tower warm-up's GPU test with the
-#      time left (round 17: the warmed engine failed; the resample kernel's tile then depended on the image
-#      width, fixed since; the test now names the kernels that compiled).
-#   2. `p7` (warm machine: checkpoint kept, caches warm): 4032x3024 photos at c=1/16/64, ours then in-tree,
-#      one wave per level; the images are now made in parallel (round 17's fresh-machine p7 made its 92 one
-#      by one, 3.6 s each on the dev CPU, then ours took 4.6 min to start, and the call ended before any level
-#      printed). If in-tree does not finish, `PHOTO_FLAGS=--no-ours p7` in the next call.
-#   3. `ph`: `vllm serve` c=64 with 1920x1080 photos, ours vs in-tree (issue 10's >= 1.3x; 1.11x in round 11,
-#      before the tower work of rounds 12-15; both sides were tower- or front-end-bound at ~10 req/s).
-#   4. `wt` if the warm-up test passed: its W1 vs in-tree; if both hold, the setting on by default.
-#   5. issue 12, if a visit has time left: `F3_PROCS="4 8" G3_CONCURRENCY="16 64" G3_CLIENT_PROCS=8
-#      G3_SIDES=ours_sliced_paced_api2 ... f3`: the paced slicer's defaults (round 13 run 1's side: c=64 ITL
-#      p99 30.7 ms at the client, 27.1 in the engine, TTFT p99 1639 vs 1764; round 14's x1.35 lost TTFT p99
-#      on a noisy host) with 8 client processes, ours and in-tree in the same run.
-#   After the visit: if `v2` returned gpu_caches.tgz, copy it to .gpu/caches.tgz; later visits carry it with
-#   .gpu/part08 (vision_round.sh unpacks it after install), so that the first engine starts warm. If an engine
-#   then fails at its start (a cache from another stack), delete .gpu/caches.tgz.
+# Next visit (in this order; the first engine on a fresh machine spends 70-140 s after its graph capture that
+# later engines skip, so a fresh machine's first call holds one engine start more than a warm one's):
+#   1. `v3` (fresh machine): checkpoint, in-tree alone at 4032x3024 c=64 (round 18's p7 had ours at c=1/16/64
+#      and in-tree at c=1/16; its c=64 was cut), the caches saved (kernels first), then the tower warm-up's GPU
+#      test per model (round 18: the warmed Qwen2-VL engine passed; the cold one died without the monitor's
+#      line, and the test now prints the first error).
+#   2. `wt` if the warm-up test passed for both models: W1 vs in-tree with QWENVL_VLLM_WARM_TOWER=1; if both
+#      hold, the setting on by default.
+#   3. issue 12: `F3_PROCS="4 8" G3_CONCURRENCY="16 64" G3_CLIENT_PROCS=8 G3_SIDES=ours_sliced_paced_api2 ... f3`:
+#      the paced slicer's defaults (round 13 run 1's side: c=64 ITL p99 30.7 ms at the client, 27.1 in the
+#      engine, TTFT p99 1639 vs 1764; round 14's x1.35 lost TTFT p99 on a noisy host) with 8 client processes,
+#      ours and in-tree in the same run.
+#   After the visit: if `v3` returned gpu_caches.tgz, copy it to .gpu/caches.tgz; later visits carry it with
+#   the last .gpu/partNN (vision_round.sh unpacks it after install), so that the first engine starts warm. If
+#   an engine then fails at its start (a cache from another stack), delete .gpu/caches.tgz.
+#   Staging: the tracked tree is ~9 MiB, so the parts must be <= 50 MB (`split -b 50M`: nine parts).
 #   Done in round 16: d8 (greedy GPU vs CPU pixels: pass; fp8 W1), the host front end, the TTFT breakdown.
 #   Done in round 17: the pin probe (no `tm`: the pageable copy is slower), the host front end with the
 #   placeholder search (12 MP 0.44 ms over decode), W2 ours only.
+#   Done in round 18: W2 ours vs in-tree (v2), 12 MP photos (p7, in-tree's c=64 cut), 1080p c=64 (ph).
 #
 # Calls (the case labels below; each line says what runs, in order):
 #   a   checkpoints, GPU tests, W1 of ours with the fp8 tower
@@ -39,6 +36,7 @@
 #   tm  the TTFT breakdown with QWENVL_VLLM_MODEL_COPIES_PIXELS=1 (2B checkpoint first)
 #   wt  the tower warm-up's GPU test, then offline W1 with QWENVL_VLLM_WARM_TOWER=1 vs in-tree (2B checkpoint first)
 #   v2  fresh 2B checkpoint, W2 ours vs in-tree (compare.py), then the tower warm-up's GPU test with the time left
+#   v3  fresh 2B checkpoint, 4032x3024 c=64 in-tree alone (one wave), the caches, then the warm-up's GPU test
 #   w2  fresh 2B checkpoint, benchmarks/pin_probe.py, our front end on the host's CPU, W2 ours vs in-tree (compare.py)
 #   d8  fresh 2B checkpoint, scripts/gpu/device_pixels_greedy.py, then f8's fp8-tower W1 vs in-tree
 #   e   `vllm serve` c=16/64: ours, encoding ahead, encoder-paced, in-tree
@@ -111,6 +109,12 @@ fp8_w1() {  # timeout: issue 9's fp8 tower option's W1 (the tower is never GPTQ-
   tail -4 "$R/compare_fp8.log"
 }
 fresh_2b() { mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu; echo "== ready at ${SECONDS}s"; }  # 2B GPTQ checkpoint
+warmup_tests() {  # the tower warm-up's GPU test, Qwen2-VL first, then Qwen-VL v1 with the time left
+  for model in qwen2 "not qwen2"; do
+    timeout "$(cap 560)" python3 -m pytest -q -s tests/gpu/test_tower_warmup_gpu.py -k "$model" \
+      >>"$R/tower_warmup_gpu.log" 2>&1; status "tower_warmup_gpu ($model)" $?; done
+  grep -E "passed|failed|Error" "$R/tower_warmup_gpu.log" | tail -6
+}
 photos() {  # size concurrencies timeout: `vllm serve` with JPEG photos of that size, ours vs in-tree
   timeout "$3" python3 benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency $2 --image-size "$1" \
     --waves "${PHOTO_WAVES:-4}" \
@@ -118,7 +122,7 @@ photos() {  # size concurrencies timeout: `vllm serve` with JPEG photos of that 
   status "serve_photos_$1" $?
   tail -4 "$R/serve_photos_$1.log"
 }
-case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, o6, p5, p6, q6, f3, f4, fe, fp, f8, k8, d1, d8, v2, w2, wt, tm, p7, s1 or ph} in
+case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, o6, p5, p6, q6, f3, f4, fe, fp, f8, k8, d1, d8, v2, v3, w2, wt, tm, p7, s1 or ph} in
 g1)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk 2b-bf16 qwen2-vl-2b bf16 & wait; echo "== checkpoints at ${SECONDS}s"
   ( gpu_tests "$(cap 200)"; encode_ahead_check "$(cap 270)" ) &
@@ -252,15 +256,17 @@ wt)
   QWENVL_VLLM_WARM_TOWER=1 timeout "$(cap 565)" python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W1 \
     --tag _warm_tower --out-dir "$R/offline_wt" >"$R/compare_wt.log" 2>&1; status compare_wt $?
   tail -4 "$R/compare_wt.log"; pack wt ;;
+v3)
+  fresh_2b
+  PHOTO_WAVES=1 PHOTO_FLAGS=--no-ours photos 4032x3024 64 "$(cap 330)"; pack v3
+  save_caches "$RET/gpu_caches.tgz" "$(cap 60)"
+  warmup_tests; pack v3 ;;
 v2)
   fresh_2b
   timeout "$(cap 500)" python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W2 --tag _w2 \
     --out-dir "$R/offline_w2" >"$R/compare_w2.log" 2>&1; status compare_w2 $?; tail -4 "$R/compare_w2.log"; pack v2
   save_caches "$RET/gpu_caches.tgz" "$(cap 90)"  # both engines' kernels are in them now
-  for model in qwen2 "not qwen2"; do  # Qwen2-VL first (round 17's failure), then Qwen-VL v1 with the time left
-    timeout "$(cap 540)" python3 -m pytest -q -s tests/gpu/test_tower_warmup_gpu.py -k "$model" \
-      >>"$R/tower_warmup_gpu.log" 2>&1; status "tower_warmup_gpu ($model)" $?; done
-  tail -3 "$R/tower_warmup_gpu.log"; pack v2 ;;
+  warmup_tests; pack v2 ;;
 w2)
   fresh_2b
   timeout 120 python3 benchmarks/pin_probe.py --out "$R/pin_probe.json" >"$R/pin_probe.log" 2>&1
