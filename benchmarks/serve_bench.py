@@ -321,7 +321,9 @@ def main() -> None:
         "--no-in-tree", action="store_true", help="our sides only (a diagnostic run of our mechanisms)"
     )
     parser.add_argument(
-        "--no-ours", action="store_true", help="the extra sides only (a diagnostic run on a short lease)"
+        "--no-ours",
+        action="store_true",
+        help="in-tree and the extra sides only (a diagnostic run on a short lease)",
     )
     parser.add_argument(
         "--serve-args", default="", help="more `vllm serve` arguments for every side, e.g. '-tp 2'"
