@@ -435,6 +435,7 @@ class Qwen2VLForConditionalGeneration(
         **kwargs: object,
     ) -> torch.Tensor | IntermediateTensors:
         # positions: [3, num_tokens] (M-RoPE rows t, h, w)
+        self.tower_warmup.at_forward(self._tower_warmup)
         if intermediate_tensors is not None:
             inputs_embeds = None
         return self.language_model.model(
@@ -446,8 +447,7 @@ class Qwen2VLForConditionalGeneration(
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
         self.logits_warmup.before(self.language_model.compute_logits, hidden_states)
-        if self.tower_warmup.pending:
-            self.tower_warmup.before(self._tower_warmup())
+        self.tower_warmup.at_logits(self._tower_warmup)
         return self.language_model.compute_logits(hidden_states)
 
     def _tower_warmup(self) -> partial | None:

@@ -462,13 +462,13 @@ class QwenVLForConditionalGeneration(
         inputs_embeds: torch.Tensor | None = None,
         **kwargs: object,
     ) -> torch.Tensor | IntermediateTensors:
+        self.tower_warmup.at_forward(self._tower_warmup)
         if intermediate_tensors is not None:
             inputs_embeds = None
         return self.transformer(input_ids, positions, intermediate_tensors, inputs_embeds)
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
-        if self.tower_warmup.pending:
-            self.tower_warmup.before(self._tower_warmup())
+        self.tower_warmup.at_logits(self._tower_warmup)
         return self.logits_processor(self.lm_head, hidden_states)
 
     def _tower_warmup(self) -> partial | None:

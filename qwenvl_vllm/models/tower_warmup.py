@@ -5,8 +5,10 @@ the multimodal encoder before the first request. Its JIT monitor then logged our
 (`_resample_kernel` of the device pixels, `_add_layernorm_kernel`, `rotary_kernel`, `_quick_gelu_fp8_kernel`
 of the tower) compiling during the first W1 requests, and the tower's first CUDA graph is captured there too:
 a server's first image requests paid for them. Run from the model's first `compute_logits` call (the
-engine's profiling run, as `LogitsWarmup`), so what they allocate is inside vLLM's memory profile. Qwen-VL v1
-has the same first-request compile (its 448x448 resize runs `_resample_kernel`), so it is warmed too.
+engine's profiling run, as `LogitsWarmup`), so what they allocate is inside vLLM's memory profile; pipeline
+ranks before the last never compute logits, so there the first `forward` (the same profiling run) runs it.
+Qwen-VL v1 has the same first-request compile (its 448x448 resize runs `_resample_kernel`), so it is warmed
+too.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def warm_qwen_vl(visual: torch.nn.Module, image_size: int, device_pixels: bool) 
 
 def encoding_tower(visual: object, tower_cls: type[torch.nn.Module]) -> torch.nn.Module | None:
     """`visual` if it is our tower and this rank encodes: not vLLM's stand-in of an engine without media, and
-    only on the first pipeline rank (the logits, which trigger the warm-up, run on the last)."""
+    only on the first pipeline rank."""
     return visual if isinstance(visual, tower_cls) and get_pp_group().is_first_rank else None
 
 
@@ -78,11 +80,25 @@ def _capturing() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
+WarmupFactory = Callable[[], Callable[[], object] | None]
+
+
 class TowerWarmup:
     """Runs a model's vision warm-up once, on the first call it sees outside a CUDA graph capture."""
 
     def __init__(self, enabled: bool) -> None:
         self.pending = enabled
+
+    def at_logits(self, warm: WarmupFactory) -> None:
+        """From the model's `compute_logits`: the last pipeline rank (the only one, without pipelining)."""
+        if self.pending:
+            self.before(warm())
+
+    def at_forward(self, warm: WarmupFactory) -> None:
+        """From the model's `forward`: ranks before the last, which never compute logits (the first of them
+        holds the tower)."""
+        if self.pending and not get_pp_group().is_last_rank:
+            self.before(warm())
 
     def before(self, warm: Callable[[], object] | None) -> None:
         """`warm`: the model's warm-up of this rank's tower; None where there is none (an engine without

@@ -1,15 +1,18 @@
 """The vision warm-up (`QWENVL_VLLM_WARM_TOWER`): what it feeds the tower, that it runs the tower's forward
-and its eager encode once, on the first call only, and never when off or without a tower. On CPU (the
-kernels' torch paths); tests/gpu/test_tower_warmup_gpu.py checks on CUDA that no kernel compiles after it."""
+and its eager encode once, on the first call only (the logits', or the forward's on a pipeline rank before
+the last), and never when off or without a tower. On CPU (the kernels' torch paths);
+tests/gpu/test_tower_warmup_gpu.py checks on CUDA that no kernel compiles after it."""
 
 from __future__ import annotations
 
 from functools import partial
+from types import SimpleNamespace
 
 import pytest
 from helpers import TINY_VISION
 
 from qwenvl_vllm.geometry import QWEN2_VL
+from qwenvl_vllm.models import tower_warmup
 from qwenvl_vllm.models.tower_warmup import WARM_DECODED, WARM_GRID, TowerWarmup, warm_qwen2, warm_rows
 
 
@@ -76,3 +79,17 @@ def test_the_model_warms_its_own_tower_and_not_vllms_stand_in(build, ckpt) -> No
     text_only = build(ckpt, limit_mm_per_prompt={"image": 0, "video": 0})
     assert not isinstance(text_only.visual, Qwen2VisionTower)
     assert text_only._tower_to_warm() is None
+
+
+@pytest.mark.parametrize("last_rank", [True, False])
+def test_the_rank_that_computes_no_logits_warms_at_its_forward(monkeypatch, tower, last_rank: bool) -> None:
+    """Pipeline parallelism: the tower lives on the first rank, the logits run on the last."""
+    monkeypatch.setattr(
+        tower_warmup, "get_pp_group", lambda: SimpleNamespace(is_first_rank=True, is_last_rank=last_rank)
+    )
+    calls = _count_calls(monkeypatch, tower)
+    warmup = TowerWarmup(enabled=True)
+    warmup.at_forward(lambda: partial(warm_qwen2, tower, QWEN2_VL, True))
+    assert (len(calls), warmup.pending) == ((0, True) if last_rank else (4, False))
+    warmup.at_logits(lambda: partial(warm_qwen2, tower, QWEN2_VL, True))
+    assert (len(calls), warmup.pending) == (4, False)
