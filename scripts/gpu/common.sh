@@ -14,7 +14,7 @@ status() { echo "== $1: exit $2"; }
 # that later engines skip (round 18: ours first 77 s, in-tree second 6 s); FlashInfer's nvcc-built modules
 # are the likely bulk. A call saves them (`save_caches`, into the call's results); the next visit copies that
 # file to .gpu/caches.tgz and carries it with the last part, and `restore_caches` unpacks it after install.
-# Kernels first: vLLM's torch.compile cache (93 MB in round 18, 16.2 MB packed) is kept only if all fits.
+# Kernels first: vLLM's cache dir (93 MB in round 18; all caches packed to 16.2 MB) is kept only if all fits.
 HOME_DIR=${HOME:-/root}
 KERNEL_CACHE_DIRS=("$HOME_DIR/.cache/flashinfer" "$HOME_DIR/.triton" "$HOME_DIR/.cache/vllm/flashinfer_autotune_cache")
 COMPILE_CACHE_DIRS=("$HOME_DIR/.cache/vllm" "/tmp/torchinductor_$(whoami)")

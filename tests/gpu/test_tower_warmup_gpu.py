@@ -11,6 +11,7 @@ Run on the GPU machine: `python -m pytest tests/gpu/test_tower_warmup_gpu.py -q 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -59,10 +60,12 @@ def _output(run: subprocess.CompletedProcess) -> str:
 
 
 def _first_error(output: str) -> str:
-    """The engine's first error and what follows it: the root cause, which a traceback's tail hides."""
-    lines = output.splitlines()
-    first = next((i for i, line in enumerate(lines) if "Traceback" in line or " ERROR " in line), len(lines))
-    return "\n".join(lines[first:])[:4000]
+    """The exception lines of a failed engine (its root cause among them), then its first traceback's tail;
+    vLLM's dump of its config and scheduler output is left out."""
+    lines = [line for line in output.splitlines() if "Dumping" not in line]
+    causes = [line[-400:] for line in lines if re.search(r"\w+(Error|Exception)\b.*: ", line)]
+    first = next((i for i, line in enumerate(lines) if "Traceback" in line), len(lines))
+    return "\n".join([*causes[:20], "--- first traceback, tail:", *lines[first : first + 400][-40:]])
 
 
 def _serve(ckpt: Path, model: str, warm: str) -> subprocess.CompletedProcess:

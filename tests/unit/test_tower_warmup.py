@@ -13,7 +13,14 @@ from helpers import TINY_VISION
 
 from qwenvl_vllm.geometry import QWEN2_VL
 from qwenvl_vllm.models import tower_warmup
-from qwenvl_vllm.models.tower_warmup import WARM_DECODED, WARM_GRID, TowerWarmup, warm_qwen2, warm_rows
+from qwenvl_vllm.models.tower_warmup import (
+    WARM_DECODED,
+    WARM_GRID,
+    TowerWarmup,
+    encoding_tower,
+    warm_qwen2,
+    warm_rows,
+)
 
 
 @pytest.fixture(scope="module")
@@ -81,15 +88,26 @@ def test_the_model_warms_its_own_tower_and_not_vllms_stand_in(build, ckpt) -> No
     assert text_only._tower_to_warm() is None
 
 
-@pytest.mark.parametrize("last_rank", [True, False])
-def test_the_rank_that_computes_no_logits_warms_at_its_forward(monkeypatch, tower, last_rank: bool) -> None:
-    """Pipeline parallelism: the tower lives on the first rank, the logits run on the last."""
-    monkeypatch.setattr(
-        tower_warmup, "get_pp_group", lambda: SimpleNamespace(is_first_rank=True, is_last_rank=last_rank)
-    )
+@pytest.mark.parametrize(
+    ("first_rank", "last_rank", "at_forward_calls"), [(True, True, 0), (True, False, 4), (False, False, 0)]
+)
+def test_the_rank_that_computes_no_logits_warms_at_its_forward(
+    monkeypatch, tower, first_rank: bool, last_rank: bool, at_forward_calls: int
+) -> None:
+    """Pipeline parallelism: the tower lives on the first rank, the logits run on the last; a middle rank
+    has no tower and warms nothing, once."""
+    from qwenvl_vllm.models.qwen2_vl_vision import Qwen2VisionTower
+
+    group = SimpleNamespace(is_first_rank=first_rank, is_last_rank=last_rank)
+    monkeypatch.setattr(tower_warmup, "get_pp_group", lambda: group)
     calls = _count_calls(monkeypatch, tower)
+
+    def factory():  # as the models build it: None where this rank holds no tower
+        visual = encoding_tower(tower, Qwen2VisionTower)
+        return None if visual is None else partial(warm_qwen2, visual, QWEN2_VL, True)
+
     warmup = TowerWarmup(enabled=True)
-    warmup.at_forward(lambda: partial(warm_qwen2, tower, QWEN2_VL, True))
-    assert (len(calls), warmup.pending) == ((0, True) if last_rank else (4, False))
-    warmup.at_logits(lambda: partial(warm_qwen2, tower, QWEN2_VL, True))
-    assert (len(calls), warmup.pending) == (4, False)
+    warmup.at_forward(factory)
+    assert (len(calls), warmup.pending) == (at_forward_calls, last_rank)
+    warmup.at_logits(factory)
+    assert (len(calls), warmup.pending) == (4 if first_rank else 0, False)
