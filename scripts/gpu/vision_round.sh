@@ -19,6 +19,10 @@
 #      the paced slicer's defaults (round 13 run 1's side: c=64 ITL p99 30.7 ms at the client, 27.1 in the
 #      engine, TTFT p99 1639 vs 1764; round 14's x1.35 lost TTFT p99 on a noisy host) with 8 client processes,
 #      ours and in-tree in the same run.
+#   4. with time left: 12 MP photos through the paced slicer, `PHOTO_WAVES=1 PHOTO_SIDES=ours_sliced_paced_api2
+#      PHOTO_FLAGS=--no-in-tree p5` (c=1/16, ours then the slicer): round 18's default path stalled every decode
+#      for ~1.5 s per 12 MP image (ITL p99 1482 ms at c=16); one tower block is ~40 ms at that size, so the
+#      slicer should bound the stalls near that, at what cost in req/s?
 #   After the visit: if `v3` returned gpu_caches.tgz, copy it to .gpu/caches.tgz; later visits carry it with
 #   the last .gpu/partNN (vision_round.sh unpacks it after install), so that the first engine starts warm. If
 #   an engine then fails at its start (a cache from another stack), delete .gpu/caches.tgz.
