@@ -19,10 +19,10 @@
 #      the paced slicer's defaults (round 13 run 1's side: c=64 ITL p99 30.7 ms at the client, 27.1 in the
 #      engine, TTFT p99 1639 vs 1764; round 14's x1.35 lost TTFT p99 on a noisy host) with 8 client processes,
 #      ours and in-tree in the same run.
-#   4. with time left: 12 MP photos through the paced slicer, `PHOTO_WAVES=1 PHOTO_SIDES=ours_sliced_paced_api2
-#      PHOTO_FLAGS=--no-in-tree p5` (c=1/16, ours then the slicer): round 18's default path stalled every decode
-#      for ~1.5 s per 12 MP image (ITL p99 1482 ms at c=16); one tower block is ~40 ms at that size, so the
-#      slicer should bound the stalls near that, at what cost in req/s?
+#   4. with time left: `ps`, 4032x3024 photos at c=1/16 (one wave) through ours and the paced slicer (no
+#      in-tree). Round 18's default path stalled every decode ~1.5 s per 12 MP image (ITL p99 1482 ms at c=16);
+#      one tower block is ~40 ms at that size, so the slicer should bound the stalls near that, at what cost in
+#      req/s? (At 1080p c=64, round 9 measured it: ITL p99 42 ms against ours' 446, at 0.99x ours' req/s.)
 #   5. with time left: `t12`, the isolated tower at 1080p and 12 MP (round 18's 12 MP serve analysis lacks it).
 #   After the visit: if `v3` returned gpu_caches.tgz, copy it to .gpu/caches.tgz; later visits carry it with
 #   the last .gpu/partNN (vision_round.sh unpacks it after install), so that the first engine starts warm. If
@@ -75,6 +75,7 @@
 #   s72 `vllm serve` of the 72B checkpoint (after k2 or k8), ours vs in-tree at c=4 (issue 14 part 1)
 #   t   the vision tower benchmark, then the fp8 tower's parity vs transformers
 #   t12 the vision tower benchmark at 1920x1080 and 4032x3024 only
+#   ps  4032x3024 photos at c=1/16 (one wave) through ours and the paced slicer, no in-tree
 #   w   the 72B GPTQ-Int4 checkpoint written on the GPU;  x: W1 on it, ours vs in-tree
 set -uo pipefail
 source "$(dirname "$0")/common.sh"
@@ -131,7 +132,7 @@ photos() {  # size concurrencies timeout: `vllm serve` with JPEG photos of that 
   status "serve_photos_$1" $?
   tail -4 "$R/serve_photos_$1.log"
 }
-case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, o6, p5, p6, q6, f3, f4, fe, fp, f8, k8, d1, d8, v2, v3, w2, wt, tm, p7, s1, t12 or ph} in
+case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, o6, p5, p6, q6, f3, f4, fe, fp, f8, k8, d1, d8, v2, v3, w2, wt, tm, p7, s1, t12, ps or ph} in
 g1)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk 2b-bf16 qwen2-vl-2b bf16 & wait; echo "== checkpoints at ${SECONDS}s"
   ( gpu_tests "$(cap 200)"; encode_ahead_check "$(cap 270)" ) &
@@ -365,6 +366,9 @@ t)
     --gpu-memory-utilization 0.3 --kv-cache-gib 8 --out "$R/parity_fp8_tower.json" >"$R/parity_fp8.log" 2>&1
   status parity_fp8 $?; tail -c 600 "$R/parity_fp8_tower.json"
   pack t ;;
+ps)
+  PHOTO_WAVES=1 PHOTO_SIDES=ours_sliced_paced_api2 PHOTO_FLAGS=--no-in-tree photos 4032x3024 "1 16" "$(cap 565)"
+  pack ps ;;
 t12)
   # the isolated tower at 1920x1080 and 4032x3024 (12 MP photos' serve numbers: is the ratio the tower's?)
   timeout "$(cap 400)" python3 benchmarks/vision_tower.py --out-dir "$R/tower" --iters 3 \
