@@ -58,7 +58,7 @@ from .qwen2_vl_processing import (
     Qwen2VLProcessingInfo,
 )
 from .qwen2_vl_vision import Qwen2VisionTower
-from .tower_warmup import TowerWarmup, encoding_tower, warm_qwen2
+from .tower_warmup import TowerWarmup, encoding_tower, warm_qwen2, warmup_of
 
 logger.info(
     "qwenvl-vllm: Qwen2VLForConditionalGeneration served by qwenvl_vllm.models.qwen2_vl (not in-tree)"
@@ -451,12 +451,7 @@ class Qwen2VLForConditionalGeneration(
         return self.language_model.compute_logits(hidden_states)
 
     def _tower_warmup(self) -> partial | None:
-        visual = self._tower_to_warm()
-        return (
-            None
-            if visual is None
-            else partial(warm_qwen2, visual, self.geometry, get_settings().device_pixels)
-        )
+        return warmup_of(self._tower_to_warm(), warm_qwen2, self.geometry)
 
     def _tower_to_warm(self) -> Qwen2VisionTower | None:
         return encoding_tower(getattr(self, "visual", None), Qwen2VisionTower)

@@ -74,7 +74,7 @@ from qwenvl_vllm.models.qwen_vl_processing import (
     QwenVLProcessingInfo,
 )
 from qwenvl_vllm.models.qwen_vl_visual import QwenVLVisionTransformer, vision_n_queries
-from qwenvl_vllm.models.tower_warmup import TowerWarmup, encoding_tower, warm_qwen_vl
+from qwenvl_vllm.models.tower_warmup import TowerWarmup, encoding_tower, warm_qwen_vl, warmup_of
 from qwenvl_vllm.processors.qwen_vl_pixels import qwen_vl_pixel_values_on_device
 from qwenvl_vllm.settings import get_settings
 
@@ -472,12 +472,7 @@ class QwenVLForConditionalGeneration(
         return self.logits_processor(self.lm_head, hidden_states)
 
     def _tower_warmup(self) -> partial | None:
-        visual = self._tower_to_warm()
-        return (
-            None
-            if visual is None
-            else partial(warm_qwen_vl, visual, self.image_size, get_settings().device_pixels)
-        )
+        return warmup_of(self._tower_to_warm(), warm_qwen_vl, self.image_size)
 
     def _tower_to_warm(self) -> QwenVLVisionTransformer | None:
         return encoding_tower(self.visual, QwenVLVisionTransformer)

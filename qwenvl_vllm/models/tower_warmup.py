@@ -14,11 +14,13 @@ too.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from vllm.distributed import get_pp_group
 
 from qwenvl_vllm.geometry import VisionGeometry
+from qwenvl_vllm.settings import get_settings
 
 from .qwen2_vl_device_pixels import uint8_rows
 
@@ -74,6 +76,11 @@ def encoding_tower(visual: object, tower_cls: type[torch.nn.Module]) -> torch.nn
     """`visual` if it is our tower and this rank encodes: not vLLM's stand-in of an engine without media, and
     only on the first pipeline rank."""
     return visual if isinstance(visual, tower_cls) and get_pp_group().is_first_rank else None
+
+
+def warmup_of(visual: torch.nn.Module | None, warm: Callable[..., None], *args: object) -> partial | None:
+    """`warm(visual, *args, device_pixels)` as a call for `TowerWarmup`; None where this rank has no tower."""
+    return None if visual is None else partial(warm, visual, *args, get_settings().device_pixels)
 
 
 def _capturing() -> bool:
