@@ -20,6 +20,7 @@ from qwenvl_vllm.models.tower_warmup import (
     encoding_tower,
     warm_qwen2,
     warm_rows,
+    warmup_of,
 )
 
 
@@ -103,8 +104,7 @@ def test_the_rank_that_computes_no_logits_warms_at_its_forward(
     calls = _count_calls(monkeypatch, tower)
 
     def factory():  # as the models build it: None where this rank holds no tower
-        visual = encoding_tower(tower, Qwen2VisionTower)
-        return None if visual is None else partial(warm_qwen2, visual, QWEN2_VL, True)
+        return warmup_of(encoding_tower(tower, Qwen2VisionTower), warm_qwen2, QWEN2_VL)
 
     warmup = TowerWarmup(enabled=True)
     warmup.at_forward(factory)
