@@ -6,19 +6,19 @@
 # /tmp/ckpt; results come back as $OUT/round_<call>.tgz. What each visit ran and found:
 # benchmarks/results/<date>-h200-roundN/README.md.
 #
-# Next visit (in this order; the first engine on a fresh machine spends 70-140 s after its graph capture that
-# later engines skip, so a fresh machine's first call holds one engine start more than a warm one's):
+# Next visit (in this order; each engine config's first start on a machine spends 70-140 s after its graph
+# capture that later starts skip: round 19's in-tree paid it after ours had run, >50 s before it was cut):
 #   1. `v3` (fresh machine): the tower warm-up's GPU test per model beside the checkpoint (round 18: the warmed
 #      Qwen2-VL engine passed; the cold control died without the monitor's line in stderr, where the test
 #      looked; vLLM logs to stdout, which the test now reads too: the likely cause, not yet confirmed), then
 #      in-tree alone at 4032x3024 c=64 (round 18's p7 had ours at c=1/16/64 and in-tree at c=1/16; its c=64
-#      was cut), then the caches (kernels first).
+#      was cut; round 19's was cut again, by that cold start), then the caches (kernels first).
 #   2. `wt` if the warm-up test passed for both models: W1 vs in-tree with QWENVL_VLLM_WARM_TOWER=1; if both
 #      hold, the setting on by default.
-#   3. issue 12: `F3_PROCS="4 8" G3_CONCURRENCY="16 64" G3_CLIENT_PROCS=8 G3_SIDES=ours_sliced_paced_api2 ... f3`:
-#      the paced slicer's defaults (round 13 run 1's side: c=64 ITL p99 30.7 ms at the client, 27.1 in the
-#      engine, TTFT p99 1639 vs 1764; round 14's x1.35 lost TTFT p99 on a noisy host) with 8 client processes,
-#      ours and in-tree in the same run.
+#   3. issue 12: `G3_CONCURRENCY="16 64" G3_SIDES=ours_sliced_paced_t16_s135_api2 ... s1` (ours, the paced
+#      slicer with a 16-ms target, in-tree; round 19's t18 x1.35 on a noisy host: c=64 ITL p99 39.0 ms at 0.98x
+#      ours' req/s, in-tree cut by its cold start: on a fresh machine start in-tree once first, or accept no
+#      in-tree). Round 13 run 1, the quiet host: t18 x1.45 30.7 ms at 1.16x ours.
 #   4. with time left: `ps`, 4032x3024 photos at c=1/16 (one wave) through ours and the paced slicer (no
 #      in-tree). Round 18's default path stalled every decode ~1.5 s per 12 MP image (ITL p99 1482 ms at c=16);
 #      one tower block is ~40 ms at that size, so the slicer should bound the stalls near that, at what cost in
@@ -269,7 +269,7 @@ wt)
 v3)
   # the checkpoint on the CPU beside the warm-up tests' tiny engines; the caches last, once both ours and
   # in-tree have compiled into them
-  fresh_2b & warmup_tests 280; wait; pack v3
+  fresh_2b & warmup_tests 220; wait; pack v3  # in-tree's 12 MP c=64 needs ~260 s with its cold start
   left=$((END - SECONDS - 45)); PHOTO_WAVES=1 PHOTO_FLAGS=--no-ours photos 4032x3024 64 "$((left > 5 ? left : 5))"
   pack v3
   save_caches "$RET/gpu_caches.tgz" "$(cap 40)"; pack v3 ;;
