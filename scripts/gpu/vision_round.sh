@@ -6,7 +6,7 @@
 # /tmp/ckpt; results come back as $OUT/round_<call>.tgz. What each visit ran and found:
 # benchmarks/results/<date>-h200-roundN/README.md.
 #
-# Next visit (in this order; each engine config's first start on a machine spends 70-140 s after its graph
+# Next visit (in this order; it seems each engine config's first start on a machine spends 70-140 s after its graph
 # capture that later starts skip: round 19's in-tree paid it after ours had run, >50 s before it was cut):
 #   1. `v3` (fresh machine): the tower warm-up's GPU test per model beside the checkpoint (round 18: the warmed
 #      Qwen2-VL engine passed; the cold control died without the monitor's line in stderr, where the test
@@ -269,7 +269,7 @@ wt)
 v3)
   # the checkpoint on the CPU beside the warm-up tests' tiny engines; the caches last, once both ours and
   # in-tree have compiled into them
-  fresh_2b & warmup_tests 220; wait; pack v3  # in-tree's 12 MP c=64 needs ~260 s with its cold start
+  fresh_2b & warmup_tests 220; wait; pack v3  # in-tree's cold 12 MP c=64: ~260 s, estimated
   left=$((END - SECONDS - 45)); PHOTO_WAVES=1 PHOTO_FLAGS=--no-ours photos 4032x3024 64 "$((left > 5 ? left : 5))"
   pack v3
   save_caches "$RET/gpu_caches.tgz" "$(cap 40)"; pack v3 ;;
