@@ -71,10 +71,12 @@ class Costs:
     # simulated clock, learning this model's fixed cost as it would the GPU's
     step_target_ms: float = STEP_TARGET_MS
     step_target_margin: float = STEP_TARGET_MARGIN  # QWENVL_VLLM_STEP_TARGET_MARGIN
+    step_admit_cost: bool = True  # QWENVL_VLLM_STEP_ADMIT_COST
     # the slicer's steps that launch tower work: measured tower ms per assumed ms, and their extra fixed cost
     # (`--cost-trace`; host-bound, those steps fit ~0.5x and +6-10 ms: benchmarks/step_fit.py)
     tower_factor: float = 1.0
     admit_ms: float = 0.0
+    admit_by: str = "tower"  # which steps pay admit_ms and get the admitting residuals (step_fit.fit's)
 
 
 @dataclass
@@ -199,7 +201,8 @@ class Sim:
         PROGRESS.active = self.side_stream
         if self.sliced and self.costs.step_target_ms:
             clock = lambda: self.clock / 1000  # noqa: E731
-            self.step_budget = StepBudget(self.costs.step_target_ms, clock, self.costs.step_target_margin)
+            c = self.costs
+            self.step_budget = StepBudget(c.step_target_ms, clock, c.step_target_margin, c.step_admit_cost)
         self.api = ApiServer(self.costs.api_shared_ms, self.costs.api_serial_ms, self.costs.api_servers)
         self.issued = 0
         for _ in range(self.work.concurrency):
@@ -277,14 +280,18 @@ class Sim:
         if self.sliced:  # as the slicer: the encodes this step needs, then up to the step's budget
             used = self._run_side_through(self._needed(out))
             fixed = int(c.tower_step_ms * PATCH_LAYERS_PER_MS)
-            work = step_budget(fixed, c.tower_backlog_scale, self.step_budget, out.total_num_scheduled_tokens)
+            tokens = out.total_num_scheduled_tokens
+            work = step_budget(fixed, c.tower_backlog_scale, self.step_budget, tokens, admits=bool(encodes))
             used += self._run_side(max(work / PATCH_LAYERS_PER_MS - used, 0.0), end=None)
             if self.step_budget is not None:
                 self.step_budget.launched(int(used * PATCH_LAYERS_PER_MS))
         else:
             used = c.side_cost * self._run_side(max(lm, host), end=None)
-        tower_cost = c.admit_ms + c.tower_factor * used if self.sliced and used > 0 else used
-        step = self._noisy(max(host, lm + tower_cost), admitting=used > 0)
+        admitting = bool(encodes) if c.admit_by == "image" else used > 0
+        tower_cost = used
+        if self.sliced:
+            tower_cost = (c.admit_ms if admitting else 0.0) + c.tower_factor * used
+        step = self._noisy(max(host, lm + tower_cost), admitting=admitting)
         for event in self._just_finished:
             event.at = self.clock + step
         return step
@@ -415,6 +422,10 @@ def main() -> None:
     parser.add_argument("--noise-iid", action="store_true", help="its residuals drawn with replacement")
     cost_help = "a step trace whose fit (by class) sets the step costs (overrides --base-ms)"
     parser.add_argument("--cost-trace", type=Path, help=cost_help)
+    admit_help = "the fit's admitting steps: those that launched tower work, or that queued a new image"
+    no_admit_help = "QWENVL_VLLM_STEP_ADMIT_COST=0: the budget learns one fixed cost for every step"
+    parser.add_argument("--no-step-admit-cost", action="store_true", help=no_admit_help)
+    parser.add_argument("--admit-by", choices=step_fit.ADMIT_CLASSES, default=Costs.admit_by, help=admit_help)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     os.environ["QWENVL_VLLM_ENCODER_STEP_TOKENS"] = str(args.encoder_step_tokens)
@@ -432,10 +443,12 @@ def main() -> None:
         base_ms=args.base_ms,
         tower_backlog_scale=args.tower_backlog_scale,
         step_target_margin=args.step_target_margin,
+        admit_by=args.admit_by,
+        step_admit_cost=not args.no_step_admit_cost,
     )
     by_class = args.cost_trace is not None  # the noise is then the residuals of the fit the costs come from
     traces = {path for path in (args.cost_trace, args.noise_trace) if path}
-    fits = {path: step_fit.fit(step_trace.load(path), by_class) for path in traces}
+    fits = {path: step_fit.fit(step_trace.load(path), by_class, args.admit_by) for path in traces}
     if args.cost_trace:
         fitted = fits[args.cost_trace]
         costs = replace(

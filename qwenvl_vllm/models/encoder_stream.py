@@ -178,7 +178,9 @@ class SideStreamEmbedding:
             self._tower_slicer = TowerSlicer(
                 settings.tower_step_patch_layers,
                 settings.tower_backlog_scale,
-                StepBudget(target, margin=settings.step_target_margin) if target else None,
+                StepBudget(target, margin=settings.step_target_margin, admit_cost=settings.step_admit_cost)
+                if target
+                else None,
             )
         elif wants_encoder_stream(vllm_config):
             self._encoder_stream = EncoderStream(torch.device(vllm_config.device_config.device))

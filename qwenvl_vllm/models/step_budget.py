@@ -21,6 +21,12 @@ ran 7-10 ms over the fitted cost at p90 on two of three H200 hosts, 2 ms on the 
 `k` (`QWENVL_VLLM_STEP_TARGET_MARGIN`), the tower's room also leaves `k` times the learned mean absolute
 deviation of those steps' periods from their prediction (as TCP's retransmit timer adds 4 deviations to the
 mean round trip): little on a quiet host, more on a noisy one.
+
+A step that admits an image (its encode queued by this step's `embed_multimodal`) costs more than its tokens
+and tower work say (twentieth visit, `benchmarks/step_fit.py` by image on five step traces: +5.1 to +7.0 ms
+on the noisy hosts, +1.3 on the quiet one; the fit's unexplained variance drops by a fifth). One learned
+fixed cost for all steps overshot those steps and left the others short, so the admitting steps learn their
+own extra (`admit_ms`) from their own periods, and the others the plain fixed cost.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ PREFILL_MS_PER_1K_TOKENS = 5.5
 INITIAL_FIXED_MS = 3.3  # a step of 64 decodes alone
 GAIN = 0.1
 STALL_FACTOR = 3.0  # a period over this many targets is not a step's cost
+INITIAL_ADMIT_MS = 0.0  # learned within ~20 admitting steps (GAIN)
 INITIAL_DEVIATION_MS = 2.0  # the quiet host's mean absolute deviation (round 13's first run: 1.8 ms)
 
 
@@ -43,7 +50,11 @@ class StepBudget:
     """Call `patch_layers(tokens)` once per step before launching its slices, then `launched(work)`."""
 
     def __init__(
-        self, target_ms: float, clock: Callable[[], float] = time.monotonic, margin: float = 0.0
+        self,
+        target_ms: float,
+        clock: Callable[[], float] = time.monotonic,
+        margin: float = 0.0,
+        admit_cost: bool = True,
     ) -> None:
         if target_ms <= 0:
             raise ValueError(f"QWENVL_VLLM_STEP_TARGET_MS must be positive, got {target_ms}")
@@ -56,15 +67,18 @@ class StepBudget:
         self._lm_ms = 0.0
         self._predicted_ms: float | None = None
         self._launched_tower = False
+        self.admit_ms, self._admits, self._admit_cost = INITIAL_ADMIT_MS, False, admit_cost
 
-    def patch_layers(self, tokens: int, scale: float = 1.0) -> int:
+    def patch_layers(self, tokens: int, scale: float = 1.0, admits: bool = False) -> int:
         """The tower work this step has room for; `tokens`: the step's scheduled tokens (decodes included);
-        `scale`: this step's target over the set one (the slicer's backlog scale while requests wait)."""
+        `scale`: this step's target over the set one (the slicer's backlog scale while requests wait);
+        `admits`: the step queued a new image's encode."""
         now = self._clock()
         if self._last is not None and self._predicted_ms is not None:
             self._learn((now - self._last) * 1000)
-        self._last = now
-        self._lm_ms = self.fixed_ms + tokens / 1000 * PREFILL_MS_PER_1K_TOKENS
+        self._last, self._admits = now, admits and self._admit_cost
+        fixed = self.fixed_ms + (self.admit_ms if self._admits else 0.0)
+        self._lm_ms = fixed + tokens / 1000 * PREFILL_MS_PER_1K_TOKENS
         room = self.target_ms * scale - self._lm_ms - self.margin * self.deviation_ms
         return int(max(room, 0.0) * PATCH_LAYERS_PER_MS)
 
@@ -77,7 +91,9 @@ class StepBudget:
         if period_ms > STALL_FACTOR * max(self.target_ms, self._predicted_ms):  # idle, or a needed encode
             return
         error = period_ms - self._predicted_ms
-        self.fixed_ms += GAIN * error
-        self.fixed_ms = min(max(self.fixed_ms, 0.0), self.target_ms)
+        if self._admits:  # the last step's class: the period measured now is its own (see the fit)
+            self.admit_ms = min(max(self.admit_ms + GAIN * error, 0.0), self.target_ms)
+        else:
+            self.fixed_ms = min(max(self.fixed_ms + GAIN * error, 0.0), self.target_ms)
         if self._launched_tower:  # the margin is for these steps' noise
             self.deviation_ms += GAIN * (abs(error) - self.deviation_ms)

@@ -82,11 +82,14 @@ class TowerJob:
         return self.launched and (self.event is None or self.event.query())
 
 
-def step_budget(fixed: int, backlog_scale: float, target: StepBudget | None, tokens: int) -> int:
-    """A step's tower work in patches x blocks: the target's room for a step of `tokens`, or the fixed
-    budget; either times `backlog_scale` while requests wait (also benchmarks/sched_sim.py's rule)."""
+def step_budget(
+    fixed: int, backlog_scale: float, target: StepBudget | None, tokens: int, admits: bool = False
+) -> int:
+    """A step's tower work in patches x blocks: the target's room for a step of `tokens` (that queued a new
+    encode if `admits`), or the fixed budget; either times `backlog_scale` while requests wait (also
+    benchmarks/sched_sim.py's rule)."""
     scale = backlog_scale if PROGRESS.backlog else 1.0
-    return target.patch_layers(tokens, scale) if target else int(fixed * scale)
+    return target.patch_layers(tokens, scale, admits) if target else int(fixed * scale)
 
 
 class TowerSlicer:
@@ -98,6 +101,7 @@ class TowerSlicer:
         self.budget, self.backlog_scale, self.step_budget = patch_layers_per_step, backlog_scale, step_budget
         self._queue: deque[TowerJob] = deque()
         self._jobs: dict[int, TowerJob] = {}  # output storage -> its job, until launched
+        self._admitted = False  # a job was queued since the last step's launch
         PROGRESS.active = True
 
     def submit(self, slices: Slices, out: torch.Tensor, slice_cost: int) -> torch.Tensor:
@@ -108,6 +112,7 @@ class TowerSlicer:
         else:
             self._queue.append(job)
             self._jobs[job.key] = job
+            self._admitted = True
             weakref.finalize(out, self._forget, job)  # its storage may be reused by another tensor
         return out
 
@@ -120,7 +125,8 @@ class TowerSlicer:
             return
         # the step-time target only once a scheduler serves: the engine's profiling runs teach it nothing
         targeted = self.step_budget if PROGRESS.scheduling else None
-        budget = step_budget(self.budget, self.backlog_scale, targeted, tokens)
+        budget = step_budget(self.budget, self.backlog_scale, targeted, tokens, self._admitted)
+        self._admitted = False
         with scope("finish_through"):
             spent = self._finish_through(embeddings)
         with scope("tower_slices"):

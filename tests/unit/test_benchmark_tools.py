@@ -186,20 +186,24 @@ def test_serve_sides_name_real_settings_and_scheduler_classes() -> None:
             assert hasattr(importlib.import_module(module), cls), (name, cls)
 
 
-def _trace(rng, n: int = 400, noise_ms: float = 1.0, admit_ms: float = 0.0) -> list[dict]:
+def _trace(
+    rng, n: int = 400, noise_ms: float = 1.0, admit_ms: float = 0.0, image_ms: float = 0.0
+) -> list[dict]:
     """Steps that cost 3 ms + 0.05 per decode + 6 per 1k prefill tokens + 0.9x the tower ms launched (+
-    admit_ms if any), with Gaussian noise; an idle gap in the middle. A step's tower work is recorded by the
-    step after it."""
+    admit_ms if any; + image_ms if the step queued an image, a quarter of them), with Gaussian noise; an idle
+    gap in the middle. A step's tower work is recorded by the step after it."""
     from qwenvl_vllm.models.step_budget import PATCH_LAYERS_PER_MS
 
     t, steps, launched = 0.0, [], 0.0
     for i in range(n):
         decodes, prefill = int(rng.integers(1, 64)), int(rng.choice([0, 1026]))
-        steps.append({"t": t, "decodes": decodes, "prefill_tokens": prefill, "tower_work": launched})
+        images = int(rng.random() < 0.25)
+        step = {"t": t, "decodes": decodes, "prefill_tokens": prefill, "tower_work": launched}
+        steps.append(step | {"encoder_inputs": images})
         tower_ms = float(rng.choice([0.0, 5.0, 12.0]))
         launched = tower_ms * PATCH_LAYERS_PER_MS
         period = 3.0 + 0.05 * decodes + 6.0 * prefill / 1000 + 0.9 * tower_ms + rng.normal(0.0, noise_ms)
-        period += admit_ms if tower_ms else 0.0
+        period += (admit_ms if tower_ms else 0.0) + image_ms * images
         t += (period + (500.0 if i == n // 2 else 0.0)) / 1000
     return steps
 
@@ -224,3 +228,18 @@ def test_step_fit_by_class_finds_the_admitting_steps_extra_cost() -> None:
     by_class = step_fit.fit(steps, by_class=True)
     assert [by_class.admit_ms, by_class.tower_factor] == pytest.approx([7.0, 0.9], abs=0.4)
     assert step_fit.fit(steps).admit_ms == 0.0  # the plain fit folds it into the others
+
+
+def test_step_fit_by_image_finds_the_cost_of_queuing_an_image() -> None:
+    """The class of the steps that scheduled a new image's encode, apart from those that launched tower work:
+    each fit finds its own class's cost, and its residuals split by that class."""
+    import numpy as np
+
+    steps = _trace(np.random.default_rng(3), image_ms=6.0)
+    by_image = step_fit.fit(steps, by_class=True, admit_by="image")
+    assert [by_image.admit_ms, by_image.tower_factor] == pytest.approx([6.0, 0.9], abs=0.4)
+    assert 60 < len(by_image.admitting_residuals) < 140  # a quarter of the 398 steps
+    assert by_image.summary()["admitting_residual_sd_ms"] == pytest.approx(1.0, abs=0.2)
+    assert step_fit.fit(steps, by_class=True).admit_ms == pytest.approx(0.0, abs=0.6)
+    with pytest.raises(ValueError, match="admit_by"):
+        step_fit.fit(steps, admit_by="tokens")

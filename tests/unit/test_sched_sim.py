@@ -118,3 +118,29 @@ def test_a_host_bound_tower_step_costs_its_fit(ckpt: str, monkeypatch) -> None:
     tower_max = bound.tower_step_ms * bound.tower_backlog_scale
     assert max(s[3] for s in host_bound.steps) <= lm_max + 6.0 + 0.5 * tower_max + 1e-6
     assert max(s[3] for s in host_bound.steps) > lm_max  # admit_ms is paid
+
+
+def test_queuing_an_image_costs_its_fit(ckpt: str, monkeypatch) -> None:
+    """With `--admit-by image` the steps that schedule a new encode are the admitting ones (admit_ms, their
+    residuals), not those that launch tower work; with the budget's class off (`--no-step-admit-cost`) it
+    learns one fixed cost for every step."""
+    classes = []
+    noisy = sched_sim.Sim._noisy
+
+    def spy(self, step_ms: float, admitting: bool) -> float:
+        classes.append(admitting)
+        return noisy(self, step_ms, admitting)
+
+    monkeypatch.setattr(sched_sim.Sim, "_noisy", spy)
+    base = dict(graph_max_tokens=1536, host_ms_per_image=0.0, step_target_ms=18.0, admit_ms=6.0)
+    for admit_by in ("image", "tower"):
+        classes.clear()
+        costs = sched_sim.Costs(**base, admit_by=admit_by)
+        sim = sched_sim.simulate(ckpt, "sliced", costs, WORK, scheduled_tokens=1536)
+        queued = [s[1] > 0 for s in sim.steps]
+        assert (classes == queued) == (admit_by == "image")
+    for split in (True, False):
+        costs = sched_sim.Costs(**base, admit_by="image", step_admit_cost=split)
+        sim = sched_sim.simulate(ckpt, "sliced", costs, WORK, scheduled_tokens=1536)
+        assert len(sim.tokens) == WORK.requests
+        assert (sim.step_budget.admit_ms > 1.0) == split

@@ -1,6 +1,6 @@
 """The step-time target for the sliced tower (CPU, a simulated clock): the tower gets the room a step's own
-work leaves, the fixed part is learned from measured steps, stalls are not learned from, and the slicer
-uses the target instead of its fixed budget."""
+work leaves, the fixed part is learned from measured steps (apart for the steps that queue a new image),
+stalls are not learned from, and the slicer uses the target instead of its fixed budget."""
 
 from __future__ import annotations
 
@@ -128,14 +128,53 @@ def test_steps_without_tower_work_teach_no_deviation() -> None:
     assert budget.deviation_ms == sb.INITIAL_DEVIATION_MS
 
 
+def _two_class_steps(admit_cost: bool, extra_ms: float = 6.0) -> tuple[StepBudget, np.ndarray, np.ndarray]:
+    """Every third step queues a new image and really costs `extra_ms` more than its tokens and tower work
+    say (the twentieth visit's fit: +5 to +7 ms on noisy hosts); the periods of both kinds past a warm-up."""
+    clock = Clock()
+    budget = StepBudget(25.0, clock=clock, admit_cost=admit_cost)
+    admitting, plain = [], []
+    for step in range(600):
+        admits = step % 3 == 0
+        work = budget.patch_layers(1090, admits=admits)
+        budget.launched(work)
+        period = 4.0 + (extra_ms if admits else 0.0) + 1.09 * sb.PREFILL_MS_PER_1K_TOKENS + _tower_ms(work)
+        clock.ms += period
+        if step >= 300:
+            (admitting if admits else plain).append(period)
+    return budget, np.array(admitting), np.array(plain)
+
+
+def test_admitting_steps_learn_their_own_extra_cost() -> None:
+    """Both kinds of step come to the target; one cost for all leaves the admitting ones over it and the
+    others under, by the extra cost's share."""
+    budget, admitting, plain = _two_class_steps(admit_cost=True)
+    assert [budget.fixed_ms, budget.admit_ms] == pytest.approx([4.0, 6.0], abs=0.05)
+    assert admitting.max() == pytest.approx(25.0, abs=0.1) and plain.max() == pytest.approx(25.0, abs=0.1)
+    one_cost, admitting, plain = _two_class_steps(admit_cost=False)
+    assert one_cost.admit_ms == 0.0
+    assert admitting.mean() > 25.0 + 3.0 and plain.mean() < 25.0 - 1.5
+
+
+def test_without_admitting_steps_the_budget_is_unchanged() -> None:
+    clock = Clock()
+    split, single = StepBudget(25.0, clock=clock), StepBudget(25.0, clock=clock, admit_cost=False)
+    for _ in range(20):
+        split.launched(room := split.patch_layers(1090))
+        assert single.patch_layers(1090) == room
+        single.launched(room)
+        clock.ms += 30.0
+    assert split.fixed_ms == single.fixed_ms and split.admit_ms == 0.0
+
+
 class FixedRoom:
     """Stands in for a StepBudget: room for `room` patches x blocks; records what was launched."""
 
     def __init__(self, room: int) -> None:
         self.room, self.calls, self.launched_work = room, [], []
 
-    def patch_layers(self, tokens: int, scale: float) -> int:
-        self.calls.append((tokens, scale))
+    def patch_layers(self, tokens: int, scale: float, admits: bool = False) -> int:
+        self.calls.append((tokens, scale, admits))
         return self.room
 
     def launched(self, work: int) -> None:
@@ -161,8 +200,10 @@ def test_the_slicer_launches_the_targets_room(monkeypatch, backlog: bool, scale:
     slicer = TowerSlicer(50, backlog_scale=4.0, step_budget=room)
     out = slicer.submit(_job(5), torch.zeros(2, 3), 50)  # held: vLLM keeps the output it asked for
     slicer.before_lm([], tokens=1090)
-    assert room.calls == [(1090, scale)] and room.launched_work == [150] and PROGRESS.tower_work == 150
+    assert room.calls == [(1090, scale, True)] and room.launched_work == [150] and PROGRESS.tower_work == 150
     assert not slicer.job_of(out).query()  # two of five slices left
+    slicer.before_lm([], tokens=64)  # no new encode queued since the last step
+    assert room.calls[1:] == [(64, scale, False)]
     PROGRESS.reset()
 
 
