@@ -108,6 +108,9 @@ class Settings:
     scheduler: str | None
     # A file our schedulers append one JSON line per engine step to (serving.step_trace); unset: off.
     step_trace_path: str | None
+    # With the step trace: count the CUDA synchronisations inside our host scopes into it (`syncs`; torch's
+    # sync debug mode, models.host_scopes). A diagnostic: it slows the scopes a little.
+    sync_check: bool
     # qwen-vl-utils' MODEL_SEQ_LEN: the default total_pixels budget of a video is 90% of it in tokens.
     model_seq_len: int
 
@@ -136,5 +139,6 @@ def get_settings() -> Settings:
         graph_tokens=_env_int("QWENVL_VLLM_GRAPH_TOKENS", GRAPH_TOKENS),
         scheduler=os.environ.get("QWENVL_VLLM_SCHEDULER") or None,
         step_trace_path=os.environ.get("QWENVL_VLLM_STEP_TRACE") or None,
+        sync_check=_env_flag("QWENVL_VLLM_SYNC_CHECK"),
         model_seq_len=int(_env_float("MODEL_SEQ_LEN", 128000)),  # qwen-vl-utils reads it as a float
     )

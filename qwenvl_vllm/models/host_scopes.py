@@ -6,20 +6,32 @@ every traced `vllm serve` side, without a profiler. Only where the scheduler and
 (vLLM's uni-process executor, its default on one GPU); under a multi-process executor (`-tp 2`) the
 model's scopes are not timed and the records hold the scheduler's alone. Python's garbage collections in
 this process show as `gc` (`time_collections`): a long step with nothing else on the host is one of them,
-or the GPU."""
+or the GPU.
+
+With `SYNC_CHECK` on as well (`QWENVL_VLLM_SYNC_CHECK`, through the step trace), each scope runs under
+torch's CUDA sync debug mode and counts the synchronising calls made inside it (its own, not its inner
+scopes') into `SYNCS`, which the trace writes as `syncs`. Why (twentieth visit): the steps that queue a new
+image cost 5-7 ms more on slow hosts, 1.3 ms on a fast one, as if the host's work in them did not overlap
+the GPU's; a sync there would do that. torch's mode sees its own synchronising calls (`.item()`, `.tolist()`
+of device tensors, blocking copies, `nonzero`), not a driver's implicit wait in a pageable copy."""
 
 from __future__ import annotations
 
 import gc
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
+import torch
 from vllm.v1.utils import record_function_or_nullcontext
 
 HOST_MS: defaultdict[str, float] = defaultdict(float)
+SYNCS: defaultdict[str, int] = defaultdict(int)
 TIMING = False  # set through the module (`host_scopes.TIMING = ...`) by the step trace
+SYNC_CHECK = False  # likewise, with TIMING, where CUDA is available
+SYNC_MESSAGE = "called a synchronizing CUDA operation"  # torch's warning in its sync debug mode "warn"
 
 
 @contextmanager
@@ -30,9 +42,29 @@ def scope(name: str) -> Iterator[None]:
             return
         start = time.perf_counter()
         try:
-            yield
+            with counting_syncs(name) if SYNC_CHECK else nullcontext():
+                yield
         finally:
             HOST_MS[name] += (time.perf_counter() - start) * 1000
+
+
+@contextmanager
+def counting_syncs(name: str) -> Iterator[None]:
+    """Adds the synchronising CUDA calls made inside to `SYNCS[name]`; other warnings pass on."""
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+        syncs = [w for w in caught if SYNC_MESSAGE in str(w.message)]
+        if syncs:
+            SYNCS[name] += len(syncs)
+        for w in caught:
+            if w not in syncs:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 class _CollectionTimer:
@@ -56,6 +88,13 @@ def time_collections() -> None:
     """Times this process's garbage collections into the step records (once per process)."""
     if _COLLECTION_TIMER not in gc.callbacks:
         gc.callbacks.append(_COLLECTION_TIMER)
+
+
+def take_syncs() -> dict[str, int]:
+    """The synchronising calls per scope since the last call, and a fresh count."""
+    taken = dict(SYNCS)
+    SYNCS.clear()
+    return taken
 
 
 def take_host_ms() -> dict[str, float]:

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
+from qwenvl_vllm.log import logger
 from qwenvl_vllm.models import host_scopes
 from qwenvl_vllm.models.encoder_stream import PROGRESS
 from qwenvl_vllm.models.host_scopes import scope
@@ -58,6 +60,7 @@ class StepTracing:
         self._flushed_at = time.monotonic()
         self._tower_work_seen = PROGRESS.tower_work
         host_scopes.TIMING = self._trace_file is not None
+        host_scopes.SYNC_CHECK = host_scopes.TIMING and sync_check_available(get_settings().sync_check)
         if host_scopes.TIMING:
             host_scopes.time_collections()
 
@@ -74,6 +77,8 @@ class StepTracing:
                 record["tower_work"] = PROGRESS.tower_work - self._tower_work_seen
                 self._tower_work_seen = PROGRESS.tower_work
             record["host_ms"] = host_scopes.take_host_ms()
+            if host_scopes.SYNC_CHECK:
+                record["syncs"] = host_scopes.take_syncs()
             self._trace.append(record)
             if started - self._flushed_at >= FLUSH_EVERY_S:
                 self.flush_trace()
@@ -97,6 +102,14 @@ class StepTracing:
             f.writelines(json.dumps(record) + "\n" for record in self._trace)
         self._trace.clear()
         self._flushed_at = time.monotonic()
+
+
+def sync_check_available(wanted: bool) -> bool:
+    """QWENVL_VLLM_SYNC_CHECK where CUDA is (torch's sync debug mode is CUDA's); said once if not."""
+    if wanted and not torch.cuda.is_available():
+        logger.warning("qwenvl-vllm: QWENVL_VLLM_SYNC_CHECK needs CUDA; no syncs are counted")
+        return False
+    return wanted
 
 
 def load(path: Path) -> list[dict]:

@@ -6,24 +6,21 @@
 # /tmp/ckpt; results come back as $OUT/round_<call>.tgz. What each visit ran and found:
 # benchmarks/results/<date>-h200-roundN/README.md.
 #
-# Next visit (in this order; it seems each engine config's first start on a machine spends 70-140 s after its graph
-# capture that later starts skip: round 19's in-tree paid it after ours had run, >50 s before it was cut):
-#   1. `v3` (fresh machine): the tower warm-up's GPU test per model beside the checkpoint (round 18: the warmed
-#      Qwen2-VL engine passed; the cold control died without the monitor's line in stderr, where the test
-#      looked; vLLM logs to stdout, which the test now reads too: the likely cause, not yet confirmed), then
-#      in-tree alone at 4032x3024 c=64 (round 18's p7 had ours at c=1/16/64 and in-tree at c=1/16; its c=64
-#      was cut; round 19's was cut again, by that cold start), then the caches (kernels first).
-#   2. `wt` if the warm-up test passed for both models: W1 vs in-tree with QWENVL_VLLM_WARM_TOWER=1; if both
-#      hold, the setting on by default.
-#   3. issue 12: `G3_CONCURRENCY="16 64" G3_SIDES=ours_sliced_paced_t16_s135_api2 ... s1` (ours, the paced
-#      slicer with a 16-ms target, in-tree; round 19's t18 x1.35 on a noisy host: c=64 ITL p99 39.0 ms at 0.98x
-#      ours' req/s, in-tree cut by its cold start: on a fresh machine start in-tree once first, or accept no
-#      in-tree). Round 13 run 1, the quiet host: t18 x1.45 30.7 ms at 1.16x ours.
-#   4. with time left: `ps`, 4032x3024 photos at c=1/16 (one wave) through ours and the paced slicer (no
-#      in-tree). Round 18's default path stalled every decode ~1.5 s per 12 MP image (ITL p99 1482 ms at c=16);
-#      one tower block is ~40 ms at that size, so the slicer should bound the stalls near that, at what cost in
-#      req/s? (At 1080p c=64, round 9 measured it: ITL p99 42 ms against ours' 446, at 0.99x ours' req/s.)
-#   5. with time left: `t12`, the isolated tower at 1080p and 12 MP (round 18's 12 MP serve analysis lacks it).
+# Next visit (in this order; carry .gpu/caches.tgz with the last part: round 20's, saved after in-tree ran):
+#   1. issue 12 with in-tree in the same run: `G3_CONCURRENCY="16 64" G3_SIDES=ours_sliced_paced_t16_s135_api2
+#      ... s1` (ours, the paced slicer at t16 x1.35 with the by-image budget, now the default, then in-tree;
+#      round 20's t16 x1.35 with one fixed cost: c=64 ITL p99 30.3 ms at 1.04x ours, TTFT p99 +1.2%; c=16
+#      25.2 ms; in-tree cut twice by its start, 131-182 s: give s1 the whole call).
+#   2. the A/B of the budget's by-image class on the same machine: `G3_CONCURRENCY="16 64"
+#      G3_SIDES=ours_sliced_paced_t16_s135_oneclass_api2 G3_FLAGS="--no-ours --no-in-tree" ... g3` (set
+#      G3_SIDES whenever G3_FLAGS drops sides: unset, it runs the default extra sides, as round 20's last call).
+#      With time left in that call, add ours_sliced_paced_t16_s135_synccheck_api2 to G3_SIDES: the syncs in our
+#      scopes per step, from its trace (step_trace_report.py); tests/gpu/test_host_scopes_gpu.py checks the count.
+#   3. `wt` once engines have started on the machine (round 20's `v3`: the warm-up test had not finished one
+#      test in 220 s on a fresh machine, so pytest printed nothing); if it passes for both models, W1 with
+#      QWENVL_VLLM_WARM_TOWER=1 vs in-tree follows in the same call.
+#   4. with time left: `ps`, then `t12` (round 19's plan, unchanged).
+#   Done in round 20: in-tree's 4032x3024 c=64 (`i3`), the caches (`v3`).
 #   After the visit: if `v3` returned gpu_caches.tgz, copy it to .gpu/caches.tgz; later visits carry it with
 #   the last .gpu/partNN (vision_round.sh unpacks it after install), so that the first engine starts warm. If
 #   an engine then fails at its start (a cache from another stack), delete .gpu/caches.tgz.
@@ -43,6 +40,7 @@
 #   wt  the tower warm-up's GPU test, then offline W1 with QWENVL_VLLM_WARM_TOWER=1 vs in-tree (2B checkpoint first)
 #   v2  fresh 2B checkpoint, W2 ours vs in-tree (compare.py), then the tower warm-up's GPU test with the time left
 #   v3  the warm-up's GPU test beside a fresh 2B checkpoint, 4032x3024 c=64 in-tree alone (one wave), the caches
+#   i3  4032x3024 c=64 in-tree alone, one wave (2B checkpoint first: after v3)
 #   w2  fresh 2B checkpoint, benchmarks/pin_probe.py, our front end on the host's CPU, W2 ours vs in-tree (compare.py)
 #   d8  fresh 2B checkpoint, scripts/gpu/device_pixels_greedy.py, then f8's fp8-tower W1 vs in-tree
 #   e   `vllm serve` c=16/64: ours, encoding ahead, encoder-paced, in-tree
@@ -88,7 +86,7 @@ cap() { local left=$((END - SECONDS)); echo $(( left < $1 ? (left > 5 ? left : 5
 gpu_tests() {  # timeout
   timeout "$1" python3 -m pytest -q tests/gpu/test_vision_kernels_gpu.py tests/gpu/test_kernels_gpu.py \
     tests/gpu/test_qwen2_vl_vision_gpu.py tests/gpu/test_writer_gpu.py tests/gpu/test_profile_digest_gpu.py \
-    tests/gpu/test_device_pixels_gpu.py tests/gpu/test_tower_warmup_gpu.py \
+    tests/gpu/test_device_pixels_gpu.py tests/gpu/test_tower_warmup_gpu.py tests/gpu/test_host_scopes_gpu.py \
     >"$R/gpu_tests.log" 2>&1; status gpu_tests $?; tail -2 "$R/gpu_tests.log"
 }
 encode_ahead_check() {  # timeout
@@ -132,7 +130,7 @@ photos() {  # size concurrencies timeout: `vllm serve` with JPEG photos of that 
   status "serve_photos_$1" $?
   tail -4 "$R/serve_photos_$1.log"
 }
-case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, o6, p5, p6, q6, f3, f4, fe, fp, f8, k8, d1, d8, v2, v3, w2, wt, tm, p7, s1, t12, ps or ph} in
+case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, o6, p5, p6, q6, f3, f4, fe, fp, f8, k8, d1, d8, v2, v3, i3, w2, wt, tm, p7, s1, t12, ps or ph} in
 g1)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk 2b-bf16 qwen2-vl-2b bf16 & wait; echo "== checkpoints at ${SECONDS}s"
   ( gpu_tests "$(cap 200)"; encode_ahead_check "$(cap 270)" ) &
@@ -273,6 +271,8 @@ v3)
   left=$((END - SECONDS - 45)); PHOTO_WAVES=1 PHOTO_FLAGS=--no-ours photos 4032x3024 64 "$((left > 5 ? left : 5))"
   pack v3
   save_caches "$RET/gpu_caches.tgz" "$(cap 40)"; pack v3 ;;
+i3)
+  PHOTO_WAVES=1 PHOTO_FLAGS=--no-ours photos 4032x3024 64 "$(cap 540)"; pack i3 ;;
 v2)
   fresh_2b
   timeout "$(cap 500)" python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W2 --tag _w2 \

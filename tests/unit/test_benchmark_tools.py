@@ -230,6 +230,18 @@ def test_step_fit_by_class_finds_the_admitting_steps_extra_cost() -> None:
     assert step_fit.fit(steps).admit_ms == 0.0  # the plain fit folds it into the others
 
 
+def test_step_trace_report_counts_syncs_by_admission() -> None:
+    steps = [
+        {"t": 0.0, "encoder_inputs": 1},
+        {"t": 0.02, "encoder_inputs": 0, "syncs": {"device_pixels": 2}},
+        {"t": 0.04, "encoder_inputs": 0, "syncs": {}},
+        {"t": 0.06, "encoder_inputs": 0, "syncs": {"schedule": 1}},
+    ]
+    by = step_trace_report.syncs_by_admission(steps)
+    assert by == {"admitting": {"device_pixels": 2.0, "steps": 1}, "other": {"schedule": 0.5, "steps": 2}}
+    assert step_trace_report.syncs_by_admission([{"t": 0.0, "encoder_inputs": 1}, {"t": 0.1}]) == {}
+
+
 def test_step_fit_by_image_finds_the_cost_of_queuing_an_image() -> None:
     """The class of the steps that scheduled a new image's encode, apart from those that launched tower work:
     each fit finds its own class's cost, and its residuals split by that class."""
