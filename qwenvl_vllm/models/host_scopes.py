@@ -18,6 +18,7 @@ of device tensors, blocking copies, `nonzero`), not a driver's implicit wait in 
 from __future__ import annotations
 
 import gc
+import threading
 import time
 import warnings
 from collections import defaultdict
@@ -50,21 +51,25 @@ def scope(name: str) -> Iterator[None]:
 
 @contextmanager
 def counting_syncs(name: str) -> Iterator[None]:
-    """Adds the synchronising CUDA calls made inside to `SYNCS[name]`; other warnings pass on."""
-    previous = torch.cuda.get_sync_debug_mode()
-    torch.cuda.set_sync_debug_mode("warn")
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+    """Adds the synchronising CUDA calls this thread makes inside to `SYNCS[name]`. The debug mode is the
+    process's: other threads' syncs meanwhile (vLLM's output thread) are dropped, other warnings pass on."""
+    owner, previous = threading.get_ident(), torch.cuda.get_sync_debug_mode()
+    with warnings.catch_warnings():  # restores showwarning and the filters
+        warnings.simplefilter("always")
+        show = warnings.showwarning
+
+        def count(message, category, filename, lineno, file=None, line=None) -> None:
+            if SYNC_MESSAGE not in str(message):
+                show(message, category, filename, lineno, file, line)
+            elif threading.get_ident() == owner:
+                SYNCS[name] += 1
+
+        warnings.showwarning = count
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
             yield
-    finally:
-        torch.cuda.set_sync_debug_mode(previous)
-        syncs = [w for w in caught if SYNC_MESSAGE in str(w.message)]
-        if syncs:
-            SYNCS[name] += len(syncs)
-        for w in caught:
-            if w not in syncs:
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        finally:
+            torch.cuda.set_sync_debug_mode(previous)
 
 
 class _CollectionTimer:

@@ -26,7 +26,7 @@ A step that admits an image (its encode queued by this step's `embed_multimodal`
 and tower work say (twentieth visit, `benchmarks/step_fit.py` by image on five step traces: +5.1 to +7.0 ms
 on the noisy hosts, +1.3 on the quiet one; the fit's unexplained variance drops by a fifth). One learned
 fixed cost for all steps overshot those steps and left the others short, so the admitting steps learn their
-own extra (`admit_ms`) from their own periods, and the others the plain fixed cost.
+own extra (`admit_ms`) from their periods' error, on top of the fixed cost every step teaches.
 """
 
 from __future__ import annotations
@@ -91,9 +91,10 @@ class StepBudget:
         if period_ms > STALL_FACTOR * max(self.target_ms, self._predicted_ms):  # idle, or a needed encode
             return
         error = period_ms - self._predicted_ms
-        if self._admits:  # the last step's class: the period measured now is its own (see the fit)
+        # least mean squares on (1, admits): every step teaches the fixed cost, an admitting one its extra too
+        # (the last step's class: the period measured now is its own, as in the fit)
+        self.fixed_ms = min(max(self.fixed_ms + GAIN * error, 0.0), self.target_ms)
+        if self._admits:
             self.admit_ms = min(max(self.admit_ms + GAIN * error, 0.0), self.target_ms)
-        else:
-            self.fixed_ms = min(max(self.fixed_ms + GAIN * error, 0.0), self.target_ms)
         if self._launched_tower:  # the margin is for these steps' noise
             self.deviation_ms += GAIN * (abs(error) - self.deviation_ms)

@@ -105,7 +105,7 @@ class StepTracing:
 
 
 def sync_check_available(wanted: bool) -> bool:
-    """QWENVL_VLLM_SYNC_CHECK where CUDA is (torch's sync debug mode is CUDA's); said once if not."""
+    """QWENVL_VLLM_SYNC_CHECK where CUDA is (torch's sync debug mode is CUDA's); a warning if not."""
     if wanted and not torch.cuda.is_available():
         logger.warning("qwenvl-vllm: QWENVL_VLLM_SYNC_CHECK needs CUDA; no syncs are counted")
         return False

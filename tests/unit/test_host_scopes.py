@@ -40,6 +40,21 @@ def test_a_scope_counts_its_own_syncs_and_passes_other_warnings_on(sync_mode: li
     assert take_syncs() == {}
 
 
+def test_another_threads_syncs_are_not_the_scopes(sync_mode: list[str]) -> None:
+    """vLLM's output thread may synchronise while a scope has the (process-wide) debug mode on."""
+    import threading
+
+    def other() -> None:
+        warnings.warn(SYNC_MESSAGE, UserWarning, stacklevel=1)
+
+    with scope("tower_slices"):
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+        warnings.warn(SYNC_MESSAGE, UserWarning, stacklevel=1)
+    assert take_syncs() == {"tower_slices": 1}
+
+
 def test_without_the_check_nothing_is_counted_or_set(sync_mode: list[str], monkeypatch) -> None:
     monkeypatch.setattr(host_scopes, "SYNC_CHECK", False)
     with pytest.warns(UserWarning, match=SYNC_MESSAGE):
