@@ -16,9 +16,8 @@
 #      G3_SIDES whenever G3_FLAGS drops sides: unset, it runs the default extra sides, as round 20's last call).
 #      With time left in that call, add ours_sliced_paced_t16_s135_synccheck_api2 to G3_SIDES: the syncs in our
 #      scopes per step, from its trace (step_trace_report.py); tests/gpu/test_host_scopes_gpu.py checks the count.
-#   3. `wt` once engines have started on the machine (round 20's `v3`: the warm-up test had not finished one
-#      test in 220 s on a fresh machine, so pytest printed nothing); if it passes for both models, W1 with
-#      QWENVL_VLLM_WARM_TOWER=1 vs in-tree follows in the same call.
+#   3. `wt` (round 20's `v3`: the warm-up test had not finished one test in 220 s on a fresh machine, so
+#      pytest printed nothing); if it passes for both models, `ow`: W1 with QWENVL_VLLM_WARM_TOWER=1 vs in-tree.
 #   4. with time left: `ps`, then `t12` (round 19's plan, unchanged).
 #   Done in round 20: in-tree's 4032x3024 c=64 (`i3`), the caches (`v3`).
 #   After the visit: if `v3` returned gpu_caches.tgz, copy it to .gpu/caches.tgz; later visits carry it with
@@ -37,7 +36,8 @@
 #   c   W1, W2, W3 ours vs in-tree in one compare.py run (a cold in-tree compile takes >2 min)
 #   d1  fresh 2B checkpoint, scripts/gpu/device_pixels_greedy.py, offline W3 ours vs in-tree
 #   tm  the TTFT breakdown with QWENVL_VLLM_MODEL_COPIES_PIXELS=1 (2B checkpoint first)
-#   wt  the tower warm-up's GPU test, then offline W1 with QWENVL_VLLM_WARM_TOWER=1 vs in-tree (2B checkpoint first)
+#   wt  the tower warm-up's GPU test, Qwen2-VL then Qwen-VL v1 (540 s)
+#   ow  fresh 2B checkpoint, offline W1 with QWENVL_VLLM_WARM_TOWER=1 vs in-tree (after `wt` passed for both)
 #   v2  fresh 2B checkpoint, W2 ours vs in-tree (compare.py), then the tower warm-up's GPU test with the time left
 #   v3  the warm-up's GPU test beside a fresh 2B checkpoint, 4032x3024 c=64 in-tree alone (one wave), the caches
 #   i3  4032x3024 c=64 in-tree alone, one wave (2B checkpoint first: after v3)
@@ -130,7 +130,7 @@ photos() {  # size concurrencies timeout: `vllm serve` with JPEG photos of that 
   status "serve_photos_$1" $?
   tail -4 "$R/serve_photos_$1.log"
 }
-case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, o6, p5, p6, q6, f3, f4, fe, fp, f8, k8, d1, d8, v2, v3, i3, w2, wt, tm, p7, s1, t12, ps or ph} in
+case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, o6, p5, p6, q6, f3, f4, fe, fp, f8, k8, d1, d8, v2, v3, i3, w2, wt, ow, tm, p7, s1, t12, ps or ph} in
 g1)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk 2b-bf16 qwen2-vl-2b bf16 & wait; echo "== checkpoints at ${SECONDS}s"
   ( gpu_tests "$(cap 200)"; encode_ahead_check "$(cap 270)" ) &
@@ -258,12 +258,14 @@ tm)
     --repeats 8 --out "$R/ttft_breakdown_model_copies.json" >"$R/ttft_breakdown.log" 2>&1
   status ttft_breakdown $?; tail -c 1200 "$R/ttft_breakdown_model_copies.json"; pack tm ;;
 wt)
+  # the tiny engines write their own checkpoints; four engine starts (warm and cold control per model) took
+  # over 220 s on round 20's fresh machine without finishing one test
+  warmup_tests 540; pack wt ;;
+ow)
   fresh_2b
-  timeout "$(cap 260)" python3 -m pytest -q -s tests/gpu/test_tower_warmup_gpu.py >"$R/tower_warmup_gpu.log" 2>&1
-  status tower_warmup_gpu $?; tail -3 "$R/tower_warmup_gpu.log"; pack wt
   QWENVL_VLLM_WARM_TOWER=1 timeout "$(cap 565)" python3 benchmarks/compare.py --ckpt "$CK/2b-gptq" --workloads W1 \
     --tag _warm_tower --out-dir "$R/offline_wt" >"$R/compare_wt.log" 2>&1; status compare_wt $?
-  tail -4 "$R/compare_wt.log"; pack wt ;;
+  tail -4 "$R/compare_wt.log"; pack ow ;;
 v3)
   # the checkpoint on the CPU beside the warm-up tests' tiny engines; the caches last, once both ours and
   # in-tree have compiled into them
