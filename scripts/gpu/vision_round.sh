@@ -14,8 +14,10 @@
 #   2. the A/B of the budget's by-image class on the same machine: `G3_CONCURRENCY="16 64"
 #      G3_SIDES=ours_sliced_paced_t16_s135_oneclass_api2 G3_FLAGS="--no-ours --no-in-tree" ... g3` (set
 #      G3_SIDES whenever G3_FLAGS drops sides: unset, it runs the default extra sides, as round 20's last call).
-#      With time left in that call, add ours_sliced_paced_t16_s135_synccheck_api2 to G3_SIDES: the syncs in our
-#      scopes per step, from its trace (step_trace_report.py); tests/gpu/test_host_scopes_gpu.py checks the count.
+#      With time left in that call, add ours_sliced_paced_t16_s135_synccheck_api2 to G3_SIDES with G3_PROFILE set
+#      to it: the syncs in our scopes per step (step_trace_report.py) and the profile's host time blocked on the
+#      device per step (profile_digest.py): do the steps that queue an image (+5-7 ms on noisy hosts) wait for
+#      the GPU? tests/gpu/test_host_scopes_gpu.py checks the count itself.
 #   3. `wt` (round 20's `v3`: the warm-up test had not finished one test in 220 s on a fresh machine, so
 #      pytest printed nothing); if it passes for both models, `ow`: W1 with QWENVL_VLLM_WARM_TOWER=1 vs in-tree.
 #   4. with time left: `ps`, then `t12` (round 19's plan, unchanged).
