@@ -182,41 +182,24 @@ SIDES = {
                 "QWENVL_VLLM_STEP_TARGET_MS": str(target),
                 "QWENVL_VLLM_TOWER_BACKLOG_SCALE": scale,
                 "QWENVL_VLLM_TOWER_BACKLOG_REQUESTS": "12",
+                **extra,
             },
         )
         # round 19: t16 for c=64's tail (round 13's t18: 30.7 ms client p99, 1.16x ours' req/s to spend)
-        for target, suffix, scale in (
-            (18, "", "1.45"),
-            (20, "", "1.45"),
-            (18, "_s135", "1.35"),
-            (16, "", "1.45"),
-            (16, "_s135", "1.35"),
+        # round 20: t16 x1.35 gave c=64 30.3 ms at 1.04x ours; the budget now learns the extra cost of the
+        # steps that queue an image apart (QWENVL_VLLM_STEP_ADMIT_COST, on): `_oneclass` is the same without
+        # it, the A/B; `_synccheck` counts the synchronising calls inside our host scopes into the step trace
+        # (do the steps that queue an image wait for the GPU? step_trace_report.py prints the counts)
+        for target, suffix, scale, extra in (
+            (18, "", "1.45", {}),
+            (20, "", "1.45", {}),
+            (18, "_s135", "1.35", {}),
+            (16, "", "1.45", {}),
+            (16, "_s135", "1.35", {}),
+            (16, "_s135_oneclass", "1.35", {"QWENVL_VLLM_STEP_ADMIT_COST": "0"}),
+            (16, "_s135_synccheck", "1.35", {"QWENVL_VLLM_SYNC_CHECK": "1"}),
         )
     },
-    # round 20: t16 x1.35 gave c=64 30.3 ms at 1.04x ours; the budget now learns the extra cost of the steps
-    # that queue an image apart (QWENVL_VLLM_STEP_ADMIT_COST, on): this side is the same without it, the A/B
-    "ours_sliced_paced_t16_s135_oneclass_api2": (
-        True,
-        ["--scheduler-cls", SLICED_PACED, "--api-server-count", "2"],
-        {
-            "QWENVL_VLLM_STEP_TARGET_MS": "16",
-            "QWENVL_VLLM_TOWER_BACKLOG_SCALE": "1.35",
-            "QWENVL_VLLM_TOWER_BACKLOG_REQUESTS": "12",
-            "QWENVL_VLLM_STEP_ADMIT_COST": "0",
-        },
-    ),
-    # ... and with the synchronising calls inside our host scopes counted into the step trace (a diagnostic:
-    # do the steps that queue an image wait for the GPU? step_trace_report.py prints the counts)
-    "ours_sliced_paced_t16_s135_synccheck_api2": (
-        True,
-        ["--scheduler-cls", SLICED_PACED, "--api-server-count", "2"],
-        {
-            "QWENVL_VLLM_STEP_TARGET_MS": "16",
-            "QWENVL_VLLM_TOWER_BACKLOG_SCALE": "1.35",
-            "QWENVL_VLLM_TOWER_BACKLOG_REQUESTS": "12",
-            "QWENVL_VLLM_SYNC_CHECK": "1",
-        },
-    ),
     # round 14: on a noisy host the steps with tower work ran 7-10 ms over their fitted cost at p90; the
     # defaults (t18, x1.45) with 1.5 learned deviations kept free (models.step_budget); sched_sim.py with
     # that host's residuals: c=16 ITL p99 -4 ms, c=64 no gain, TTFT p99 up (benchmarks/results/*-devcpu)

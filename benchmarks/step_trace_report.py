@@ -88,29 +88,12 @@ def _fit_lines(steps: list[dict]) -> list[str]:
     return ["", f"fit: {costs}; residual sd {s['residual_sd_ms']:.1f}; {tower}"]
 
 
-def syncs_by_admission(steps: list[dict]) -> dict[str, dict[str, float]]:
-    """Synchronising calls per step and scope (QWENVL_VLLM_SYNC_CHECK's `syncs`, held by the next record, as
-    `host_ms`), for the steps that queued a new image ("admitting") and the others; empty without it."""
-    groups: dict[str, list[dict]] = {}
-    for step, after in zip(steps, steps[1:], strict=False):
-        if "syncs" in after:
-            key = "admitting" if step["encoder_inputs"] else "other"
-            groups.setdefault(key, []).append(after["syncs"])
-    return {
-        key: {
-            name: sum(r.get(name, 0) for r in rows) / len(rows)
-            for name in sorted({n for r in rows for n in r})
-        }
-        | {"steps": len(rows)}
-        for key, rows in sorted(groups.items())
-    }
-
-
 def _sync_lines(steps: list[dict]) -> list[str]:
+    """Synchronising calls per step and scope (QWENVL_VLLM_SYNC_CHECK), by new images admitted."""
     lines = []
-    for key, per_scope in syncs_by_admission(steps).items():
-        counts = ", ".join(f"{name} {n:.2f}" for name, n in per_scope.items() if name != "steps") or "none"
-        lines.append(f"syncs per step, {key} ({per_scope['steps']} steps): {counts}")
+    for images, means in step_trace.host_by_images_admitted(steps, "syncs").items():
+        counts = ", ".join(f"{name} {n:.2f}" for name, n in means.items() if name not in ("steps", "gap_ms"))
+        lines.append(f"syncs per step, {images} images admitted ({means['steps']} steps): {counts or 'none'}")
     return ["", *lines] if lines else []
 
 

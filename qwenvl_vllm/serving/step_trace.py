@@ -163,16 +163,17 @@ def tower_ms_per_step(steps: list[dict]) -> dict[str, float] | None:
     return {"p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)), "max": float(ms.max())}
 
 
-def host_by_images_admitted(steps: list[dict]) -> dict[str, dict[str, float]]:
+def host_by_images_admitted(steps: list[dict], field: str = "host_ms") -> dict[str, dict[str, float]]:
     """Mean host milliseconds per scope of a step's model work (held by the next record), with the gap
-    that followed the step, by the number of new images the step admitted ("0", "1", "2", "3+")."""
+    that followed the step, by the number of new images the step admitted ("0", "1", "2", "3+"); with
+    `field="syncs"` the synchronising calls per scope instead (QWENVL_VLLM_SYNC_CHECK)."""
     groups: dict[str, list[tuple[float, dict]]] = {}
     for step, after in zip(steps[:-1], steps[1:], strict=True):
-        if "host_ms" not in after:
+        if field not in after:
             continue
         n = step["encoder_inputs"]
         gap = (after["t"] - step["t"]) * 1000
-        groups.setdefault(str(n) if n < 3 else "3+", []).append((gap, after["host_ms"]))
+        groups.setdefault(str(n) if n < 3 else "3+", []).append((gap, after[field]))
     return {key: _mean_host(rows) for key, rows in sorted(groups.items())}
 
 

@@ -237,9 +237,22 @@ def test_step_trace_report_counts_syncs_by_admission() -> None:
         {"t": 0.04, "encoder_inputs": 0, "syncs": {}},
         {"t": 0.06, "encoder_inputs": 0, "syncs": {"schedule": 1}},
     ]
-    by = step_trace_report.syncs_by_admission(steps)
-    assert by == {"admitting": {"device_pixels": 2.0, "steps": 1}, "other": {"schedule": 0.5, "steps": 2}}
-    assert step_trace_report.syncs_by_admission([{"t": 0.0, "encoder_inputs": 1}, {"t": 0.1}]) == {}
+    by = step_trace_report.step_trace.host_by_images_admitted(steps, "syncs")
+    assert {images: {k: v for k, v in means.items() if k != "gap_ms"} for images, means in by.items()} == {
+        "1": {"device_pixels": 2.0, "steps": 1},
+        "0": {"schedule": 0.5, "steps": 2},
+    }
+    assert (
+        step_trace_report.step_trace.host_by_images_admitted(
+            [{"t": 0.0, "encoder_inputs": 1}, {"t": 0.1}], "syncs"
+        )
+        == {}
+    )
+    lines = step_trace_report._sync_lines(steps)
+    assert lines[1:] == [
+        "syncs per step, 0 images admitted (2 steps): schedule 0.50",
+        "syncs per step, 1 images admitted (1 steps): device_pixels 2.00",
+    ]
 
 
 def test_step_fit_by_image_finds_the_cost_of_queuing_an_image() -> None:
