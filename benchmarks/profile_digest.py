@@ -13,7 +13,9 @@ count for the graph's launch), by category. Steps are then grouped by whether th
 `embed_multimodal` (admitted new images) to compare the two kinds. Under async scheduling a step's window
 also holds the wait for the previous step's output (a synchronising call after `execute_model`): that wait
 is the previous step's GPU time showing, so each row also gets the next row's `blocked_next_ms`, and
-`unscoped_ms` (the engine loop's other host time) leaves blocked calls out.
+`unscoped_ms` (the engine loop's other host time) leaves blocked calls out. `host_names` ranks the host
+events by name (aten ops; Python functions too in a trace with stacks) by how much more or less time per
+step they took in the admitting steps than in the others: what the admitting steps' extra host time is.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ import numpy as np
 
 STEP = re.compile(r"execute_context_(\d+)\((\d+)\)_generation_(\d+)\((\d+)\)")
 SCOPE_PREFIXES = ("gpu_model_runner: ", "qwenvl: ")
+# host events named by what ran: aten ops always, Python functions with the profiler's stacks
+# (`serve_profile.py --profile-stack`); summed by name inside `execute_model`'s span (inclusive: nested ones
+# count in each name), then compared between the two kinds of step
+NAMED_HOST_CATS = ("cpu_op", "python_function")
+TOP_NAMES = 40
 # CUDA runtime calls that wait for the device; any other call this long waited too (a pageable copy, an
 # allocation that synchronises): launches take microseconds
 SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
@@ -98,15 +105,23 @@ def digest(events: list[dict]) -> dict:
     starts = [s["ts"] for s in steps]
     for s in steps:
         s.update(
-            scopes_ms=defaultdict(float), blocked_ms=0.0, blocked_in_model_ms=0.0, gpu_ms=defaultdict(float)
+            scopes_ms=defaultdict(float),
+            names_ms=defaultdict(float),
+            blocked_ms=0.0,
+            blocked_in_model_ms=0.0,
+            gpu_ms=defaultdict(float),
         )
     launch_step: dict[int, dict] = {}  # correlation id -> step
     for e in events:
         cat, name = e.get("cat"), e.get("name", "")
-        if cat not in ("user_annotation", "cuda_runtime", "cuda_driver"):
+        if cat not in ("user_annotation", "cuda_runtime", "cuda_driver", *NAMED_HOST_CATS):
             continue
         step = _step_of(starts, steps, e["ts"])
         if step is None or e.get("tid") != step["tid"]:
+            continue
+        if cat in NAMED_HOST_CATS:
+            if e["ts"] <= step["end"]:
+                step["names_ms"][name] += e["dur"] / 1000
             continue
         if cat == "user_annotation" and name.startswith(SCOPE_PREFIXES):
             step["scopes_ms"][name] += e["dur"] / 1000
@@ -130,7 +145,12 @@ def digest(events: list[dict]) -> dict:
     for row, after in zip(rows[:-1], rows[1:], strict=True):
         # async scheduling: the next step waits for this one's GPU work (its output) in its own window
         row["blocked_next_ms"] = after["blocked_ms"]
-    return {"steps": len(rows), "groups": _groups(rows), "per_step": rows}
+    return {
+        "steps": len(rows),
+        "groups": _groups(rows),
+        "host_names": _names_by_kind(steps, [row["new_images"] for row in rows]),
+        "per_step": rows,
+    }
 
 
 def _row(step: dict, next_start: float | None) -> dict:
@@ -165,6 +185,28 @@ def _unscoped_ms(step: dict, next_start: float | None) -> float | None:
 def _gpu_span_ms(step: dict) -> float:
     """First launched work's start to the last one's end: above gpu_ms, the device idled or ran others'."""
     return round((step["gpu_last"] - step["gpu_first"]) / 1000, 3) if "gpu_first" in step else 0.0
+
+
+def _names_by_kind(steps: list[dict], admitting: list[bool]) -> list[dict]:
+    """The `TOP_NAMES` host event names whose mean ms per step differ most between the steps that admitted
+    new images and the others (each mean over all steps of its kind, 0 where a step lacks the name)."""
+    kinds = {
+        kind: [s["names_ms"] for s, new in zip(steps, admitting, strict=True) if new is kind]
+        for kind in (True, False)
+    }
+    if not all(kinds.values()):
+        return []
+    admitting_ms, other_ms = (_mean_dicts(kinds[kind]) for kind in (True, False))
+    rows = [
+        {
+            "name": name,
+            "new_images_ms": admitting_ms.get(name, 0.0),
+            "no_new_images_ms": other_ms.get(name, 0.0),
+        }
+        for name in admitting_ms.keys() | other_ms.keys()
+    ]
+    rows.sort(key=lambda r: -abs(r["new_images_ms"] - r["no_new_images_ms"]))
+    return rows[:TOP_NAMES]
 
 
 MEANS = (

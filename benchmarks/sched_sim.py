@@ -71,7 +71,7 @@ class Costs:
     # simulated clock, learning this model's fixed cost as it would the GPU's
     step_target_ms: float = STEP_TARGET_MS
     step_target_margin: float = STEP_TARGET_MARGIN  # QWENVL_VLLM_STEP_TARGET_MARGIN
-    step_admit_cost: bool = True  # QWENVL_VLLM_STEP_ADMIT_COST
+    step_admit_cost: bool = False  # QWENVL_VLLM_STEP_ADMIT_COST
     # the slicer's steps that launch tower work: measured tower ms per assumed ms, and their extra fixed cost
     # (`--cost-trace`; host-bound, those steps fit ~0.5x and +6-10 ms: benchmarks/step_fit.py)
     tower_factor: float = 1.0
@@ -423,8 +423,8 @@ def main() -> None:
     cost_help = "a step trace whose fit (by class) sets the step costs (overrides --base-ms)"
     parser.add_argument("--cost-trace", type=Path, help=cost_help)
     admit_help = "the fit's admitting steps: those that launched tower work, or that queued a new image"
-    no_admit_help = "QWENVL_VLLM_STEP_ADMIT_COST=0: the budget learns one fixed cost for every step"
-    parser.add_argument("--no-step-admit-cost", action="store_true", help=no_admit_help)
+    admit_cost_help = "QWENVL_VLLM_STEP_ADMIT_COST=1: the budget learns the admitting steps' extra cost apart"
+    parser.add_argument("--step-admit-cost", action="store_true", help=admit_cost_help)
     parser.add_argument("--admit-by", choices=step_fit.ADMIT_CLASSES, default=Costs.admit_by, help=admit_help)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -444,7 +444,7 @@ def main() -> None:
         tower_backlog_scale=args.tower_backlog_scale,
         step_target_margin=args.step_target_margin,
         admit_by=args.admit_by,
-        step_admit_cost=not args.no_step_admit_cost,
+        step_admit_cost=args.step_admit_cost,
     )
     by_class = args.cost_trace is not None  # the noise is then the residuals of the fit the costs come from
     traces = {path for path in (args.cost_trace, args.noise_trace) if path}

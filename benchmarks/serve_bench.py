@@ -186,10 +186,11 @@ SIDES = {
             },
         )
         # round 19: t16 for c=64's tail (round 13's t18: 30.7 ms client p99, 1.16x ours' req/s to spend)
-        # round 20: t16 x1.35 gave c=64 30.3 ms at 1.04x ours; the budget now learns the extra cost of the
-        # steps that queue an image apart (QWENVL_VLLM_STEP_ADMIT_COST, on): `_oneclass` is the same without
-        # it, the A/B; `_synccheck` counts the synchronising calls inside our host scopes into the step trace
-        # (do the steps that queue an image wait for the GPU? step_trace_report.py prints the counts)
+        # round 20: t16 x1.35 gave c=64 30.3 ms at 1.04x ours; the budget learning the extra cost of the
+        # steps that queue an image apart (QWENVL_VLLM_STEP_ADMIT_COST) was round 21's `_s135` (then the
+        # default), `_oneclass` the same without it: the A/B (one cost won; the default since, so `_s135`
+        # is `_oneclass` now and `_s135_byimage` the other); `_synccheck` counts the synchronising calls
+        # inside our host scopes into the step trace (step_trace_report.py prints the counts)
         for target, suffix, scale, extra in (
             (18, "", "1.45", {}),
             (20, "", "1.45", {}),
@@ -197,6 +198,7 @@ SIDES = {
             (16, "", "1.45", {}),
             (16, "_s135", "1.35", {}),
             (16, "_s135_oneclass", "1.35", {"QWENVL_VLLM_STEP_ADMIT_COST": "0"}),
+            (16, "_s135_byimage", "1.35", {"QWENVL_VLLM_STEP_ADMIT_COST": "1"}),
             (16, "_s135_synccheck", "1.35", {"QWENVL_VLLM_SYNC_CHECK": "1"}),
         )
     },
@@ -217,11 +219,11 @@ SIDES = {
 
 
 def start(
-    ckpt: str, impl: str, log: Path, serve_args: list[str], trace: Path, profiled: bool
+    ckpt: str, impl: str, log: Path, serve_args: list[str], trace: Path, profiled: bool, stack: bool = False
 ) -> subprocess.Popen:
     plugin, extra, side_env = SIDES[impl]
     if profiled:
-        serve_args = [*serve_args, *serve_profile.server_args()]
+        serve_args = [*serve_args, *serve_profile.server_args(stack)]
         side_env = side_env | serve_profile.SERVER_ENV
     env = dict(os.environ, QWENVL_VLLM_DISABLE="0" if plugin else "1", **side_env)
     env["QWENVL_VLLM_STEP_TRACE"] = str(trace)  # only our schedulers write it
@@ -243,7 +245,7 @@ def run_server(
     trace = log.with_name(f"steps_{impl}.jsonl")
     trace.unlink(missing_ok=True)
     profiled = impl == args.profile_side
-    proc = start(args.ckpt, impl, log, args.serve_args.split(), trace, profiled)
+    proc = start(args.ckpt, impl, log, args.serve_args.split(), trace, profiled, args.profile_stack)
     windows: list[tuple[float, float]] = []
     offset, levels = 4, []
     try:
@@ -350,6 +352,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--profile-concurrency", type=int, default=64, help="the level --profile-side profiles"
+    )
+    parser.add_argument(
+        "--profile-stack",
+        action="store_true",
+        help="with Python stacks: the digest's host_names then name Python functions, over a shorter window",
     )
     args = parser.parse_args()
     if args.waves < 1:

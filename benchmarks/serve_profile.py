@@ -5,8 +5,8 @@
 The window skips the level's first `DELAY_STEPS` engine steps (its start-up cohort) and covers the next
 `PROFILED_STEPS`: round 8's c=64 levels (256 requests) ran ~400-480 steps and admitted their last image
 near step 320, so the window sits in the steady state the ITL tail comes from. The profiler slows the host
-(no stacks, no shapes, and its export stalls the engine where the window ends), so profile a side of its
-own (`ours_sliced_profiled`) and compare the unprofiled ones.
+(no shapes, no stacks unless `--profile-stack`, and its export stalls the engine where the window ends), so
+profile a side of its own (`ours_sliced_profiled`) and compare the unprofiled ones.
 """
 
 from __future__ import annotations
@@ -20,19 +20,21 @@ from profile_digest import digest, load_events
 
 DELAY_STEPS = 80
 PROFILED_STEPS = 160
+PROFILED_STEPS_WITH_STACK = 60  # stacks slow the host further and grow the trace
 TRACE_DIR = Path("/tmp/qwenvl_serve_profile")
-EXPORT_WAIT_S = 120  # the worker writes its trace when the window ends
+EXPORT_WAIT_S = 120
+SUMMARY_NAMES = 12  # the worker writes its trace when the window ends
 
 
-def server_args() -> list[str]:
+def server_args(stack: bool = False) -> list[str]:
     config = {
         "profiler": "torch",
         "torch_profiler_dir": str(TRACE_DIR),
-        "torch_profiler_with_stack": False,
+        "torch_profiler_with_stack": stack,
         "torch_profiler_dump_cuda_time_total": False,  # a key_averages() table at the end: slow
         "ignore_frontend": True,
         "delay_iterations": DELAY_STEPS,
-        "max_iterations": PROFILED_STEPS,
+        "max_iterations": PROFILED_STEPS_WITH_STACK if stack else PROFILED_STEPS,
     }
     return ["--profiler-config", json.dumps(config)]
 
@@ -68,4 +70,7 @@ def stop_and_digest(url: str, out: Path) -> dict:
     except Exception as exc:  # a broken or huge trace must not end the benchmark's other sides
         return {"error": f"digest: {type(exc).__name__}: {exc}"}
     out.write_text(json.dumps(digests, indent=1) + "\n")
-    return {name: d["groups"] for name, d in digests.items()}
+    # the names whose host time differs most between the kinds of step, for the log
+    return {
+        name: {**d["groups"], "host_names": d["host_names"][:SUMMARY_NAMES]} for name, d in digests.items()
+    }

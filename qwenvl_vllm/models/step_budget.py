@@ -54,7 +54,7 @@ class StepBudget:
         target_ms: float,
         clock: Callable[[], float] = time.monotonic,
         margin: float = 0.0,
-        admit_cost: bool = True,
+        admit_cost: bool = False,
     ) -> None:
         if target_ms <= 0:
             raise ValueError(f"QWENVL_VLLM_STEP_TARGET_MS must be positive, got {target_ms}")

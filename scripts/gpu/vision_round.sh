@@ -7,20 +7,20 @@
 # benchmarks/results/<date>-h200-roundN/README.md.
 #
 # Next visit (in this order; carry .gpu/caches.tgz with the last part: round 20's, saved after in-tree ran):
-#   1. issue 12 with in-tree in the same run: `G3_CONCURRENCY="16 64" G3_SIDES=ours_sliced_paced_t16_s135_api2
-#      ... s1` (ours, the paced slicer at t16 x1.35 with the by-image budget, now the default, then in-tree;
-#      round 20's t16 x1.35 with one fixed cost: c=64 ITL p99 30.3 ms at 1.04x ours, TTFT p99 +1.2%; c=16
-#      25.2 ms; in-tree cut twice by its start, 131-182 s: give s1 the whole call).
-#   2. the A/B of the budget's by-image class on the same machine: `G3_CONCURRENCY="16 64"
-#      G3_SIDES=ours_sliced_paced_t16_s135_oneclass_api2 G3_FLAGS="--no-ours --no-in-tree" ... g3` (set
-#      G3_SIDES whenever G3_FLAGS drops sides: unset, it runs the default extra sides, as round 20's last call).
-#      With time left in that call, add ours_sliced_paced_t16_s135_synccheck_api2 to G3_SIDES with G3_PROFILE set
-#      to it: the syncs in our scopes per step (step_trace_report.py) and the profile's host time blocked on the
-#      device per step (profile_digest.py): do the steps that queue an image (+5-7 ms on noisy hosts) wait for
-#      the GPU? tests/gpu/test_host_scopes_gpu.py checks the count itself.
-#   3. `wt` (round 20's `v3`: the warm-up test had not finished one test in 220 s on a fresh machine, so
-#      pytest printed nothing); if it passes for both models, `ow`: W1 with QWENVL_VLLM_WARM_TOWER=1 vs in-tree.
+#   1. name the admitting steps' host time (round 21: host-bound, 18.6 ms against 12.5, our scopes 1.8 of
+#      the 6.1 ms): `G3_CONCURRENCY="64" G3_SIDES=ours_sliced_paced_t16_s135_api2
+#      G3_PROFILE=ours_sliced_paced_t16_s135_api2 G3_PROFILE_STACK=1 G3_FLAGS="--no-ours --no-in-tree" ... g3`
+#      (the digest's host_names, printed in serve_bench.log: Python functions and aten ops by their extra
+#      time in those steps). With time left in the call, ours at c=64 beside it is not needed (round 21 has
+#      three same-machine runs).
+#   2. whatever that names, fixed on the CPU, then issue 12 again with in-tree in the same lease:
+#      `G3_CONCURRENCY="16 64" G3_SIDES=ours_sliced_paced_t16_s135_api2 G3_FLAGS=--no-in-tree ... s1`, then
+#      `G3_SIDES=" " G3_FLAGS="--no-ours"` ... g3 (in-tree alone; G3_SIDES must be set, a space for none).
+#      Round 21: c=64 ITL p99 27.2-28.0 ms at 1.00-1.05x ours (met), TTFT p99 +8-17% (missed), c=16
+#      20.4-22.3 ms (missed by 0.4-2.3).
+#   3. `wt` (the warm-up test alone, 540 s; not run since round 20); if it passes for both models, `ow`.
 #   4. with time left: `ps`, then `t12` (round 19's plan, unchanged).
+#   Done in round 21: s1 / g3 x3 (issue 12 with in-tree, the by-image A/B: one cost won, the sync check).
 #   Done in round 20: in-tree's 4032x3024 c=64 (`i3`), the caches (`v3`).
 #   After the visit: if `v3` returned gpu_caches.tgz, copy it to .gpu/caches.tgz; later visits carry it with
 #   the last .gpu/partNN (vision_round.sh unpacks it after install), so that the first engine starts warm. If
@@ -103,7 +103,7 @@ mk_72b() {  # timeout: Qwen2-VL-72B GPTQ-Int4 written on the GPU
 serve_sides() {  # timeout: `vllm serve` of G3_SIDES beside ours (and in-tree last unless G3_FLAGS=--no-in-tree)
   timeout "$1" python3 benchmarks/serve_bench.py --ckpt "$CK/2b-gptq" --concurrency ${G3_CONCURRENCY:-16 64} \
     --in-tree-last ${G3_FLAGS:-} --client-processes "${G3_CLIENT_PROCS:-4}" --extra-sides ${G3_SIDES:-ours_ahead_2k ours_ahead_paced_1k} --out-dir "$R/serve" \
-    ${G3_PROFILE:+--profile-side $G3_PROFILE --profile-concurrency 64} \
+    ${G3_PROFILE:+--profile-side $G3_PROFILE --profile-concurrency 64} ${G3_PROFILE_STACK:+--profile-stack} \
     >"$R/serve_bench.log" 2>&1; status serve_bench $?; tail -8 "$R/serve_bench.log"
 }
 greedy_pixels() {  # timeout: issue 10's GPU pixels vs CPU pixels, greedy (identical ids and logprobs)

@@ -41,11 +41,17 @@ def _trace() -> list[dict]:
         _x("qwenvl: schedule", "user_annotation", 11_500, 200),
         _x("cudaLaunchKernel", "cuda_runtime", 11_000, 10, correlation=6),  # sampling, after the annotation
         _x("argmax_kernel", "kernel", 11_100, 200, tid=100, correlation=6),
+        # host work by name: an op and a Python function in the model, one after it (sampling), one elsewhere
+        _x("aten::copy_", "cpu_op", 150, 900),
+        _x("gpu_model_runner.py(100): _prepare_inputs", "python_function", 120, 2_500),
+        _x("aten::copy_", "cpu_op", 10_200, 50),  # after execute_model's span: not the model's
+        _x("aten::copy_", "cpu_op", 6_300, 100, tid=OTHER),
         # step 2: decodes only, one Triton kernel and a copy
         _x("execute_context_0(0)_generation_42(42)", "user_annotation", 12_000, 2_000),
         _x("cudaLaunchKernel", "cuda_runtime", 12_100, 10, correlation=4),
         _x("cudaMemcpyAsync", "cuda_runtime", 12_200, 10, correlation=5),
         _x("triton_poi_fused_add_0", "kernel", 12_300, 700, tid=100, correlation=4),
+        _x("aten::copy_", "cpu_op", 12_400, 300),
         _x("Memcpy HtoD (Pinned -> Device)", "gpu_memcpy", 13_000, 100, tid=100, correlation=5),
         # step 3 (last, no next step to measure a gap to)
         _x("execute_context_0(0)_generation_42(42)", "user_annotation", 15_000, 1_000),
@@ -82,6 +88,15 @@ def test_groups_compare_steps_with_and_without_new_images() -> None:
     assert groups["no_new_images"]["gap_ms_mean"] == 3.0  # only step 2 has a next step
     assert groups["no_new_images"]["gpu_ms_mean"] == 0.4
     assert groups["new_images"]["scopes_ms_mean"]["qwenvl: embed_multimodal"] == 5.0
+
+
+def test_host_names_rank_the_difference_between_the_kinds_of_step() -> None:
+    names = profile_digest.digest(profile_digest.load_events_from(_trace()))["host_names"]
+    # the Python function only in the admitting step (2.5 ms); the op: 0.9 there, 0.3 over two other steps
+    assert names == [
+        {"name": "gpu_model_runner.py(100): _prepare_inputs", "new_images_ms": 2.5, "no_new_images_ms": 0.0},
+        {"name": "aten::copy_", "new_images_ms": 0.9, "no_new_images_ms": 0.15},
+    ]
 
 
 def test_load_events_reads_gzipped_chrome_traces(tmp_path: Path) -> None:
@@ -121,6 +136,7 @@ def test_serve_profile_digests_every_trace_the_worker_wrote(tmp_path: Path, monk
     groups = serve_profile.stop_and_digest("http://x", out)
     assert posted == ["start_profile", "stop_profile"]
     assert groups["rank0.pt.trace.json.gz"]["new_images"]["steps"] == 1
+    assert groups["rank0.pt.trace.json.gz"]["host_names"][0]["new_images_ms"] == 2.5
     assert json.loads(out.read_text())["rank0.pt.trace.json.gz"]["steps"] == 3
 
 
@@ -156,3 +172,12 @@ def test_serve_profile_reports_a_window_that_wrote_nothing_or_a_broken_trace(tmp
     (tmp_path / "rank0.pt.trace.json.gz").write_bytes(b"not gzip")
     error = serve_profile.stop_and_digest("http://x", tmp_path / "out.json")["error"]
     assert error.startswith("digest: ") and not (tmp_path / "out.json").exists()
+
+
+def test_serve_profile_asks_for_stacks_over_a_shorter_window_only_when_told() -> None:
+    import serve_profile
+
+    plain, stacked = (json.loads(serve_profile.server_args(stack)[1]) for stack in (False, True))
+    assert not plain["torch_profiler_with_stack"] and plain["max_iterations"] == serve_profile.PROFILED_STEPS
+    assert stacked["torch_profiler_with_stack"]
+    assert stacked["max_iterations"] == serve_profile.PROFILED_STEPS_WITH_STACK < serve_profile.PROFILED_STEPS

@@ -122,8 +122,8 @@ def test_a_host_bound_tower_step_costs_its_fit(ckpt: str, monkeypatch) -> None:
 
 def test_queuing_an_image_costs_its_fit(ckpt: str, monkeypatch) -> None:
     """With `--admit-by image` the steps that schedule a new encode are the admitting ones (admit_ms, their
-    residuals), not those that launch tower work; with the budget's class off (`--no-step-admit-cost`) it
-    learns one fixed cost for every step."""
+    residuals), not those that launch tower work; with the budget's class off (the default; on:
+    `--step-admit-cost`) it learns one fixed cost for every step."""
     classes = []
     noisy = sched_sim.Sim._noisy
 

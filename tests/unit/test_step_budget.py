@@ -158,7 +158,7 @@ def test_admitting_steps_learn_their_own_extra_cost() -> None:
 
 def test_without_admitting_steps_the_budget_is_unchanged() -> None:
     clock = Clock()
-    split, single = StepBudget(25.0, clock=clock), StepBudget(25.0, clock=clock, admit_cost=False)
+    split, single = StepBudget(25.0, clock=clock, admit_cost=True), StepBudget(25.0, clock=clock)
     for _ in range(20):
         split.launched(room := split.patch_layers(1090))
         assert single.patch_layers(1090) == room
