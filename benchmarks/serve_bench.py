@@ -216,6 +216,20 @@ SIDES = {
     "ours_sliced_profiled": (True, ["--scheduler-cls", SLICED], {}),
     "in_tree": (False, [], {}),
 }
+# round 21's profile: a step with a prefill chunk beside the decodes took ~8 ms more host time than a
+# decode-only one (profiled); vLLM runs such mixed steps in piecewise graphs, attention eager in every layer,
+# and whole-step graphs only for decode-only steps. FA3 allows whole-step graphs of mixed steps too.
+FULL_GRAPHS = ["--compilation-config", '{"cudagraph_mode": "FULL"}']
+
+
+def _with_args(side: str, more: list[str]) -> tuple[bool, list[str], dict[str, str]]:
+    plugin, args, env = SIDES[side]
+    return plugin, [*args, *more], env
+
+
+PACED_T16 = "ours_sliced_paced_t16_s135_api2"  # round 21: c=64 ITL p99 27.2-28.0 ms
+SIDES["ours_fullgraphs"] = _with_args("ours", FULL_GRAPHS)
+SIDES[PACED_T16.replace("_api2", "_fullgraphs_api2")] = _with_args(PACED_T16, FULL_GRAPHS)
 
 
 def start(

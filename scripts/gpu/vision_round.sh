@@ -7,17 +7,16 @@
 # benchmarks/results/<date>-h200-roundN/README.md.
 #
 # Next visit (in this order; carry .gpu/caches.tgz with the last part: round 20's, saved after in-tree ran):
-#   1. name the admitting steps' host time (round 21: host-bound, 18.6 ms against 12.5, our scopes 1.8 of
-#      the 6.1 ms): `G3_CONCURRENCY="64" G3_SIDES=ours_sliced_paced_t16_s135_api2
-#      G3_PROFILE=ours_sliced_paced_t16_s135_api2 G3_PROFILE_STACK=1 G3_FLAGS="--no-ours --no-in-tree" ... g3`
-#      (the digest's host_names, printed in serve_bench.log: Python functions and aten ops by their extra
-#      time in those steps). With time left in the call, ours at c=64 beside it is not needed (round 21 has
-#      three same-machine runs).
-#   2. whatever that names, fixed on the CPU, then issue 12 again with in-tree in the same lease:
-#      `G3_CONCURRENCY="16 64" G3_SIDES=ours_sliced_paced_t16_s135_api2 G3_FLAGS=--no-in-tree ... s1`, then
-#      `G3_SIDES=" " G3_FLAGS="--no-ours"` ... g3 (in-tree alone; G3_SIDES must be set, a space for none).
-#      Round 21: c=64 ITL p99 27.2-28.0 ms at 1.00-1.05x ours (met), TTFT p99 +8-17% (missed), c=16
-#      20.4-22.3 ms (missed by 0.4-2.3).
+#   1. whole-step CUDA graphs for mixed steps, and the admitting steps' host time named (round 21: those steps
+#      host-bound, 18.6 ms against 12.5; a step with a prefill chunk ~8 ms over a decode-only one, profiled;
+#      our scopes 1.8 ms): `G3_CONCURRENCY="16 64" G3_SIDES="ours_sliced_paced_t16_s135_fullgraphs_api2
+#      ours_sliced_paced_t16_s135_api2" G3_PROFILE=ours_sliced_paced_t16_s135_api2 G3_PROFILE_STACK=1
+#      G3_FLAGS=--no-in-tree ... s1` (ours, the slicer with `cudagraph_mode` FULL, then the profiled slicer:
+#      the digest's host_names in serve_bench.log name the Python functions and aten ops).
+#   2. in-tree in the same lease, beside ours with FULL graphs: `G3_SIDES=ours_fullgraphs
+#      G3_FLAGS="--no-ours --in-tree-last" ... g3`. Round 21: c=64 ITL p99 27.2-28.0 ms at 1.00-1.05x ours
+#      (met), TTFT p99 +8-17% (missed), c=16 20.4-22.3 ms (missed by 0.4-2.3). (In-tree alone: G3_SIDES=" ",
+#      a space: unset, G3_SIDES runs the default extra sides.)
 #   3. `wt` (the warm-up test alone, 540 s; not run since round 20); if it passes for both models, `ow`.
 #   4. with time left: `ps`, then `t12` (round 19's plan, unchanged).
 #   Done in round 21: s1 / g3 x3 (issue 12 with in-tree, the by-image A/B: one cost won, the sync check).
