@@ -34,6 +34,7 @@ from qwenvl_vllm.models.step_budget import (  # noqa: E402
     PATCH_LAYERS_PER_MS,
     PREFILL_MS_PER_1K_TOKENS,
     StepBudget,
+    small_batch_scale,
 )
 from qwenvl_vllm.models.tower_slices import step_budget  # noqa: E402
 from qwenvl_vllm.serving import step_trace  # noqa: E402
@@ -70,6 +71,7 @@ class Costs:
     # QWENVL_VLLM_STEP_TARGET_MS for the slicer (0: the fixed budget above); the real StepBudget runs on the
     # simulated clock, learning this model's fixed cost as it would the GPU's
     step_target_ms: float = STEP_TARGET_MS
+    step_target_small_ms: float = 0.0  # QWENVL_VLLM_STEP_TARGET_SMALL_MS
     step_target_margin: float = STEP_TARGET_MARGIN  # QWENVL_VLLM_STEP_TARGET_MARGIN
     step_admit_cost: bool = False  # QWENVL_VLLM_STEP_ADMIT_COST
     # the slicer's steps that launch tower work: measured tower ms per assumed ms, and their extra fixed cost
@@ -281,7 +283,8 @@ class Sim:
             used = self._run_side_through(self._needed(out))
             fixed = int(c.tower_step_ms * PATCH_LAYERS_PER_MS)
             tokens = out.total_num_scheduled_tokens
-            work = step_budget(fixed, c.tower_backlog_scale, self.step_budget, tokens, admits=bool(encodes))
+            small = small_batch_scale(c.step_target_ms, c.step_target_small_ms)
+            work = step_budget(fixed, c.tower_backlog_scale, self.step_budget, tokens, bool(encodes), small)
             used += self._run_side(max(work / PATCH_LAYERS_PER_MS - used, 0.0), end=None)
             if self.step_budget is not None:
                 self.step_budget.launched(int(used * PATCH_LAYERS_PER_MS))
@@ -410,6 +413,8 @@ def main() -> None:
     )
     target_help = "QWENVL_VLLM_STEP_TARGET_MS (0: off)"
     parser.add_argument("--step-target-ms", type=float, default=Costs.step_target_ms, help=target_help)
+    small_help = "QWENVL_VLLM_STEP_TARGET_SMALL_MS: the target while few requests decode (0: off)"
+    parser.add_argument("--step-target-small-ms", type=float, default=0.0, help=small_help)
     parser.add_argument("--base-ms", type=float, default=Costs.base_ms, help="a step's fixed cost")
     parser.add_argument("--tower-backlog-scale", type=float, default=Costs.tower_backlog_scale)
     parser.add_argument(
@@ -440,6 +445,7 @@ def main() -> None:
         host_ms_per_image=args.host_ms_per_image,
         tower_step_ms=args.tower_step_ms,
         step_target_ms=args.step_target_ms,
+        step_target_small_ms=args.step_target_small_ms,
         base_ms=args.base_ms,
         tower_backlog_scale=args.tower_backlog_scale,
         step_target_margin=args.step_target_margin,

@@ -199,6 +199,8 @@ SIDES = {
             (16, "_s135", "1.35", {}),
             (16, "_s135_oneclass", "1.35", {"QWENVL_VLLM_STEP_ADMIT_COST": "0"}),
             (16, "_s135_byimage", "1.35", {"QWENVL_VLLM_STEP_ADMIT_COST": "1"}),
+            # round 21: c=16 20.4-22.3 ms; a 12-ms target while <= 16 requests decode (sched_sim: 18.3-18.9)
+            (16, "_s135_small12", "1.35", {"QWENVL_VLLM_STEP_TARGET_SMALL_MS": "12"}),
             (16, "_s135_synccheck", "1.35", {"QWENVL_VLLM_SYNC_CHECK": "1"}),
         )
     },

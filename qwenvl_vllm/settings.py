@@ -17,6 +17,7 @@ TOWER_STEP_MS = 9.5  # what TOWER_STEP_PATCH_LAYERS takes on an H200 (2B)
 STEP_TARGET_MS = 18.0
 TOWER_BACKLOG_SCALE = 1.45  # the budget (or the target) while requests wait in the scheduler
 TOWER_BACKLOG_REQUESTS = 12  # the paced slicer's backlog: this many requests before their first token
+SMALL_BATCH_DECODES = 16  # at most this many requests decode: QWENVL_VLLM_STEP_TARGET_SMALL_MS applies
 STEP_TARGET_MARGIN = 0.0  # deviations of the step's noise kept free under the target: off until measured
 GRAPH_TOKENS = 2048  # language-model CUDA graphs up to here: one image's prompt (~1k tokens) and the decodes
 
@@ -83,6 +84,9 @@ class Settings:
     # Under our slicing schedulers: each step gets the tower work that brings it to about this many ms
     # (models.step_budget), instead of tower_step_patch_layers and the backlog scale; 0: off.
     step_target_ms: float
+    # ... this many ms instead while at most SMALL_BATCH_DECODES requests decode (0: the one target): the
+    # issue's targets are 20 ms at c=16 and 30 at c=64, a light load's streams smoother than a heavy one's.
+    step_target_small_ms: float
     # ... less this many times the learned mean absolute deviation of the steps that launched tower work
     # (models.step_budget): the target then bounds more of the tail than the mean on a noisy host.
     step_target_margin: float
@@ -130,6 +134,7 @@ def get_settings() -> Settings:
         tower_step_patch_layers=_env_int("QWENVL_VLLM_TOWER_STEP_PATCH_LAYERS", TOWER_STEP_PATCH_LAYERS),
         tower_backlog_scale=_env_float("QWENVL_VLLM_TOWER_BACKLOG_SCALE", TOWER_BACKLOG_SCALE),
         step_target_ms=_env_float("QWENVL_VLLM_STEP_TARGET_MS", STEP_TARGET_MS),
+        step_target_small_ms=_env_float("QWENVL_VLLM_STEP_TARGET_SMALL_MS", 0.0),
         step_target_margin=_env_float("QWENVL_VLLM_STEP_TARGET_MARGIN", STEP_TARGET_MARGIN),
         step_admit_cost=_env_flag("QWENVL_VLLM_STEP_ADMIT_COST"),
         tower_backlog_requests=_env_int("QWENVL_VLLM_TOWER_BACKLOG_REQUESTS", TOWER_BACKLOG_REQUESTS),

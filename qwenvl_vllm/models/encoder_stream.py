@@ -42,6 +42,7 @@ class EncoderProgress:
         self.active = False  # a model in this process encodes on a side stream or in slices
         self.scheduling = False  # an encode-ahead scheduler runs in this process (the engine is serving)
         self.backlog = False  # the slicing scheduler found the engine behind: the slicer does more
+        self.decodes = 0  # requests past their prompt at the slicing scheduler's last step
         self.reset()
 
     def reset(self) -> None:
@@ -168,7 +169,7 @@ class SideStreamEmbedding:
         """At model construction, on the worker's device (so the scheduler, built later in the same
         process, already sees an active side stream)."""
         if self.supports_tower_slices and wants_tower_slices(vllm_config):
-            from qwenvl_vllm.models.step_budget import StepBudget
+            from qwenvl_vllm.models.step_budget import StepBudget, small_batch_scale
             from qwenvl_vllm.models.tower_slices import TowerSlicer, check_sliceable
 
             check_sliceable(vllm_config)
@@ -181,6 +182,7 @@ class SideStreamEmbedding:
                 StepBudget(target, margin=settings.step_target_margin, admit_cost=settings.step_admit_cost)
                 if target
                 else None,
+                small_batch_scale(target, settings.step_target_small_ms),
             )
         elif wants_encoder_stream(vllm_config):
             self._encoder_stream = EncoderStream(torch.device(vllm_config.device_config.device))

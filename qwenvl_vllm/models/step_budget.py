@@ -46,6 +46,13 @@ INITIAL_ADMIT_MS = 0.0  # learned within ~20 admitting steps (GAIN)
 INITIAL_DEVIATION_MS = 2.0  # the quiet host's mean absolute deviation (round 13's first run: 1.8 ms)
 
 
+def small_batch_scale(target_ms: float, small_ms: float) -> float:
+    """The target's scale while the batch is small (`QWENVL_VLLM_STEP_TARGET_SMALL_MS`; 0: 1, no change)."""
+    if small_ms < 0:
+        raise ValueError(f"QWENVL_VLLM_STEP_TARGET_SMALL_MS must be 0 or more, got {small_ms}")
+    return small_ms / target_ms if small_ms and target_ms else 1.0
+
+
 class StepBudget:
     """Call `patch_layers(tokens)` once per step before launching its slices, then `launched(work)`."""
 

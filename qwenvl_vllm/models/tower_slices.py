@@ -24,6 +24,7 @@ import torch
 from qwenvl_vllm.models.encoder_stream import PROGRESS, storage_key
 from qwenvl_vllm.models.host_scopes import scope
 from qwenvl_vllm.models.step_budget import StepBudget
+from qwenvl_vllm.settings import SMALL_BATCH_DECODES
 
 SLICES_PER_STEP = 5  # a step's budget in about this many slices: fine enough to stay near the budget
 Slices = Generator[None, None, torch.Tensor]  # each next() launches one slice; its value is the output
@@ -83,12 +84,19 @@ class TowerJob:
 
 
 def step_budget(
-    fixed: int, backlog_scale: float, target: StepBudget | None, tokens: int, admits: bool = False
+    fixed: int,
+    backlog_scale: float,
+    target: StepBudget | None,
+    tokens: int,
+    admits: bool = False,
+    small_scale: float = 1.0,
 ) -> int:
     """A step's tower work in patches x blocks: the target's room for a step of `tokens` (that queued a new
-    encode if `admits`), or the fixed budget; either times `backlog_scale` while requests wait (also
-    benchmarks/sched_sim.py's rule)."""
+    encode if `admits`), or the fixed budget; either times `backlog_scale` while requests wait, and times
+    `small_scale` while the batch is small (also benchmarks/sched_sim.py's rule)."""
     scale = backlog_scale if PROGRESS.backlog else 1.0
+    if PROGRESS.decodes <= SMALL_BATCH_DECODES:
+        scale *= small_scale
     return target.patch_layers(tokens, scale, admits) if target else int(fixed * scale)
 
 
@@ -96,9 +104,14 @@ class TowerSlicer:
     """The queue of encodes; `before_lm` is called once per step, before the language model's forward."""
 
     def __init__(
-        self, patch_layers_per_step: int, backlog_scale: float = 1.0, step_budget: StepBudget | None = None
+        self,
+        patch_layers_per_step: int,
+        backlog_scale: float = 1.0,
+        step_budget: StepBudget | None = None,
+        small_scale: float = 1.0,
     ) -> None:
         self.budget, self.backlog_scale, self.step_budget = patch_layers_per_step, backlog_scale, step_budget
+        self.small_scale = small_scale
         self._queue: deque[TowerJob] = deque()
         self._jobs: dict[int, TowerJob] = {}  # output storage -> its job, until launched
         self._admitted = False  # a job was queued since the last step's launch
@@ -125,7 +138,8 @@ class TowerSlicer:
             return
         # the step-time target only once a scheduler serves: the engine's profiling runs teach it nothing
         targeted = self.step_budget if PROGRESS.scheduling else None
-        budget = step_budget(self.budget, self.backlog_scale, targeted, tokens, self._admitted)
+        admitted, small = self._admitted, self.small_scale
+        budget = step_budget(self.budget, self.backlog_scale, targeted, tokens, admitted, small)
         self._admitted = False
         with scope("finish_through"):
             spent = self._finish_through(embeddings)

@@ -189,6 +189,7 @@ class _TowerSlicing:
     def schedule(self, throttle_prefills: bool = False) -> SchedulerOutput:
         output = super().schedule(throttle_prefills)
         PROGRESS.backlog = self._backlog()  # the slicer does more while it is set
+        PROGRESS.decodes = sum(1 for r in self.running if _prompt_computed(r))
         return output
 
     def _backlog(self) -> bool:

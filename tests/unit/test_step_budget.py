@@ -12,6 +12,7 @@ from qwenvl_vllm.models import step_budget as sb
 from qwenvl_vllm.models.encoder_stream import PROGRESS
 from qwenvl_vllm.models.step_budget import StepBudget
 from qwenvl_vllm.models.tower_slices import TowerSlicer
+from qwenvl_vllm.settings import SMALL_BATCH_DECODES
 
 
 class Clock:
@@ -205,6 +206,28 @@ def test_the_slicer_launches_the_targets_room(monkeypatch, backlog: bool, scale:
     slicer.before_lm([], tokens=64)  # no new encode queued since the last step
     assert room.calls[1:] == [(64, scale, False)]
     PROGRESS.reset()
+
+
+@pytest.mark.parametrize("decodes,scale", [(SMALL_BATCH_DECODES, 0.75), (SMALL_BATCH_DECODES + 1, 1.0)])
+def test_a_small_batch_gets_its_own_target(monkeypatch, decodes: int, scale: float) -> None:
+    """QWENVL_VLLM_STEP_TARGET_SMALL_MS as a scale of the target, while few requests decode."""
+    monkeypatch.setattr(PROGRESS, "scheduling", True)
+    monkeypatch.setattr(PROGRESS, "backlog", True)
+    monkeypatch.setattr(PROGRESS, "decodes", decodes)
+    room = FixedRoom(150)
+    small = sb.small_batch_scale(16.0, 12.0)
+    slicer = TowerSlicer(50, backlog_scale=2.0, step_budget=room, small_scale=small)
+    slicer.submit(_job(5), torch.zeros(2, 3), 50)
+    slicer.before_lm([], tokens=64)
+    assert room.calls == [(64, 2.0 * scale, True)]
+    PROGRESS.reset()
+
+
+def test_the_small_batch_scale() -> None:
+    assert sb.small_batch_scale(16.0, 12.0) == 0.75
+    assert sb.small_batch_scale(16.0, 0.0) == sb.small_batch_scale(0.0, 12.0) == 1.0  # unset, or no target
+    with pytest.raises(ValueError, match="STEP_TARGET_SMALL_MS"):
+        sb.small_batch_scale(16.0, -1.0)
 
 
 def test_the_engines_profiling_runs_teach_the_target_nothing(monkeypatch) -> None:

@@ -25,6 +25,7 @@ def serving(monkeypatch):
     monkeypatch.setattr(PROGRESS, "scheduling", True)
     monkeypatch.setattr(PROGRESS, "active", True)
     monkeypatch.setattr(PROGRESS, "backlog", False)
+    monkeypatch.setattr(PROGRESS, "decodes", 0)
     PROGRESS.reset()
     yield PROGRESS
     PROGRESS.reset()
@@ -188,6 +189,20 @@ def test_only_models_that_can_slice_get_a_slicer() -> None:
     PROGRESS.active = False
 
 
+@pytest.mark.parametrize("small_ms,scale", [(None, 1.0), ("12", 0.75)])
+def test_the_slicer_gets_the_small_batch_target_from_the_settings(monkeypatch, small_ms, scale) -> None:
+    class Sliceable(SideStreamEmbedding):
+        supports_tower_slices = True
+
+    monkeypatch.setenv("QWENVL_VLLM_STEP_TARGET_MS", "16")
+    if small_ms is not None:
+        monkeypatch.setenv("QWENVL_VLLM_STEP_TARGET_SMALL_MS", small_ms)
+    model = Sliceable()
+    model._init_encoder_stream(config_stub(SLICED))
+    assert model._tower_slicer.small_scale == scale
+    PROGRESS.active = False
+
+
 @pytest.mark.parametrize("field", ["ec_transfer_config", "lora_config"])
 def test_slicing_refuses_what_it_would_get_wrong(field: str) -> None:
     class Sliceable(SideStreamEmbedding):
@@ -230,6 +245,20 @@ def test_tokens_are_held_only_while_a_request_decodes(ckpt: str, serving) -> Non
     assert _step(scheduler) == {"r0": 1}  # r1's image tokens wait while r0 decodes
     encode.done = True
     assert _step(scheduler) == {"r0": 1, "r1": PROMPT - TEXT_BEFORE}
+
+
+def test_the_scheduler_tells_the_slicer_how_many_requests_decode(ckpt: str, serving) -> None:
+    """Requests past their prompt once the step is scheduled (the small-batch target reads the count)."""
+    serving.active = False  # every encode counts as finished: no holds
+    scheduler = scheduler_for(ckpt, EncodeAheadSlicedScheduler, 16384)
+    for i in range(2):
+        scheduler.add_request(image_request(i, IMAGE_TOKENS, PROMPT, offset=TEXT_BEFORE, max_tokens=50))
+    _step(scheduler)  # the text before each image, their encodes queued
+    assert serving.decodes == 0
+    _step(scheduler)  # the rest of both prompts
+    assert serving.decodes == 2
+    scheduler.add_request(image_request(2, IMAGE_TOKENS, PROMPT, offset=TEXT_BEFORE))
+    assert _step(scheduler) == {"r0": 1, "r1": 1, "r2": TEXT_BEFORE} and serving.decodes == 2
 
 
 @pytest.mark.parametrize("step_target", ["0", "20"])
