@@ -22,8 +22,8 @@ DELAY_STEPS = 80
 PROFILED_STEPS = 160
 PROFILED_STEPS_WITH_STACK = 60  # stacks slow the host further and grow the trace
 TRACE_DIR = Path("/tmp/qwenvl_serve_profile")
-EXPORT_WAIT_S = 120
-SUMMARY_NAMES = 12  # the worker writes its trace when the window ends
+EXPORT_WAIT_S = 120  # the worker writes its trace when the window ends
+SUMMARY_NAMES = 12  # host event names per trace in the benchmark's results (the digest file keeps 40)
 
 
 def server_args(stack: bool = False) -> list[str]:
