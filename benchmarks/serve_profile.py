@@ -20,7 +20,7 @@ from profile_digest import digest, load_events
 
 DELAY_STEPS = 80
 PROFILED_STEPS = 160
-PROFILED_STEPS_WITH_STACK = 60  # stacks slow the host further and grow the trace
+PROFILED_STEPS_WITH_STACK = 24  # every Python call an event: a far larger trace per step, a slower export
 TRACE_DIR = Path("/tmp/qwenvl_serve_profile")
 EXPORT_WAIT_S = 120  # the worker writes its trace when the window ends
 SUMMARY_NAMES = 12  # host event names per trace in the benchmark's results (the digest file keeps 40)
