@@ -189,6 +189,7 @@ class Sim:
     _just_finished: list = field(default_factory=list)  # encodes finished within the current step
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
     step_budget: StepBudget | None = None
+    small_scale: float = 1.0  # the step target's scale while few requests decode (the slicer's)
     # measured residuals (ms) added to the steps: (steps without tower work, steps with), each replayed in its
     # recorded order from a random start (a noisy host's slow steps come in runs: lag-1 autocorrelation 0.5
     # in round 14's trace); None: the cost model alone (benchmarks/step_fit.py)
@@ -205,6 +206,7 @@ class Sim:
             clock = lambda: self.clock / 1000  # noqa: E731
             c = self.costs
             self.step_budget = StepBudget(c.step_target_ms, clock, c.step_target_margin, c.step_admit_cost)
+            self.small_scale = small_batch_scale(c.step_target_ms, c.step_target_small_ms)
         self.api = ApiServer(self.costs.api_shared_ms, self.costs.api_serial_ms, self.costs.api_servers)
         self.issued = 0
         for _ in range(self.work.concurrency):
@@ -283,8 +285,8 @@ class Sim:
             used = self._run_side_through(self._needed(out))
             fixed = int(c.tower_step_ms * PATCH_LAYERS_PER_MS)
             tokens = out.total_num_scheduled_tokens
-            small = small_batch_scale(c.step_target_ms, c.step_target_small_ms)
-            work = step_budget(fixed, c.tower_backlog_scale, self.step_budget, tokens, bool(encodes), small)
+            budget, small = self.step_budget, self.small_scale
+            work = step_budget(fixed, c.tower_backlog_scale, budget, tokens, bool(encodes), small)
             used += self._run_side(max(work / PATCH_LAYERS_PER_MS - used, 0.0), end=None)
             if self.step_budget is not None:
                 self.step_budget.launched(int(used * PATCH_LAYERS_PER_MS))

@@ -138,8 +138,9 @@ class TowerSlicer:
             return
         # the step-time target only once a scheduler serves: the engine's profiling runs teach it nothing
         targeted = self.step_budget if PROGRESS.scheduling else None
-        admitted, small = self._admitted, self.small_scale
-        budget = step_budget(self.budget, self.backlog_scale, targeted, tokens, admitted, small)
+        budget = step_budget(
+            self.budget, self.backlog_scale, targeted, tokens, self._admitted, self.small_scale
+        )
         self._admitted = False
         with scope("finish_through"):
             spent = self._finish_through(embeddings)

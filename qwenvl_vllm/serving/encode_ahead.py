@@ -188,11 +188,11 @@ class _TowerSlicing:
 
     def schedule(self, throttle_prefills: bool = False) -> SchedulerOutput:
         output = super().schedule(throttle_prefills)
-        PROGRESS.backlog = self._backlog()  # the slicer does more while it is set
         PROGRESS.decodes = sum(1 for r in self.running if _prompt_computed(r))
+        PROGRESS.backlog = self._backlog(PROGRESS.decodes)  # the slicer does more while it is set
         return output
 
-    def _backlog(self) -> bool:
+    def _backlog(self, decodes: int) -> bool:
         return len(self.waiting) > 0  # requests this step could not take
 
 
@@ -226,10 +226,10 @@ class _SlicedPacing(EncoderPacing):
         cap = super()._encoder_step_cap()
         return min(cap, step) if cap > 0 else step
 
-    def _backlog(self) -> bool:
+    def _backlog(self, decodes: int) -> bool:
         # requests whose prompt is not computed yet (new, or preempted and recomputing: their images need
         # the tower again); those parked in vLLM's skipped-waiting queue (grammar, remote KV) are not counted
-        admitting = sum(1 for r in self.running if not _prompt_computed(r))
+        admitting = len(self.running) - decodes
         return admitting + len(self.waiting) >= self._backlog_requests
 
 

@@ -15,9 +15,9 @@
 #      the digest's host_names in serve_bench.log name the Python functions and aten ops).
 #   2. the small-batch target and ours with FULL graphs, in-tree last, in the same lease:
 #      `G3_SIDES="ours_sliced_paced_t16_s135_small12_api2 ours_fullgraphs" G3_FLAGS="--no-ours --in-tree-last"
-#      ... g3` (the simulator: c=16 ITL p99 18.3-18.9 ms with the 12-ms small target). Round 21: c=64 ITL p99 27.2-28.0 ms at 1.00-1.05x ours
-#      (met), TTFT p99 +8-17% (missed), c=16 20.4-22.3 ms (missed by 0.4-2.3). (In-tree alone: G3_SIDES=" ",
-#      a space: unset, G3_SIDES runs the default extra sides.)
+#      ... g3` (the simulator: c=16 ITL p99 18.3-18.9 ms with the 12-ms small target). Round 21: c=64 ITL
+#      p99 27.2-28.0 ms at 1.00-1.05x ours (met), TTFT p99 +8-17% (missed), c=16 20.4-22.3 ms (missed by
+#      0.4-2.3). (In-tree alone: G3_SIDES=" ", a space: unset, G3_SIDES runs the default extra sides.)
 #   3. `wt` (the warm-up test alone, 540 s; not run since round 20); if it passes for both models, `ow`.
 #   4. with time left: `ps`, then `t12` (round 19's plan, unchanged).
 #   Done in round 21: s1 / g3 x3 (issue 12 with in-tree, the by-image A/B: one cost won, the sync check).
