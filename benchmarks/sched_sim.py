@@ -41,6 +41,7 @@ from qwenvl_vllm.serving import step_trace  # noqa: E402
 from qwenvl_vllm.settings import (  # noqa: E402
     STEP_TARGET_MARGIN,
     STEP_TARGET_MS,
+    STEP_TARGET_SMALL_MS,
     TOWER_BACKLOG_SCALE,
     TOWER_STEP_MS,
     get_settings,
@@ -71,7 +72,7 @@ class Costs:
     # QWENVL_VLLM_STEP_TARGET_MS for the slicer (0: the fixed budget above); the real StepBudget runs on the
     # simulated clock, learning this model's fixed cost as it would the GPU's
     step_target_ms: float = STEP_TARGET_MS
-    step_target_small_ms: float = 0.0  # QWENVL_VLLM_STEP_TARGET_SMALL_MS
+    step_target_small_ms: float = STEP_TARGET_SMALL_MS
     step_target_margin: float = STEP_TARGET_MARGIN  # QWENVL_VLLM_STEP_TARGET_MARGIN
     step_admit_cost: bool = False  # QWENVL_VLLM_STEP_ADMIT_COST
     # the slicer's steps that launch tower work: measured tower ms per assumed ms, and their extra fixed cost
@@ -416,7 +417,7 @@ def main() -> None:
     target_help = "QWENVL_VLLM_STEP_TARGET_MS (0: off)"
     parser.add_argument("--step-target-ms", type=float, default=Costs.step_target_ms, help=target_help)
     small_help = "QWENVL_VLLM_STEP_TARGET_SMALL_MS: the target while few requests decode (0: off)"
-    parser.add_argument("--step-target-small-ms", type=float, default=0.0, help=small_help)
+    parser.add_argument("--step-target-small-ms", type=float, default=STEP_TARGET_SMALL_MS, help=small_help)
     parser.add_argument("--base-ms", type=float, default=Costs.base_ms, help="a step's fixed cost")
     parser.add_argument("--tower-backlog-scale", type=float, default=Costs.tower_backlog_scale)
     parser.add_argument(

@@ -77,6 +77,8 @@ GRAPHED = f"{AHEAD_MODULE}.EncodeAheadGraphedAsyncScheduler"  # asks for the ste
 SLICED = f"{AHEAD_MODULE}.EncodeAheadSlicedAsyncScheduler"  # the same, and the tower in slices over the steps
 SLICED_PACED = f"{AHEAD_MODULE}.EncodeAheadSlicedPacedAsyncScheduler"
 GRAPHS_2K = ["--max-cudagraph-capture-size", "2048", "--max-num-scheduled-tokens", "2048"]
+# the slicers' settings that round 22 made defaults, off: the tNN sides below keep their names' meaning
+PRE_ROUND22 = {"QWENVL_VLLM_STEP_TARGET_SMALL_MS": "0", "QWENVL_VLLM_SLICER_FULL_GRAPHS": "0"}
 FIXED_BUDGET = {"QWENVL_VLLM_STEP_TARGET_MS": "0"}  # the slicers' budget before the step target (round 13)
 BACKLOG_12_17 = {
     **FIXED_BUDGET,
@@ -160,6 +162,7 @@ SIDES = {
     ),
     # round 10: with the ramp's slow steps gone (the warm-up, now the default), the client's ITL p99 sits
     # above the engine's longest step: streaming waits behind the API server's image work?
+    # since round 22 the slicers' defaults are its best: t16 x1.35, a 12-ms small-batch target, FULL graphs
     "ours_sliced_paced_api2": (True, ["--scheduler-cls", SLICED_PACED, "--api-server-count", "2"], {}),
     "ours_sliced_paced_b12_s17_api2": (
         True,
@@ -182,6 +185,7 @@ SIDES = {
                 "QWENVL_VLLM_STEP_TARGET_MS": str(target),
                 "QWENVL_VLLM_TOWER_BACKLOG_SCALE": scale,
                 "QWENVL_VLLM_TOWER_BACKLOG_REQUESTS": "12",
+                **PRE_ROUND22,
                 **extra,
             },
         )
@@ -201,6 +205,7 @@ SIDES = {
             (16, "_s135_byimage", "1.35", {"QWENVL_VLLM_STEP_ADMIT_COST": "1"}),
             # round 21: c=16 20.4-22.3 ms; a 12-ms target while <= 16 requests decode (sched_sim: 18.3-18.9)
             (16, "_s135_small12", "1.35", {"QWENVL_VLLM_STEP_TARGET_SMALL_MS": "12"}),
+            (18, "_s135_small12", "1.35", {"QWENVL_VLLM_STEP_TARGET_SMALL_MS": "12"}),
             (16, "_s135_synccheck", "1.35", {"QWENVL_VLLM_SYNC_CHECK": "1"}),
         )
     },
@@ -232,6 +237,8 @@ def _with_args(side: str, more: list[str]) -> tuple[bool, list[str], dict[str, s
 PACED_T16 = "ours_sliced_paced_t16_s135_api2"  # round 21: c=64 ITL p99 27.2-28.0 ms
 SIDES["ours_fullgraphs"] = _with_args("ours", FULL_GRAPHS)
 SIDES[PACED_T16.replace("_api2", "_fullgraphs_api2")] = _with_args(PACED_T16, FULL_GRAPHS)
+for _small12 in ("ours_sliced_paced_t16_s135_small12_api2", "ours_sliced_paced_t18_s135_small12_api2"):
+    SIDES[_small12.replace("_api2", "_fullgraphs_api2")] = _with_args(_small12, FULL_GRAPHS)
 
 
 def start(

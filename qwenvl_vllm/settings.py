@@ -12,12 +12,14 @@ VIT_FP8_ENV = "QWENVL_VLLM_VIT_FP8"
 # inter-token latency at c=16 (benchmarks/sched_sim.py; predictions in benchmarks/results/*-round7/)
 TOWER_STEP_PATCH_LAYERS = 20 * 4096
 TOWER_STEP_MS = 9.5  # what TOWER_STEP_PATCH_LAYERS takes on an H200 (2B)
-# The slicers' step-time target and its backlog settings, as measured best on an H200 (thirteenth visit:
-# c=16 ITL p99 18.9 ms, c=64 30.7 at 1.16x vLLM's scheduler's req/s; benchmarks/results/*-round13/)
-STEP_TARGET_MS = 18.0
-TOWER_BACKLOG_SCALE = 1.45  # the budget (or the target) while requests wait in the scheduler
+# The slicers' step-time targets and their backlog settings, as measured best on an H200 (twenty-second
+# visit, the paced slicer with whole-step graphs: c=16 ITL p99 14.4 ms, c=64 27.3 at 1.07x vLLM's
+# scheduler's req/s; benchmarks/results/*-round22/)
+STEP_TARGET_MS = 16.0
+TOWER_BACKLOG_SCALE = 1.35  # the budget (or the target) while requests wait in the scheduler
 TOWER_BACKLOG_REQUESTS = 12  # the paced slicer's backlog: this many requests before their first token
-SMALL_BATCH_DECODES = 16  # at most this many requests decode: QWENVL_VLLM_STEP_TARGET_SMALL_MS applies
+STEP_TARGET_SMALL_MS = 12.0  # the target while at most SMALL_BATCH_DECODES requests decode
+SMALL_BATCH_DECODES = 16
 STEP_TARGET_MARGIN = 0.0  # deviations of the step's noise kept free under the target: off until measured
 GRAPH_TOKENS = 2048  # language-model CUDA graphs up to here: one image's prompt (~1k tokens) and the decodes
 
@@ -84,8 +86,8 @@ class Settings:
     # Under our slicing schedulers: each step gets the tower work that brings it to about this many ms
     # (models.step_budget), instead of tower_step_patch_layers and the backlog scale; 0: off.
     step_target_ms: float
-    # ... this many ms instead while at most SMALL_BATCH_DECODES requests decode (0: the one target): the
-    # issue's targets are 20 ms at c=16 and 30 at c=64, a light load's streams smoother than a heavy one's.
+    # ... this many ms instead while at most SMALL_BATCH_DECODES requests decode (0: the one target): a
+    # lightly loaded server's streams smoother than a heavy one's (issue 12: 20 ms at c=16, 30 at c=64).
     step_target_small_ms: float
     # ... less this many times the learned mean absolute deviation of the steps that launched tower work
     # (models.step_budget): the target then bounds more of the tail than the mean on a noisy host.
@@ -107,6 +109,10 @@ class Settings:
     # Our models' language-model CUDA graphs up to this many tokens where the user set no capture size
     # (serving.step_graphs; vLLM's default stops at 512, below one image's prompt); 0: vLLM's default.
     graph_tokens: int
+    # Under our slicing schedulers, where the user chose no `cudagraph_mode`: FULL, whole-step graphs for the
+    # steps that prefill beside the decodes too (serving.step_graphs; vLLM falls back where the attention
+    # backend cannot, e.g. FlashAttention 2). Off: vLLM's FULL_AND_PIECEWISE.
+    slicer_full_graphs: bool
     # One of our schedulers as the engine's default for Qwen2-VL where the user passed no --scheduler-cls
     # (serving.default_scheduler: its short names); unset: vLLM's scheduler.
     scheduler: str | None
@@ -134,7 +140,7 @@ def get_settings() -> Settings:
         tower_step_patch_layers=_env_int("QWENVL_VLLM_TOWER_STEP_PATCH_LAYERS", TOWER_STEP_PATCH_LAYERS),
         tower_backlog_scale=_env_float("QWENVL_VLLM_TOWER_BACKLOG_SCALE", TOWER_BACKLOG_SCALE),
         step_target_ms=_env_float("QWENVL_VLLM_STEP_TARGET_MS", STEP_TARGET_MS),
-        step_target_small_ms=_env_float("QWENVL_VLLM_STEP_TARGET_SMALL_MS", 0.0),
+        step_target_small_ms=_env_float("QWENVL_VLLM_STEP_TARGET_SMALL_MS", STEP_TARGET_SMALL_MS),
         step_target_margin=_env_float("QWENVL_VLLM_STEP_TARGET_MARGIN", STEP_TARGET_MARGIN),
         step_admit_cost=_env_flag("QWENVL_VLLM_STEP_ADMIT_COST"),
         tower_backlog_requests=_env_int("QWENVL_VLLM_TOWER_BACKLOG_REQUESTS", TOWER_BACKLOG_REQUESTS),
@@ -142,6 +148,7 @@ def get_settings() -> Settings:
         warm_logits=_env_flag("QWENVL_VLLM_WARM_LOGITS", default=True),
         warm_tower=_env_flag("QWENVL_VLLM_WARM_TOWER", default=False),  # on once a GPU run has checked it
         graph_tokens=_env_int("QWENVL_VLLM_GRAPH_TOKENS", GRAPH_TOKENS),
+        slicer_full_graphs=_env_flag("QWENVL_VLLM_SLICER_FULL_GRAPHS", default=True),
         scheduler=os.environ.get("QWENVL_VLLM_SCHEDULER") or None,
         step_trace_path=os.environ.get("QWENVL_VLLM_STEP_TRACE") or None,
         sync_check=_env_flag("QWENVL_VLLM_SYNC_CHECK"),

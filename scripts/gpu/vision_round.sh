@@ -6,26 +6,27 @@
 # /tmp/ckpt; results come back as $OUT/round_<call>.tgz. What each visit ran and found:
 # benchmarks/results/<date>-h200-roundN/README.md.
 #
-# Next visit (in this order; carry .gpu/caches.tgz with the last part: round 20's, saved after in-tree ran):
-#   1. whole-step CUDA graphs for mixed steps, and the admitting steps' host time named (round 21: those steps
-#      host-bound, 18.6 ms against 12.5; a step with a prefill chunk ~8 ms over a decode-only one, profiled;
-#      our scopes 1.8 ms): `G3_CONCURRENCY="16 64" G3_SIDES="ours_sliced_paced_t16_s135_fullgraphs_api2
-#      ours_sliced_paced_t16_s135_api2" G3_PROFILE=ours_sliced_paced_t16_s135_api2 G3_PROFILE_STACK=1
-#      G3_FLAGS=--no-in-tree ... s1` (ours, the slicer with `cudagraph_mode` FULL, then the profiled slicer:
-#      the digest's host_names in serve_bench.log name the Python functions and aten ops).
-#   2. the small-batch target and ours with FULL graphs, in-tree last, in the same lease:
-#      `G3_SIDES="ours_sliced_paced_t16_s135_small12_api2 ours_fullgraphs" G3_FLAGS="--no-ours --in-tree-last"
-#      ... g3` (the simulator: c=16 ITL p99 18.3-18.9 ms with the 12-ms small target). Round 21: c=64 ITL
-#      p99 27.2-28.0 ms at 1.00-1.05x ours (met), TTFT p99 +8-17% (missed), c=16 20.4-22.3 ms (missed by
-#      0.4-2.3). (In-tree alone: G3_SIDES=" ", a space: unset, G3_SIDES runs the default extra sides.)
-#   3. `wt` (the warm-up test alone, 540 s; not run since round 20); if it passes for both models, `ow`.
-#   4. with time left: `ps`, then `t12` (round 19's plan, unchanged).
+# Next visit (in this order; carry .gpu/caches.tgz with the last part if a visit saved one with `v3`):
+#   1. the slicer with this round's defaults (t16 x1.35, small target 12, FULL graphs: `ours_sliced_paced_api2`
+#      is all defaults now), ours and in-tree in one run, then a profiled slicer for the admitting steps'
+#      host names: `G3_CONCURRENCY="16 64" G3_SIDES="ours_sliced_paced_api2" ... s1` (ours, the slicer,
+#      in-tree), then `G3_SIDES=ours_sliced_paced_api2 G3_PROFILE=ours_sliced_paced_api2 G3_PROFILE_STACK=1
+#      G3_FLAGS="--no-ours --no-in-tree" ... g3` (the digest's host_names in serve_bench.log).
+#      Round 22 (FULL graphs, small 12, t16 x1.35, as explicit flags): c=16 ITL p99 14.4 ms, c=64 27.3 ms at
+#      1.07x ours (met), c=64 TTFT p99 1803 ms against ours' 1631 (+10.5%, missed): an admitting step takes
+#      ~20 ms for one image with or without FULL graphs.
+#   2. `wt` (the warm-up test alone, 540 s; not run since round 20); if it passes for both models, `ow`.
+#   3. with time left: `ps`, then `t12` (round 19's plan, unchanged).
+#   Done in round 22: s1 / g3 / s1 (FULL graphs, small 12, t18; no caches: the first start per machine ~200 s;
+#   the machine was taken back once mid-call: stage again at once, the next call is cold).
 #   Done in round 21: s1 / g3 x3 (issue 12 with in-tree, the by-image A/B: one cost won, the sync check).
 #   Done in round 20: in-tree's 4032x3024 c=64 (`i3`), the caches (`v3`).
 #   After the visit: if `v3` returned gpu_caches.tgz, copy it to .gpu/caches.tgz; later visits carry it with
 #   the last .gpu/partNN (vision_round.sh unpacks it after install), so that the first engine starts warm. If
 #   an engine then fails at its start (a cache from another stack), delete .gpu/caches.tgz.
 #   Staging: the tracked tree is ~9 MiB, so the parts must be <= 50 MB (`split -b 50M`: nine parts).
+#   A fresh checkout has no .gpu/ (~1 min): `bash ../shared/gpu/bundle.sh pillow==13.0.0 && rm .gpu/part* &&
+#   tar cf - -C .gpu wheels | split -b 50M -d - .gpu/part && ls .gpu/part* | wc -l > .gpu/nparts`.
 #   Done in round 16: d8 (greedy GPU vs CPU pixels: pass; fp8 W1), the host front end, the TTFT breakdown.
 #   Done in round 17: the pin probe (no `tm`: the pageable copy is slower), the host front end with the
 #   placeholder search (12 MP 0.44 ms over decode), W2 ours only.

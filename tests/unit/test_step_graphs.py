@@ -3,6 +3,8 @@ the plugin's config hook when vLLM builds the engine config; what the user set i
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from qwenvl_vllm.settings import GRAPH_TOKENS
@@ -87,3 +89,45 @@ def test_unchunked_prefill_keeps_vllms_step_size(ckpt: str) -> None:
     scheduler, compilation = _config(ckpt, GRAPHED, chunked=False)
     assert scheduler.max_num_scheduled_tokens != 2048
     assert compilation.max_cudagraph_capture_size == GRAPH_TOKENS  # graphs cap nothing
+
+
+SLICED_PACED = "qwenvl_vllm.serving.encode_ahead.EncodeAheadSlicedPacedAsyncScheduler"
+
+
+def _mode_after_hook(ckpt: str, scheduler_cls: str | None, mode: str | None = None) -> object:
+    """`cudagraph_mode` as our config hook leaves it (vLLM's CPU platform later turns graphs off)."""
+    from vllm.config import CompilationConfig, ModelConfig, SchedulerConfig
+
+    from qwenvl_vllm.model_registry.config_hooks import Qwen2VLConfig
+
+    config = SimpleNamespace(
+        model_config=ModelConfig(model=ckpt, max_model_len=4096),
+        scheduler_config=SchedulerConfig(
+            max_num_batched_tokens=8192,
+            max_model_len=4096,
+            is_encoder_decoder=False,
+            scheduler_cls=scheduler_cls,
+        ),
+        compilation_config=CompilationConfig(cudagraph_mode=mode),
+        parallel_config=SimpleNamespace(distributed_executor_backend=None),
+    )
+    Qwen2VLConfig.verify_and_update_config(config)
+    return config.compilation_config.cudagraph_mode
+
+
+def test_slicers_get_whole_step_graphs(ckpt: str) -> None:
+    from vllm.config import CUDAGraphMode
+
+    assert _mode_after_hook(ckpt, SLICED_PACED) == CUDAGraphMode.FULL
+
+
+def test_full_graphs_only_for_slicers_and_only_where_the_user_chose_none(
+    ckpt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vllm.config import CUDAGraphMode
+
+    assert _mode_after_hook(ckpt, None) is None  # vLLM's default follows
+    assert _mode_after_hook(ckpt, AHEAD) is None
+    assert _mode_after_hook(ckpt, SLICED_PACED, "PIECEWISE") == CUDAGraphMode.PIECEWISE
+    monkeypatch.setenv("QWENVL_VLLM_SLICER_FULL_GRAPHS", "0")
+    assert _mode_after_hook(ckpt, SLICED_PACED) is None

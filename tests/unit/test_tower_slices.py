@@ -14,6 +14,7 @@ from helpers import config_stub, finish_step, image_request, scheduler_for
 from qwenvl_vllm.models.encoder_stream import PROGRESS, SideStreamEmbedding
 from qwenvl_vllm.models.tower_slices import TowerSlicer
 from qwenvl_vllm.serving.encode_ahead import EncodeAheadSlicedAsyncScheduler, EncodeAheadSlicedScheduler
+from qwenvl_vllm.settings import STEP_TARGET_SMALL_MS
 
 SLICED = "qwenvl_vllm.serving.encode_ahead.EncodeAheadSlicedAsyncScheduler"
 GRID = [1, 4, 6]  # 24 patches
@@ -189,12 +190,13 @@ def test_only_models_that_can_slice_get_a_slicer() -> None:
     PROGRESS.active = False
 
 
-@pytest.mark.parametrize("small_ms,scale", [(None, 1.0), ("12", 0.75)])
+@pytest.mark.parametrize("small_ms,scale", [("0", 1.0), ("12", 0.75), (None, STEP_TARGET_SMALL_MS / 16)])
 def test_the_slicer_gets_the_small_batch_target_from_the_settings(monkeypatch, small_ms, scale) -> None:
     class Sliceable(SideStreamEmbedding):
         supports_tower_slices = True
 
     monkeypatch.setenv("QWENVL_VLLM_STEP_TARGET_MS", "16")
+    monkeypatch.delenv("QWENVL_VLLM_STEP_TARGET_SMALL_MS", raising=False)
     if small_ms is not None:
         monkeypatch.setenv("QWENVL_VLLM_STEP_TARGET_SMALL_MS", small_ms)
     model = Sliceable()
