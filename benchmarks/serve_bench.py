@@ -164,6 +164,13 @@ SIDES = {
     # above the engine's longest step: streaming waits behind the API server's image work?
     # since round 22 the slicers' defaults are its best: t16 x1.35, a 12-ms small-batch target, FULL graphs
     "ours_sliced_paced_api2": (True, ["--scheduler-cls", SLICED_PACED, "--api-server-count", "2"], {}),
+    # round 22: an admitting step is ~10 ms of tower, ~6 of prefill, ~4 of decodes and fixed cost, in order;
+    # the tower's slices on a side stream beside the LM (models.slice_stream), for c=64's first-wave TTFT
+    "ours_sliced_paced_side_api2": (
+        True,
+        ["--scheduler-cls", SLICED_PACED, "--api-server-count", "2"],
+        {"QWENVL_VLLM_SLICES_ON_SIDE_STREAM": "1"},
+    ),
     "ours_sliced_paced_b12_s17_api2": (
         True,
         ["--scheduler-cls", SLICED_PACED, "--api-server-count", "2"],

@@ -98,8 +98,11 @@ class Settings:
     # Under the paced slicing scheduler: the backlog that grows the tower's budget, in requests whose prompt
     # is not computed yet.
     tower_backlog_requests: int
-    # Under an encode-ahead scheduler: the language model's CUDA stream runs at a higher priority than the
-    # vision tower's side stream (off: equal priorities).
+    # Under our slicing schedulers: each step's tower slices on a side stream of lower priority, beside the
+    # step's language model instead of before it (models.slice_stream). Off until measured on a GPU.
+    slices_on_side_stream: bool
+    # Under an encode-ahead scheduler (or the slices on a side stream): the language model's CUDA stream runs
+    # at a higher priority than the vision tower's side stream (off: equal priorities).
     lm_stream_priority: bool
     # Qwen2-VL: run the logits once at every batch-size band before serving (models.logits_warmup).
     warm_logits: bool
@@ -144,6 +147,7 @@ def get_settings() -> Settings:
         step_target_margin=_env_float("QWENVL_VLLM_STEP_TARGET_MARGIN", STEP_TARGET_MARGIN),
         step_admit_cost=_env_flag("QWENVL_VLLM_STEP_ADMIT_COST"),
         tower_backlog_requests=_env_int("QWENVL_VLLM_TOWER_BACKLOG_REQUESTS", TOWER_BACKLOG_REQUESTS),
+        slices_on_side_stream=_env_flag("QWENVL_VLLM_SLICES_ON_SIDE_STREAM"),
         lm_stream_priority=_env_flag("QWENVL_VLLM_LM_STREAM_PRIORITY", default=True),
         warm_logits=_env_flag("QWENVL_VLLM_WARM_LOGITS", default=True),
         warm_tower=_env_flag("QWENVL_VLLM_WARM_TOWER", default=False),  # on once a GPU run has checked it

@@ -5,6 +5,7 @@
   tokenizer_config.json, for released-layout checkpoint directories.
 - `scheduler_for` / `image_request`: vLLM's real scheduler (or ours) on CPU, and one-image requests for it.
 - `run_json_script`: a scripts/gpu script in a fresh interpreter, its --out JSON back (GPU tests).
+- `cuda_tower`: a 4-block Qwen2-VL tower of the 2B's widths on CUDA (GPU tests).
 """
 
 from __future__ import annotations
@@ -228,3 +229,21 @@ def finish_step(scheduler, out, prompt: int) -> list[str]:
     runner.sampled_token_ids = [[7] if done else [] for done in prefilled]
     scheduler.update_from_output(out, runner)
     return [r for r, done in zip(ids, prefilled, strict=True) if done]
+
+
+def cuda_tower(**kwargs):
+    """A 4-block tower of Qwen2-VL-2B widths on CUDA in bf16, random O(1)-activation weights (seed 0)."""
+    import torch
+    from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLVisionConfig
+    from vllm.utils.torch_utils import set_default_torch_dtype
+
+    from qwenvl_vllm.models.qwen2_vl_vision import Qwen2VisionTower, hf_weight_shapes
+
+    cfg = Qwen2VLVisionConfig(depth=4, embed_dim=1280, hidden_size=1536, num_heads=16, mlp_ratio=4)
+    gen = torch.Generator().manual_seed(0)
+    weights = [(k, torch.randn(s, generator=gen) * (s[-1] ** -0.5 if len(s) > 1 else 0.1)) for k, s in
+               hf_weight_shapes(cfg).items()]  # fmt: skip
+    with set_default_torch_dtype(torch.bfloat16), torch.device("cuda"):
+        tower = Qwen2VisionTower(cfg, prefix="visual", **kwargs)
+    tower.load_weights(iter(weights))
+    return tower

@@ -30,7 +30,9 @@ from qwenvl_vllm.models.host_scopes import scope
 from qwenvl_vllm.settings import get_settings
 
 if TYPE_CHECKING:
+    from qwenvl_vllm.models.slice_stream import SliceStream
     from qwenvl_vllm.models.tower_slices import TowerJob, TowerSlicer
+    from qwenvl_vllm.settings import Settings
 
 LM_PRIORITY = -1  # CUDA: lower numbers run first; 0, the default, is the lowest
 
@@ -155,6 +157,18 @@ def wants_tower_slices(vllm_config: object) -> bool:
     return bool(getattr(scheduler_class(vllm_config), "slices_tower", False))
 
 
+def _slice_stream(device: torch.device, settings: Settings) -> SliceStream:
+    """The slicer's side stream (models.slice_stream) where asked for and on CUDA, else inline."""
+    from qwenvl_vllm.models.slice_stream import SliceStream
+
+    if not settings.slices_on_side_stream or device.type != "cuda":
+        return SliceStream()
+    stream = torch.cuda.Stream(device, priority=0)
+    if settings.lm_stream_priority:
+        prioritise_current_stream(device)
+    return SliceStream(stream)
+
+
 class SideStreamEmbedding:
     """Mixin (before `SupportsMultiModal`) for our multimodal models: under an encode-ahead scheduler,
     `embed_multimodal` runs the model's `_embed` on an `EncoderStream` and `embed_input_ids` waits for it;
@@ -183,6 +197,7 @@ class SideStreamEmbedding:
                 if target
                 else None,
                 small_batch_scale(target, settings.step_target_small_ms),
+                _slice_stream(torch.device(vllm_config.device_config.device), settings),
             )
         elif wants_encoder_stream(vllm_config):
             self._encoder_stream = EncoderStream(torch.device(vllm_config.device_config.device))

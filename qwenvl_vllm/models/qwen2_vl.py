@@ -373,14 +373,16 @@ class Qwen2VLForConditionalGeneration(
 
     def _queue_item(self, rows: torch.Tensor, grid: list[int]) -> torch.Tensor:
         """One item's encode queued in slices; its output tensor, written by the last slice."""
-        slices, cost = self.visual.forward_slices(rows, [grid], self._tower_slicer.budget)
-        out = torch.empty(
-            grid_tokens(grid, self.merge_size),
-            self.visual.out_hidden_size,
-            dtype=self.visual.dtype,
-            device=self.visual.device,
-        )
-        return self._tower_slicer.submit(slices, out, cost)
+        slicer = self._tower_slicer
+        with slicer.stream.launching():
+            slices, cost = self.visual.forward_slices(rows, [grid], slicer.budget)
+            out = torch.empty(
+                grid_tokens(grid, self.merge_size),
+                self.visual.out_hidden_size,
+                dtype=self.visual.dtype,
+                device=self.visual.device,
+            )
+        return slicer.submit(slices, out, cost, rows=rows)
 
     def _rows(self, item: Qwen2VLInputs, modality: str, grid: list[list[int]]) -> torch.Tensor:
         """Patch rows, on the tower's device, of items shipped as decoded uint8 pixels."""

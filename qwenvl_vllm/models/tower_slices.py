@@ -23,6 +23,7 @@ import torch
 
 from qwenvl_vllm.models.encoder_stream import PROGRESS, storage_key
 from qwenvl_vllm.models.host_scopes import scope
+from qwenvl_vllm.models.slice_stream import SliceStream
 from qwenvl_vllm.models.step_budget import StepBudget
 from qwenvl_vllm.settings import SMALL_BATCH_DECODES
 
@@ -109,20 +110,27 @@ class TowerSlicer:
         backlog_scale: float = 1.0,
         step_budget: StepBudget | None = None,
         small_scale: float = 1.0,
+        stream: SliceStream | None = None,
     ) -> None:
         self.budget, self.backlog_scale, self.step_budget = patch_layers_per_step, backlog_scale, step_budget
         self.small_scale = small_scale
+        self.stream = stream or SliceStream()
         self._queue: deque[TowerJob] = deque()
         self._jobs: dict[int, TowerJob] = {}  # output storage -> its job, until launched
         self._admitted = False  # a job was queued since the last step's launch
         PROGRESS.active = True
 
-    def submit(self, slices: Slices, out: torch.Tensor, slice_cost: int) -> torch.Tensor:
+    def submit(
+        self, slices: Slices, out: torch.Tensor, slice_cost: int, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Queues a job made under `self.stream.launching()`; `rows`: its input, made on the main stream."""
         job = TowerJob(slices, out, slice_cost)
         if not PROGRESS.scheduling:
             while not job.launched:
                 job.launch_next()
         else:
+            if rows is not None:
+                self.stream.adopt(rows, out)
             self._queue.append(job)
             self._jobs[job.key] = job
             self._admitted = True
@@ -138,13 +146,16 @@ class TowerSlicer:
             return
         # the step-time target only once a scheduler serves: the engine's profiling runs teach it nothing
         targeted = self.step_budget if PROGRESS.scheduling else None
+        embeddings = tuple(embeddings)  # read twice
         budget = step_budget(
             self.budget, self.backlog_scale, targeted, tokens, self._admitted, self.small_scale
         )
         self._admitted = False
         with scope("finish_through"):
-            spent = self._finish_through(embeddings)
-        with scope("tower_slices"):
+            with self.stream.launching():
+                spent = self._finish_through(embeddings)
+            self.stream.wait_for(embeddings)
+        with scope("tower_slices"), self.stream.launching():
             while self._queue and (spent == 0 or spent + self._queue[0].slice_cost <= budget):
                 spent += self._launch_front()
         PROGRESS.tower_work += spent
@@ -168,6 +179,7 @@ class TowerSlicer:
         if job.launched:
             self._queue.popleft()
             self._forget(job)
+            self.stream.launched(job)
         return launched
 
     def _forget(self, job: TowerJob) -> None:

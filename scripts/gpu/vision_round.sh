@@ -7,10 +7,12 @@
 # benchmarks/results/<date>-h200-roundN/README.md.
 #
 # Next visit (in this order; carry .gpu/caches.tgz with the last part if a visit saved one with `v3`):
-#   1. the slicer with this round's defaults (t16 x1.35, small target 12, FULL graphs: `ours_sliced_paced_api2`
-#      is all defaults now), ours and in-tree in one run, then a profiled slicer for the admitting steps'
-#      host names: `G3_CONCURRENCY="16 64" G3_SIDES="ours_sliced_paced_api2" ... s1` (ours, the slicer,
-#      in-tree), then `G3_SIDES=ours_sliced_paced_api2 G3_PROFILE=ours_sliced_paced_api2 G3_PROFILE_STACK=1
+#   1. the slice-stream GPU test, then the slicer with this round's defaults (t16 x1.35, small target 12, FULL
+#      graphs: `ours_sliced_paced_api2` is all defaults now) and with its slices on a side stream (for c=64's
+#      TTFT), ours and in-tree in one run: `SS_FIRST=1 G3_CONCURRENCY="16 64" G3_SIDES="ours_sliced_paced_api2
+#      ours_sliced_paced_side_api2" ... s1` (if the test fails, drop the side stream's side: G3_SIDES=
+#      ours_sliced_paced_api2). Then, with time, a profiled slicer for the admitting steps' host names:
+#      `G3_SIDES=ours_sliced_paced_api2 G3_PROFILE=ours_sliced_paced_api2 G3_PROFILE_STACK=1
 #      G3_FLAGS="--no-ours --no-in-tree" ... g3` (the digest's host_names in serve_bench.log).
 #      Round 22 (FULL graphs, small 12, t16 x1.35, as explicit flags): c=16 ITL p99 14.4 ms, c=64 27.3 ms at
 #      1.07x ours (met), c=64 TTFT p99 1803 ms against ours' 1631 (+10.5%, missed): an admitting step takes
@@ -89,7 +91,7 @@ cap() { local left=$((END - SECONDS)); echo $(( left < $1 ? (left > 5 ? left : 5
 gpu_tests() {  # timeout
   timeout "$1" python3 -m pytest -q tests/gpu/test_vision_kernels_gpu.py tests/gpu/test_kernels_gpu.py \
     tests/gpu/test_qwen2_vl_vision_gpu.py tests/gpu/test_writer_gpu.py tests/gpu/test_profile_digest_gpu.py \
-    tests/gpu/test_device_pixels_gpu.py tests/gpu/test_tower_warmup_gpu.py tests/gpu/test_host_scopes_gpu.py \
+    tests/gpu/test_device_pixels_gpu.py tests/gpu/test_tower_warmup_gpu.py tests/gpu/test_host_scopes_gpu.py tests/gpu/test_slice_stream_gpu.py \
     >"$R/gpu_tests.log" 2>&1; status gpu_tests $?; tail -2 "$R/gpu_tests.log"
 }
 encode_ahead_check() {  # timeout
@@ -230,7 +232,14 @@ f3)
 s1)
   # a fresh machine: the 2B GPTQ checkpoint, then g3's `vllm serve` sides (G3_SIDES, G3_CONCURRENCY, G3_FLAGS);
   # last, each step trace's fit (is this host's tower step host-bound?)
-  fresh_2b
+  # SS_FIRST=1: the slice-stream GPU test beside the checkpoint; the side-stream serve side only if it passed
+  if [ -n "${SS_FIRST:-}" ]; then
+    ( timeout 150 python3 -m pytest -q tests/gpu/test_slice_stream_gpu.py >"$R/slice_stream_gpu.log" 2>&1
+      echo $? >"$R/slice_stream_gpu.rc" ) &
+    fresh_2b; wait; tail -2 "$R/slice_stream_gpu.log"
+    [ "$(cat "$R/slice_stream_gpu.rc")" = 0 ] || G3_SIDES=$(echo "${G3_SIDES:-}" | sed 's/ours_sliced_paced_side_api2//')
+    [ -n "${G3_SIDES// }" ] || G3_SIDES=" "  # a space: no extra sides (unset would run the default ones)
+  else fresh_2b; fi
   serve_sides "$(cap 570)"; pack s1
   python3 benchmarks/step_trace_report.py "$R/serve" 2>/dev/null | grep -E "^###|^fit" ;;
 o6)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import cuda_tower
 
 pytestmark = pytest.mark.gpu
 
@@ -65,25 +66,8 @@ def test_fp8_linear_matches_dequantized_matmul(vllm_cuda):
     torch.testing.assert_close(got, want, rtol=2 * BF16_ULP, atol=1e-2 * want.abs().max().item())
 
 
-def _tower(**kwargs):
-    """A 4-block tower of Qwen2-VL-2B widths on CUDA in bf16, random O(1)-activation weights (seed 0)."""
-    from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLVisionConfig
-    from vllm.utils.torch_utils import set_default_torch_dtype
-
-    from qwenvl_vllm.models.qwen2_vl_vision import Qwen2VisionTower, hf_weight_shapes
-
-    cfg = Qwen2VLVisionConfig(depth=4, embed_dim=1280, hidden_size=1536, num_heads=16, mlp_ratio=4)
-    gen = torch.Generator().manual_seed(0)
-    weights = [(k, torch.randn(s, generator=gen) * (s[-1] ** -0.5 if len(s) > 1 else 0.1)) for k, s in
-               hf_weight_shapes(cfg).items()]  # fmt: skip
-    with set_default_torch_dtype(torch.bfloat16), torch.device("cuda"):
-        tower = Qwen2VisionTower(cfg, prefix="visual", **kwargs)
-    tower.load_weights(iter(weights))
-    return tower
-
-
 def test_fp8_tower_close_to_bf16_tower(vllm_cuda):
-    towers = {fp8: _tower(use_fp8=fp8) for fp8 in (False, True)}
+    towers = {fp8: cuda_tower(use_fp8=fp8) for fp8 in (False, True)}
     grids = [[1, 54, 74], [2, 8, 12]]
     pixels = torch.randn(sum(t * h * w for t, h, w in grids), 1176, device="cuda", dtype=torch.bfloat16)
     with torch.inference_mode():
@@ -94,7 +78,7 @@ def test_fp8_tower_close_to_bf16_tower(vllm_cuda):
 
 
 def test_cuda_graph_replays_match_eager(vllm_cuda):
-    tower = _tower(graph_max_patches=16384)
+    tower = cuda_tower(graph_max_patches=16384)
     # Same bucket twice with other contents (stale pad rows / positions), an exact bucket size, a video.
     batches = [[(1, 54, 74)], [(1, 32, 32), (1, 40, 60), (1, 4, 4)], [(1, 32, 32)], [(4, 26, 46), (1, 2, 2)]]
     with torch.inference_mode():
@@ -116,7 +100,7 @@ def test_sliced_graph_replays_equal_the_whole_graph(vllm_cuda):
     whole-tower graph's bytes (same kernels on the same padded shapes)."""
     from qwenvl_vllm.models.tower_slices import run_to_end
 
-    tower = _tower(graph_max_patches=16384)
+    tower = cuda_tower(graph_max_patches=16384)
     grid, other = [(1, 54, 74)], [(1, 40, 60)]
     gen = torch.Generator("cuda").manual_seed(3)
     pixels = torch.randn(3996, 1176, device="cuda", dtype=torch.bfloat16, generator=gen)
@@ -139,7 +123,7 @@ def test_a_new_slice_graph_key_leaves_an_encode_under_way_alone(vllm_cuda):
     buffers), so both equal their whole-tower graphs."""
     from qwenvl_vllm.models.tower_slices import run_to_end
 
-    tower = _tower(graph_max_patches=16384)
+    tower = cuda_tower(graph_max_patches=16384)
     video, image = [(4, 26, 46)], [(1, 64, 76)]  # 4784 / 4864 patches: both pad to 5120
     gen = torch.Generator("cuda").manual_seed(4)
     pv = torch.randn(4784, 1176, device="cuda", dtype=torch.bfloat16, generator=gen)

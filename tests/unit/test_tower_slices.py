@@ -313,3 +313,26 @@ def test_sliced_holds_have_their_own_bound(ckpt: str, serving, monkeypatch, slic
     serving.add(1, SimpleNamespace(query=lambda: False))  # never finishes
     want = {"r0": 1} if held else {"r0": 1, "r1": PROMPT - TEXT_BEFORE}
     assert _step(scheduler) == want
+
+
+def test_slices_stay_inline_without_cuda(monkeypatch, serving, tower) -> None:
+    """QWENVL_VLLM_SLICES_ON_SIDE_STREAM on a CPU engine: no side stream, the same encode as the whole tower
+    (the side stream itself: tests/gpu/test_slice_stream_gpu.py)."""
+
+    class Sliceable(SideStreamEmbedding):
+        supports_tower_slices = True
+
+    monkeypatch.setenv("QWENVL_VLLM_SLICES_ON_SIDE_STREAM", "1")
+    model = Sliceable()
+    model._init_encoder_stream(config_stub(SLICED))
+    slicer = model._tower_slicer
+    assert slicer.stream.stream is None and not slicer.stream.side
+    rows = _pixels(24)
+    with torch.no_grad(), slicer.stream.launching():
+        slices, cost = tower.forward_slices(rows, [GRID], slicer.budget)
+        out = torch.empty(6, tower.out_hidden_size)
+    with torch.no_grad():
+        slicer.submit(slices, out, cost, rows=rows)
+        slicer.before_lm([out])
+        want = tower(rows, [GRID])
+    assert torch.equal(out, want)
