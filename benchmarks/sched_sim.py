@@ -80,6 +80,9 @@ class Costs:
     tower_factor: float = 1.0
     admit_ms: float = 0.0
     admit_by: str = "tower"  # which steps pay admit_ms and get the admitting residuals (step_fit.fit's)
+    # QWENVL_VLLM_SLICES_ON_SIDE_STREAM: the slices beside the LM; this share of the shorter of the tower's
+    # time and the LM's decodes and fixed cost (its kernels leave SMs idle; the prefill's do not) is hidden
+    slice_overlap: float = 0.0
 
 
 @dataclass
@@ -296,7 +299,9 @@ class Sim:
         admitting = bool(encodes) if c.admit_by == "image" else used > 0
         tower_cost = used
         if self.sliced:
-            tower_cost = (c.admit_ms if admitting else 0.0) + c.tower_factor * used
+            light = c.base_ms + c.per_seq_ms * len(out.num_scheduled_tokens)
+            hidden = c.slice_overlap * min(c.tower_factor * used, light)
+            tower_cost = (c.admit_ms if admitting else 0.0) + c.tower_factor * used - hidden
         step = self._noisy(max(host, lm + tower_cost), admitting=admitting)
         for event in self._just_finished:
             event.at = self.clock + step
@@ -434,6 +439,8 @@ def main() -> None:
     admit_cost_help = "QWENVL_VLLM_STEP_ADMIT_COST=1: the budget learns the admitting steps' extra cost apart"
     parser.add_argument("--step-admit-cost", action="store_true", help=admit_cost_help)
     parser.add_argument("--admit-by", choices=step_fit.ADMIT_CLASSES, default=Costs.admit_by, help=admit_help)
+    overlap_help = "QWENVL_VLLM_SLICES_ON_SIDE_STREAM: the hidden share of the shorter of tower and decodes"
+    parser.add_argument("--slice-overlap", type=float, default=Costs.slice_overlap, help=overlap_help)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     os.environ["QWENVL_VLLM_ENCODER_STEP_TOKENS"] = str(args.encoder_step_tokens)
@@ -454,6 +461,7 @@ def main() -> None:
         step_target_margin=args.step_target_margin,
         admit_by=args.admit_by,
         step_admit_cost=args.step_admit_cost,
+        slice_overlap=args.slice_overlap,
     )
     by_class = args.cost_trace is not None  # the noise is then the residuals of the fit the costs come from
     traces = {path for path in (args.cost_trace, args.noise_trace) if path}
