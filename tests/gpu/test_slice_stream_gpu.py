@@ -23,7 +23,9 @@ GRIDS = [(1, 54, 74), (1, 40, 60), (1, 54, 74)]  # 3996, 2400, 3996 patches
 @pytest.fixture
 def serving(monkeypatch):
     monkeypatch.setattr(PROGRESS, "scheduling", True)
+    monkeypatch.setattr(PROGRESS, "active", False)  # restored after: the slicer sets it
     monkeypatch.setattr(PROGRESS, "backlog", False)
+    monkeypatch.setattr(PROGRESS, "decodes", 0)
     PROGRESS.reset()
     yield
     PROGRESS.reset()
