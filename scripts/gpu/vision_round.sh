@@ -9,9 +9,10 @@
 # Next visit (in this order; carry .gpu/caches.tgz with the last part if a visit saved one with `v3`):
 #   1. the slice-stream GPU test, then the slicer with this round's defaults (t16 x1.35, small target 12, FULL
 #      graphs: `ours_sliced_paced_api2` is all defaults now) and with its slices on a side stream (for c=64's
-#      TTFT), ours and in-tree in one run: `SS_FIRST=1 G3_CONCURRENCY="16 64" G3_SIDES="ours_sliced_paced_api2
-#      ours_sliced_paced_side_api2" ... s1` (if the test fails, drop the side stream's side: G3_SIDES=
-#      ours_sliced_paced_api2). Then, with time, a profiled slicer for the admitting steps' host names:
+#      TTFT): `SS_FIRST=1 G3_CONCURRENCY="16 64" G3_SIDES="ours_sliced_paced_api2 ours_sliced_paced_side_api2"
+#      G3_FLAGS=--no-in-tree ... s1` (~525 s cold; the side-stream side is dropped if its GPU test fails), then
+#      the better of the two with ours and in-tree in one run, the issue's committed measurement:
+#      `G3_SIDES=<better> ... g3` (~370 s). Then, with time, a profiled slicer for the admitting steps' host names:
 #      `G3_SIDES=ours_sliced_paced_api2 G3_PROFILE=ours_sliced_paced_api2 G3_PROFILE_STACK=1
 #      G3_FLAGS="--no-ours --no-in-tree" ... g3` (the digest's host_names in serve_bench.log).
 #      Round 22 (FULL graphs, small 12, t16 x1.35, as explicit flags): c=16 ITL p99 14.4 ms, c=64 27.3 ms at
