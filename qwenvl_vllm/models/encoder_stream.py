@@ -30,9 +30,7 @@ from qwenvl_vllm.models.host_scopes import scope
 from qwenvl_vllm.settings import get_settings
 
 if TYPE_CHECKING:
-    from qwenvl_vllm.models.slice_stream import SliceStream
     from qwenvl_vllm.models.tower_slices import TowerJob, TowerSlicer
-    from qwenvl_vllm.settings import Settings
 
 LM_PRIORITY = -1  # CUDA: lower numbers run first; 0, the default, is the lowest
 
@@ -76,6 +74,17 @@ def prioritise_current_stream(device: torch.device) -> None:
     torch.cuda.set_stream(torch.cuda.Stream(device, priority=LM_PRIORITY))
 
 
+def side_stream(device: torch.device) -> torch.cuda.Stream | None:
+    """A stream for the tower beside the language model's (None off CUDA), at the lowest priority; the
+    language model's stream is raised above it where `QWENVL_VLLM_LM_STREAM_PRIORITY` is on."""
+    if device.type != "cuda":
+        return None
+    stream = torch.cuda.Stream(device, priority=0)
+    if get_settings().lm_stream_priority:
+        prioritise_current_stream(device)
+    return stream
+
+
 def _tensors(value: object) -> Iterable[torch.Tensor]:
     if isinstance(value, torch.Tensor):
         yield value
@@ -92,13 +101,11 @@ class EncoderStream:
     """Runs encodes on a side stream (CUDA) or inline (CPU), and makes consumers wait for their outputs."""
 
     def __init__(self, device: torch.device) -> None:
-        self.stream = torch.cuda.Stream(device, priority=0) if device.type == "cuda" else None
+        self.stream = side_stream(device)
         self._events: dict[int, torch.cuda.Event] = {}  # output storage -> its encode's end
         # the scheduler holds a prefill until its encode ended, so the LM's stream should never wait here
         self.waits_on_unfinished = RareEvents("a prefill waited for its image's encode on the side stream")
         PROGRESS.active = self.stream is not None
-        if self.stream is not None and get_settings().lm_stream_priority:
-            prioritise_current_stream(device)
 
     def run(self, encode: Callable[[], Sequence[torch.Tensor]], inputs: object) -> Sequence[torch.Tensor]:
         if self.stream is None:
@@ -157,18 +164,6 @@ def wants_tower_slices(vllm_config: object) -> bool:
     return bool(getattr(scheduler_class(vllm_config), "slices_tower", False))
 
 
-def _slice_stream(device: torch.device, settings: Settings) -> SliceStream:
-    """The slicer's side stream (models.slice_stream) where asked for and on CUDA, else inline."""
-    from qwenvl_vllm.models.slice_stream import SliceStream
-
-    if not settings.slices_on_side_stream or device.type != "cuda":
-        return SliceStream()
-    stream = torch.cuda.Stream(device, priority=0)
-    if settings.lm_stream_priority:
-        prioritise_current_stream(device)
-    return SliceStream(stream)
-
-
 class SideStreamEmbedding:
     """Mixin (before `SupportsMultiModal`) for our multimodal models: under an encode-ahead scheduler,
     `embed_multimodal` runs the model's `_embed` on an `EncoderStream` and `embed_input_ids` waits for it;
@@ -182,7 +177,9 @@ class SideStreamEmbedding:
     def _init_encoder_stream(self, vllm_config: object) -> None:
         """At model construction, on the worker's device (so the scheduler, built later in the same
         process, already sees an active side stream)."""
+        device = torch.device(vllm_config.device_config.device)
         if self.supports_tower_slices and wants_tower_slices(vllm_config):
+            from qwenvl_vllm.models.slice_stream import SliceStream
             from qwenvl_vllm.models.step_budget import StepBudget, small_batch_scale
             from qwenvl_vllm.models.tower_slices import TowerSlicer, check_sliceable
 
@@ -197,10 +194,10 @@ class SideStreamEmbedding:
                 if target
                 else None,
                 small_batch_scale(target, settings.step_target_small_ms),
-                _slice_stream(torch.device(vllm_config.device_config.device), settings),
+                SliceStream(side_stream(device) if settings.slices_on_side_stream else None),
             )
         elif wants_encoder_stream(vllm_config):
-            self._encoder_stream = EncoderStream(torch.device(vllm_config.device_config.device))
+            self._encoder_stream = EncoderStream(device)
 
     def _embed(self, kwargs: dict[str, object]) -> Sequence[torch.Tensor]:
         raise NotImplementedError

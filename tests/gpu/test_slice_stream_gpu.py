@@ -11,6 +11,7 @@ import pytest
 import torch
 from helpers import cuda_tower
 
+from qwenvl_vllm.geometry import grid_tokens
 from qwenvl_vllm.models.encoder_stream import PROGRESS
 from qwenvl_vllm.models.slice_stream import SliceStream
 from qwenvl_vllm.models.tower_slices import TowerSlicer
@@ -35,7 +36,7 @@ def _queue(tower, slicer: TowerSlicer, pixels: torch.Tensor, grid: tuple[int, in
     rows = pixels.clone()  # made on the main stream, as the model's queued rows are
     with slicer.stream.launching():
         slices, cost = tower.forward_slices(rows, [grid], slicer.budget)
-        out = torch.empty(grid[1] * grid[2] // 4, 1536, device="cuda", dtype=torch.bfloat16)
+        out = torch.empty(grid_tokens(grid), tower.out_hidden_size, device="cuda", dtype=tower.dtype)
     return slicer.submit(slices, out, cost, rows=rows)
 
 
