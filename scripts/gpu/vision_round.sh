@@ -76,6 +76,7 @@
 #   p6  fresh 2B checkpoint, then p5's photos;  q6: fresh 2B checkpoint, then n4's photos
 #   ph  2B checkpoint, then `vllm serve` c=64 with 1920x1080 photos, ours vs in-tree
 #   s1  fresh 2B checkpoint, then g3's serve sides and each step trace's fit
+#   pc  the paced slicer's greedy parity and cache check vs the default path (PC_SIDE=1: on the side stream)
 #   s72 `vllm serve` of the 72B checkpoint (after k2 or k8), ours vs in-tree at c=4 (issue 14 part 1)
 #   t   the vision tower benchmark, then the fp8 tower's parity vs transformers
 #   t12 the vision tower benchmark at 1920x1080 and 4032x3024 only
@@ -96,7 +97,7 @@ gpu_tests() {  # timeout
     >"$R/gpu_tests.log" 2>&1; status gpu_tests $?; tail -2 "$R/gpu_tests.log"
 }
 encode_ahead_check() {  # timeout
-  timeout "$1" python3 scripts/gpu/encode_ahead_check.py --ckpt "$CK/2b-bf16" --kv-cache-gib 8 \
+  timeout "$1" python3 scripts/gpu/encode_ahead_check.py --ckpt "$CK/${EA_CKPT:-2b-bf16}" --kv-cache-gib 8 \
     --scheduler-cls "${EA_SCHEDULER:-qwenvl_vllm.serving.encode_ahead.EncodeAheadAsyncScheduler}" \
     --out "$R/encode_ahead_check.json" >"$R/encode_ahead_check.log" 2>&1; status encode_ahead $?
 }
@@ -136,7 +137,7 @@ photos() {  # size concurrencies timeout: `vllm serve` with JPEG photos of that 
   status "serve_photos_$1" $?
   tail -4 "$R/serve_photos_$1.log"
 }
-case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, o6, p5, p6, q6, f3, f4, fe, fp, f8, k8, d1, d8, v2, v3, i3, w2, wt, ow, tm, p7, s1, t12, ps or ph} in
+case ${1:?call a, b, c, p, e, h, w, x, s72, t, g1, g2, g3, g4, k1, k2, l1, l2, n3, n4, o5, o6, p5, p6, pc, q6, f3, f4, fe, fp, f8, k8, d1, d8, v2, v3, i3, w2, wt, ow, tm, p7, s1, t12, ps or ph} in
 g1)
   mk 2b-gptq qwen2-vl-2b gptq-int4 --device cpu & mk 2b-bf16 qwen2-vl-2b bf16 & wait; echo "== checkpoints at ${SECONDS}s"
   ( gpu_tests "$(cap 200)"; encode_ahead_check "$(cap 270)" ) &
@@ -243,6 +244,16 @@ s1)
   else fresh_2b; fi
   serve_sides "$(cap 570)"; pack s1
   python3 benchmarks/step_trace_report.py "$R/serve" 2>/dev/null | grep -E "^###|^fit" ;;
+pc)
+  # issue 12's correctness for the paced slicer under its defaults (FULL graphs, small target 12; PC_SIDE=1:
+  # its slices on the side stream): greedy outputs vs the default path, and the encoder caches and the
+  # slicer's queue empty after generate and after an abort mid-encode (encode_ahead_check.py), on the 2B
+  # GPTQ checkpoint (s1's when the machine kept it)
+  fresh_2b
+  [ -z "${PC_SIDE:-}" ] || export QWENVL_VLLM_SLICES_ON_SIDE_STREAM=1
+  EA_CKPT=2b-gptq EA_SCHEDULER=qwenvl_vllm.serving.encode_ahead.EncodeAheadSlicedPacedAsyncScheduler \
+    encode_ahead_check "$(cap 560)"
+  tail -c 900 "$R/encode_ahead_check.json"; pack pc ;;
 o6)
   # offline W1 ours vs in-tree (compare.py: req/s and single-request TTFT; round 14's 340-s cap ended it in
   # in-tree's cold start, so the TTFT breakdown moved to n3/n4)
