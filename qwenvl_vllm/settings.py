@@ -99,7 +99,8 @@ class Settings:
     # is not computed yet.
     tower_backlog_requests: int
     # Under our slicing schedulers: each step's tower slices on a side stream of lower priority, beside the
-    # step's language model instead of before it (models.slice_stream). Off until measured on a GPU.
+    # step's language model instead of before it (models.slice_stream). On since the twenty-third visit's
+    # A/B on one H200 (c=64: 1.05x the req/s and a 3% lower TTFT p99 than on one stream).
     slices_on_side_stream: bool
     # Under an encode-ahead scheduler (or the slices on a side stream): the language model's CUDA stream runs
     # at a higher priority than the vision tower's side stream (off: equal priorities).
@@ -147,7 +148,7 @@ def get_settings() -> Settings:
         step_target_margin=_env_float("QWENVL_VLLM_STEP_TARGET_MARGIN", STEP_TARGET_MARGIN),
         step_admit_cost=_env_flag("QWENVL_VLLM_STEP_ADMIT_COST"),
         tower_backlog_requests=_env_int("QWENVL_VLLM_TOWER_BACKLOG_REQUESTS", TOWER_BACKLOG_REQUESTS),
-        slices_on_side_stream=_env_flag("QWENVL_VLLM_SLICES_ON_SIDE_STREAM"),
+        slices_on_side_stream=_env_flag("QWENVL_VLLM_SLICES_ON_SIDE_STREAM", default=True),
         lm_stream_priority=_env_flag("QWENVL_VLLM_LM_STREAM_PRIORITY", default=True),
         warm_logits=_env_flag("QWENVL_VLLM_WARM_LOGITS", default=True),
         warm_tower=_env_flag("QWENVL_VLLM_WARM_TOWER", default=False),  # on once a GPU run has checked it

@@ -7,19 +7,18 @@
 # benchmarks/results/<date>-h200-roundN/README.md.
 #
 # Next visit (in this order; carry .gpu/caches.tgz with the last part if a visit saved one with `v3`):
-#   1. the slice-stream GPU test, then the slicer with this round's defaults (t16 x1.35, small target 12, FULL
-#      graphs: `ours_sliced_paced_api2` is all defaults now) and with its slices on a side stream (for c=64's
-#      TTFT): `SS_FIRST=1 G3_CONCURRENCY="16 64" G3_SIDES="ours_sliced_paced_api2 ours_sliced_paced_side_api2"
-#      G3_FLAGS=--no-in-tree ... s1` (~525 s cold; the side-stream side is dropped if its GPU test fails), then
-#      the better of the two with ours and in-tree in one run, the issue's committed measurement:
-#      `G3_SIDES=<better> ... g3` (~370 s). Then, with time, a profiled slicer for the admitting steps' host names:
-#      `G3_SIDES=ours_sliced_paced_api2 G3_PROFILE=ours_sliced_paced_api2 G3_PROFILE_STACK=1
-#      G3_FLAGS="--no-ours --no-in-tree" ... g3` (the digest's host_names in serve_bench.log).
-#      Round 22 (FULL graphs, small 12, t16 x1.35, as explicit flags): c=16 ITL p99 14.4 ms, c=64 27.3 ms at
-#      1.07x ours (met), c=64 TTFT p99 1803 ms against ours' 1631 (+10.5%, missed): an admitting step takes
-#      ~20 ms for one image with or without FULL graphs.
+#   1. the README's main command itself (`ours_main`: QWENVL_VLLM_SCHEDULER=sliced_paced, two API servers,
+#      every slicer default incl. the side stream) with ours and in-tree, c=1/16/64 (c=1 not run since round
+#      14): `G3_CONCURRENCY="1 16 64" G3_SIDES=ours_main ... s1` on a fresh machine (~570 s cold; if that is
+#      too long, c=1 alone in a second call), then offline W1 under the slicer (`QWENVL_VLLM_SCHEDULER=sliced_paced
+#      O5_TAG=_sliced ... o5`: is the slicer fit to be the plugin's own default?).
+#      Round 23: the side stream's A/B (c=64 1.05x req/s, TTFT p99 -3%) and, in one run with ours and in-tree,
+#      c=16 16.7 ms, c=64 28.3 ms at 1.13x ours, TTFT p99 1724 against 1728; `pc` passed (greedy, caches).
 #   2. `wt` (the warm-up test alone, 540 s; not run since round 20); if it passes for both models, `ow`.
-#   3. with time left: `ps`, then `t12` (round 19's plan, unchanged).
+#   3. with time left: the profiled slicer (`G3_SIDES=ours_sliced_paced_api2 G3_PROFILE=ours_sliced_paced_api2
+#      G3_PROFILE_STACK=1 G3_FLAGS="--no-ours --no-in-tree" ... g3`), `ps`, then `t12` (round 19's plan).
+#   Done in round 23: s1 (SS_FIRST, the side-stream A/B) / s1 (side stream, ours, in-tree) / pc (PC_SIDE=1).
+#   The machine is released ~30 s after a call: a call issued later starts a fresh one (stage again, cold).
 #   Done in round 22: s1 / g3 / s1 (FULL graphs, small 12, t18; no caches: the first start per machine ~200 s;
 #   the machine was taken back once mid-call: stage again at once, the next call is cold).
 #   Done in round 21: s1 / g3 x3 (issue 12 with in-tree, the by-image A/B: one cost won, the sync check).
