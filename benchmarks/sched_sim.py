@@ -268,7 +268,8 @@ class Sim:
         c = self.costs
         decodes = sum(1 for n in out.num_scheduled_tokens.values() if n == 1)
         prefill = out.total_num_scheduled_tokens - decodes
-        lm = c.base_ms + c.per_seq_ms * len(out.num_scheduled_tokens) + prefill / 1000 * c.prefill_ms_per_1k
+        light = c.base_ms + c.per_seq_ms * len(out.num_scheduled_tokens)  # fixed cost and decodes
+        lm = light + prefill / 1000 * c.prefill_ms_per_1k
         encodes = [  # (request id, encoder tokens) of each encoder input scheduled in this step
             (r, self.scheduler.requests[r].mm_features[i].mm_position.length)
             for r, ids in out.scheduled_encoder_inputs.items()
@@ -299,7 +300,6 @@ class Sim:
         admitting = bool(encodes) if c.admit_by == "image" else used > 0
         tower_cost = used
         if self.sliced:
-            light = c.base_ms + c.per_seq_ms * len(out.num_scheduled_tokens)
             hidden = c.slice_overlap * min(c.tower_factor * used, light)
             tower_cost = (c.admit_ms if admitting else 0.0) + c.tower_factor * used - hidden
         step = self._noisy(max(host, lm + tower_cost), admitting=admitting)
